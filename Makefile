@@ -1,0 +1,60 @@
+# egresskit: `make run` runs the whole guide on the local backend; `make test` runs every test.
+# Both set themselves up first; a fresh clone needs nothing else.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= out
+
+# Debian packages the kit drives for real: curl (the guide's client), chromium (looks at the
+# rendered report in a test), wrk and nginx (the data-plane benchmark).
+TEST_DEBS  := curl chromium
+BENCH_DEBS := wrk nginx
+
+.PHONY: setup sysdeps bench-sysdeps run test lint lab bench cluster cluster-down clean
+
+setup: $(STAMP)
+
+# Re-installs only when pyproject.toml changes, so a second `make test` starts at once.
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "setup: installing egresskit and its dev tools into $(VENV) ..."
+	@$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 \
+		| grep -v '^WARNING: Location' || true
+	@$(BIN)/python -c "import egresskit, pytest, mypy" # fail here if the install did not work
+	@touch $(STAMP)
+
+sysdeps:
+	@$(PYTHON) egresskit/sysdeps.py $(TEST_DEBS)
+
+bench-sysdeps:
+	@$(PYTHON) egresskit/sysdeps.py $(BENCH_DEBS)
+
+run: setup sysdeps
+	$(BIN)/egresskit run --out $(OUT)
+
+lint: setup
+	$(BIN)/ruff check egresskit tests $(wildcard benchmarks)
+	$(BIN)/ruff format --check egresskit tests $(wildcard benchmarks)
+	$(BIN)/mypy
+
+test: setup sysdeps lint
+	$(BIN)/pytest
+
+lab: setup
+	@$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[lab]'
+	$(BIN)/python -m ipykernel install --user --name egresskit --display-name "egresskit" >/dev/null
+	$(BIN)/jupyter lab notebooks/
+
+bench: setup bench-sysdeps
+	$(BIN)/python -m benchmarks
+
+cluster: setup
+	$(BIN)/egresskit cluster up
+
+cluster-down: setup
+	$(BIN)/egresskit cluster down
+
+clean:
+	rm -rf $(VENV) $(OUT) .mypy_cache .ruff_cache .pytest_cache build *.egg-info

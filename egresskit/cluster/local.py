@@ -1,0 +1,433 @@
+"""The local backend: a Linkerd-meshed cluster emulated on loopback, behind the facade.
+
+``LocalCluster`` wires the pieces of :mod:`egresskit.mesh` together:
+
+* an :class:`~egresskit.mesh.store.ObjectStore` (the API server and Linkerd's status
+  controller), whose snapshot every proxy reads per request;
+* one :class:`~egresskit.mesh.proxy.EgressProxy` per meshed Pod (``linkerd.io/inject:
+  enabled`` on the Pod or its Namespace), with its own metrics registry;
+* the simulated internet (real httpbin for httpbin.org, an echo site elsewhere, TLS from a
+  local CA) and one local server per Deployment running ``buoyantio/bb terminus``;
+* a simulated DNS: external names in the documentation ranges, Services at ClusterIPs.
+
+``curl`` runs the real curl binary "inside" a pod: each URL's host:port is pointed at that
+pod's proxy (``--connect-to``), so the Host header and SNI stay what the client sent, and
+curl trusts the local CA. A pod that is not meshed bypasses the proxy and goes straight to
+the simulated internet, which is exactly the guide's warning about bypassing the sidecar.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from egresskit.cluster.base import ChangeRecord, CurlResult, Manifests, PatchType
+from egresskit.dns import SimulatedDNS
+from egresskit.errors import BackendError, EgressKitError
+from egresskit.manifests import load_manifests
+from egresskit.manifests.model import (
+    Deployment,
+    EgressNetwork,
+    GRPCRoute,
+    HTTPRoute,
+    K8sObject,
+    Namespace,
+    Pod,
+    Service,
+    TCPRoute,
+    TLSRoute,
+)
+from egresskit.mesh.internet import SimulatedInternet
+from egresskit.mesh.metrics import ProxyMetrics, hostname_labels_enabled
+from egresskit.mesh.proxy import EgressProxy, ProxyConfig
+from egresskit.mesh.runtime import LoopThread
+from egresskit.mesh.store import ObjectStore, canonical_kind
+from egresskit.mesh.workloads import RunningWorkload, parse_terminus, start_workload
+from egresskit.policy.decision import Decision
+from egresskit.policy.snapshot import MeshSettings, Snapshot
+
+INJECT_ANNOTATION = "linkerd.io/inject"
+CURL_MARKER = "@@egresskit"
+_MARKER_RE = re.compile(
+    rf"\n?{CURL_MARKER} http_code=(?P<code>\d+) time_total=(?P<time>[\d.]+)\n?$"
+)
+
+
+@dataclass
+class _PodRuntime:
+    pod: Pod
+    proxy: EgressProxy | None
+    metrics: ProxyMetrics | None
+
+
+class LocalCluster:
+    """The embedded mesh. Use as a context manager: everything stops on exit."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        upstreams: Mapping[str, str] | None = None,
+        hosts: Mapping[str, str] | None = None,
+        settings: MeshSettings | None = None,
+        proxy_config: ProxyConfig | None = None,
+        curl_binary: str = "curl",
+    ) -> None:
+        self.settings = settings or MeshSettings()
+        self.proxy_config = proxy_config or ProxyConfig()
+        self.curl_binary = curl_binary
+        self._lock = threading.RLock()
+        self._changes: list[ChangeRecord] = []
+        self._pods: dict[tuple[str, str], _PodRuntime] = {}
+        #: (namespace, deployment) -> (pod template labels, running servers)
+        self._workloads: dict[tuple[str, str], tuple[dict[str, str], list[RunningWorkload]]] = {}
+        self._closed = False
+        self.dns = SimulatedDNS()
+        for host, ip in (hosts or {}).items():
+            self.dns.add(host, ip)
+        self.store = ObjectStore(settings=self.settings)
+        self._loop = LoopThread().start()
+        try:
+            self.internet = SimulatedInternet(upstreams=upstreams).start()
+        except BaseException:
+            self._loop.stop()
+            raise
+
+    # -- context manager ------------------------------------------------------------------
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every proxy, workload, server and thread, in a fixed order."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            pods = list(self._pods.values())
+            self._pods.clear()
+            workloads = [w for _, ws in self._workloads.values() for w in ws]
+            self._workloads.clear()
+        try:
+            for rt in pods:
+                if rt.proxy is not None:
+                    self._loop.call(rt.proxy.close(), timeout=5, what="a proxy to stop")
+        finally:
+            for w in workloads:
+                w.close()
+            self.internet.close()
+            self._loop.stop()
+
+    # -- the facade: writes ----------------------------------------------------------------
+
+    def apply(self, manifests: Manifests) -> list[str]:
+        self._check_open()
+        parsed = load_manifests(manifests)  # validate first: nothing applies on error
+        self._check_runnable(parsed)
+        results = self.store.apply([o.raw for o in parsed], source_name=_source_name(manifests))
+        self._reconcile()
+        lines = [f"{obj.kind.lower()}/{obj.name} {verb}" for obj, verb in results]
+        self._record("apply", [obj for obj, _ in results], _summary_apply(parsed))
+        return lines
+
+    def patch(
+        self,
+        kind: str,
+        name: str,
+        patch: Mapping[str, Any] | str,
+        *,
+        namespace: str,
+        type: PatchType = "merge",
+    ) -> dict[str, Any]:
+        self._check_open()
+        if type != "merge":
+            raise BackendError(f"patch type {type!r} is not supported; expected 'merge'")
+        if isinstance(patch, str):
+            try:
+                patch = json.loads(patch)
+            except json.JSONDecodeError as exc:
+                raise BackendError(f"patch is not valid JSON: {exc}") from exc
+        if not isinstance(patch, Mapping):
+            raise BackendError(f"patch must be a JSON object, found {patch!r}")
+        obj = self.store.patch(kind, name, namespace, patch)
+        self._reconcile()
+        self._record("patch", [obj], _summary_patch(obj, patch))
+        return self.store.get(obj.kind, obj.name, obj.namespace)
+
+    def delete(self, kind: str, name: str, *, namespace: str | None = None) -> None:
+        self._check_open()
+        removed = self.store.delete(kind, name, namespace)
+        self._reconcile()
+        self._record("delete", removed, f"delete {canonical_kind(kind)} {name}")
+
+    # -- the facade: reads ------------------------------------------------------------------
+
+    def get(self, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        return self.store.get(kind, name, namespace)
+
+    def objects(self) -> list[K8sObject]:
+        """Every object in force now (for analyses that need the manifests in force)."""
+        return self.store.objects()
+
+    def snapshot(self) -> Snapshot:
+        return self.store.snapshot
+
+    @property
+    def changes(self) -> list[ChangeRecord]:
+        with self._lock:
+            return list(self._changes)
+
+    def proxy_metrics(self, pod: str, *, namespace: str) -> str:
+        rt = self._pod(pod, namespace)
+        if rt.metrics is None:
+            # linkerd dg proxy-metrics on an unmeshed pod: no admin port to scrape.
+            return f"#\n# POD {pod} (1 of 1)\n#\n# ERROR: pod {pod} is not meshed\n"
+        return f"#\n# POD {pod} (1 of 1)\n#\n" + rt.metrics.render()
+
+    def outbound_ports(self, pod: str, *, namespace: str) -> dict[int, int]:
+        """Original destination port -> loopback port capturing this pod's outbound traffic.
+
+        Send anything there as if from the pod; the destination is the ``Host`` or SNI name,
+        e.g. ``curl --connect-to httpbin.org:80:127.0.0.1:<port> http://httpbin.org/get``.
+        """
+        rt = self._pod(pod, namespace)
+        if rt.proxy is None:
+            raise BackendError(f"pod {namespace}/{pod} is not meshed: it has no proxy")
+        for port in self._route_ports():
+            self._loop.call(rt.proxy.listen(port), timeout=5, what=f"a listener on :{port}")
+        return rt.proxy.ports()
+
+    # -- curl -------------------------------------------------------------------------------
+
+    def curl(self, *args: str, pod: str, namespace: str, timeout: float = 30.0) -> CurlResult:
+        self._check_open()
+        rt = self._pod(pod, namespace)
+        extra: list[str] = ["--cacert", str(self.internet.ca_file), "--noproxy", "*"]
+        for url in _urls(args):
+            extra += ["--connect-to", self._connect_to(rt, url, namespace)]
+        wants_write_out = any(a in ("-w", "--write-out") for a in args)
+        marker = (
+            []
+            if wants_write_out
+            else [
+                "-w",
+                f"%{{stderr}}\n{CURL_MARKER} http_code=%{{http_code}} time_total=%{{time_total}}\n",
+            ]
+        )
+        argv = [self.curl_binary, *args, *extra, *marker]
+        env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+        started = datetime.now(UTC)
+        try:
+            proc = subprocess.run(argv, capture_output=True, timeout=timeout, env=env, check=False)
+        except FileNotFoundError as exc:
+            raise BackendError(f"the curl binary {self.curl_binary!r} is not installed") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise BackendError(f"curl {' '.join(args)} did not finish within {timeout:g}s") from exc
+        stdout = proc.stdout.decode("utf-8", "replace")
+        stderr = proc.stderr.decode("utf-8", "replace")
+        status: int | None = None
+        time_total = (datetime.now(UTC) - started).total_seconds()
+        m = _MARKER_RE.search(stderr)
+        if m:
+            stderr = stderr[: m.start()] + stderr[m.end() :]
+            code = int(m.group("code"))
+            status = code or None
+            time_total = float(m.group("time"))
+        return CurlResult(
+            args=tuple(args),
+            exit_code=proc.returncode,
+            http_status=status,
+            stdout=stdout,
+            stderr=stderr,
+            time_total=time_total,
+            started_at=started,
+        )
+
+    def _connect_to(self, rt: _PodRuntime, url: str, namespace: str) -> str:
+        parts = urlsplit(url if "://" in url else f"http://{url}")
+        host = parts.hostname or ""
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise BackendError(f"{url!r}: the port is not a number between 1 and 65535") from exc
+        try:
+            ip = str(self.dns.resolve(host, search_namespace=namespace))
+        except EgressKitError as exc:
+            raise BackendError(f"{url!r}: {exc}") from exc
+        url_host = f"[{host}]" if ":" in host else host
+        if rt.proxy is None:
+            # Not meshed: the pod's packets go straight out, bypassing any policy.
+            target = self._upstream(host, ip, port, parts.scheme == "https", None)
+            if target is None:
+                raise BackendError(f"{url!r}: nothing answers at {ip}:{port}")
+            return f"{url_host}:{port}:{target[0]}:{target[1]}"
+        lport = self._loop.call(
+            rt.proxy.listen(port, ip), timeout=5, what=f"a listener for {ip}:{port}"
+        )
+        return f"{url_host}:{port}:127.0.0.1:{lport}"
+
+    # -- where traffic lands ---------------------------------------------------------------
+
+    def _upstream(
+        self, host: str | None, ip: str, port: int, is_tls: bool, decision: Decision | None
+    ) -> tuple[str, int] | None:
+        snap = self.store.snapshot
+        if decision is not None and decision.target == "service" and decision.backend:
+            b = decision.backend
+            return self._service_endpoint(snap, b.namespace, b.name, b.port)
+        svc = snap.services_by_ip.get(ip)
+        if svc is not None:
+            return self._service_endpoint(snap, svc.namespace or "", svc.name, port)
+        return self.internet.upstream_for(host, ip, port, tls=is_tls)
+
+    def _service_endpoint(
+        self, snap: Snapshot, namespace: str, name: str, port: int | None
+    ) -> tuple[str, int] | None:
+        svc = snap.services.get((namespace, name))
+        if svc is None or port is None:
+            return None
+        sport = next((p for p in svc.ports if p.port == port), None)
+        if sport is None:
+            return None
+        target_port = sport.target_port if sport.target_port is not None else sport.port
+        selector = dict(svc.selector)
+        with self._lock:
+            items = list(self._workloads.items())
+        for (ns, _), (labels, workloads) in items:
+            if ns != namespace:
+                continue
+            for w in workloads:
+                selected = selector and all(labels.get(k) == v for k, v in selector.items())
+                if selected and target_port in (w.container_port, _named_port(w, target_port)):
+                    return w.address
+        return None
+
+    # -- keeping processes in line with the objects ------------------------------------------
+
+    def _check_runnable(self, parsed: list[K8sObject]) -> None:
+        for obj in parsed:
+            if isinstance(obj, Deployment):
+                for container in obj.template.containers:
+                    parse_terminus(container)  # raises UnsupportedWorkload, before any change
+
+    def _reconcile(self) -> None:
+        objs = self.store.objects()
+        namespaces = {o.name: o for o in objs if isinstance(o, Namespace)}
+        for svc in (o for o in objs if isinstance(o, Service)):
+            if svc.cluster_ip:
+                self.dns.register_service(svc.name, svc.namespace or "", svc.cluster_ip)
+        with self._lock:
+            # Pods: a proxy for each meshed pod.
+            pods = {(o.namespace or "", o.name): o for o in objs if isinstance(o, Pod)}
+            for key in [k for k in self._pods if k not in pods]:
+                rt = self._pods.pop(key)
+                if rt.proxy is not None:
+                    self._loop.call(rt.proxy.close(), timeout=5, what="a proxy to stop")
+            for key, pod in pods.items():
+                if key in self._pods:
+                    continue
+                ns_obj = namespaces.get(key[0])
+                self._pods[key] = self._start_pod(pod, ns_obj)
+            # Deployments: one local server per replica's container.
+            deps = {(o.namespace or "", o.name): o for o in objs if isinstance(o, Deployment)}
+            for key in [k for k in self._workloads if k not in deps]:
+                for w in self._workloads.pop(key)[1]:
+                    w.close()
+            for key, dep in deps.items():
+                if key in self._workloads:
+                    continue
+                started = [start_workload(c) for c in dep.template.containers]
+                self._workloads[key] = (dict(dep.template.labels), started)
+
+    def _start_pod(self, pod: Pod, ns: Namespace | None) -> _PodRuntime:
+        pod_ann = dict(pod.metadata.annotations)
+        ns_ann = dict(ns.metadata.annotations) if ns else {}
+        inject = pod_ann.get(INJECT_ANNOTATION, ns_ann.get(INJECT_ANNOTATION, ""))
+        if inject != "enabled":
+            return _PodRuntime(pod=pod, proxy=None, metrics=None)
+        metrics = ProxyMetrics(hostname_labels=hostname_labels_enabled(pod_ann, ns_ann))
+        proxy = EgressProxy(
+            namespace=pod.namespace or "",
+            pod=pod.name,
+            snapshot=lambda: self.store.snapshot,
+            dns=self.dns,
+            upstreams=self._upstream,
+            metrics=metrics,
+            config=self.proxy_config,
+        )
+        for port in (80, 443):
+            self._loop.call(proxy.listen(port), timeout=5, what=f"a listener on :{port}")
+        return _PodRuntime(pod=pod, proxy=proxy, metrics=metrics)
+
+    def _pod(self, pod: str, namespace: str) -> _PodRuntime:
+        with self._lock:
+            rt = self._pods.get((namespace, pod))
+        if rt is None:
+            raise BackendError(f'pod "{pod}" not found in namespace {namespace}')
+        return rt
+
+    def _route_ports(self) -> set[int]:
+        ports = {80, 443}
+        for o in self.store.objects():
+            if isinstance(o, HTTPRoute | GRPCRoute | TLSRoute | TCPRoute):
+                ports |= {r.port for r in o.parent_refs if r.port is not None}
+        return ports
+
+    def _record(self, verb: str, objs: list[K8sObject], summary: str) -> None:
+        rec = ChangeRecord(
+            at=datetime.now(UTC),
+            verb=verb,  # type: ignore[arg-type]
+            objects=tuple(o.display for o in objs),
+            summary=summary,
+        )
+        with self._lock:
+            self._changes.append(rec)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BackendError("this local cluster is closed; connect again")
+
+
+def _named_port(w: RunningWorkload, target: int | str) -> int | None:
+    if isinstance(target, str):
+        for p in w.container.ports:
+            if p.name == target:
+                return p.container_port
+    return None
+
+
+def _urls(args: tuple[str, ...]) -> list[str]:
+    """The URLs in a curl command line (``http://``/``https://`` arguments)."""
+    return [a for a in args if re.match(r"^https?://", a)]
+
+
+def _source_name(manifests: Manifests) -> str | None:
+    return None
+
+
+def _summary_apply(objs: list[K8sObject]) -> str:
+    names = []
+    for o in objs:
+        if isinstance(o, EgressNetwork):
+            names.append(f"EgressNetwork {o.name}: {o.traffic_policy}")
+        elif not isinstance(o, Namespace | Pod):
+            names.append(f"{o.kind} {o.name}")
+    return ", ".join(names) if names else ", ".join(o.display for o in objs)
+
+
+def _summary_patch(obj: K8sObject, patch: Mapping[str, Any]) -> str:
+    if isinstance(obj, EgressNetwork) and "trafficPolicy" in patch.get("spec", {}):
+        return f"EgressNetwork {obj.name}: {obj.traffic_policy}"
+    return f"patch {obj.kind} {obj.name}"

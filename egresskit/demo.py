@@ -1,0 +1,58 @@
+"""A short demonstration of the policy engine on the guide's manifests (``egresskit demo``).
+
+Walks the guide's states and asks :func:`egresskit.explain` what Linkerd does with the
+guide's requests in each, printing one line per request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from egresskit import guide
+from egresskit.explain import explain
+
+DENY_EN = guide.EGRESS_NETWORK.replace("trafficPolicy: Allow", "trafficPolicy: Deny")
+
+STEPS: list[tuple[str, list[str], list[str]]] = [
+    (
+        "EgressNetwork Allow",
+        [guide.EGRESS_NETWORK],
+        ["http://httpbin.org/get", "https://httpbin.org/get"],
+    ),
+    ("trafficPolicy Deny", [DENY_EN], ["http://httpbin.org/get", "https://httpbin.org/get"]),
+    (
+        "+ HTTPRoute httpbin-get",
+        [DENY_EN, guide.HTTPBIN_GET_ROUTE],
+        ["http://httpbin.org/get", "http://httpbin.org/ip"],
+    ),
+    (
+        "+ TLSRoute tls-egress",
+        [DENY_EN, guide.HTTPBIN_GET_ROUTE, guide.TLS_EGRESS_ROUTE],
+        ["https://httpbin.org/get", "https://github.com/"],
+    ),
+    (
+        "redirect to internal-egress",
+        [
+            DENY_EN,
+            guide.INTERNAL_EGRESS,
+            guide.HTTPBIN_GET_ROUTE,
+            guide.TLS_EGRESS_ROUTE_ALL,
+            guide.UNENCRYPTED_HTTP_ROUTE,
+        ],
+        [
+            "http://httpbin.org/get",
+            "http://httpbin.org/ip",
+            "http://google.com",
+            "https://github.com/",
+        ],
+    ),
+]
+
+
+def run(out: Callable[[str], None] = print) -> int:
+    for title, docs, urls in STEPS:
+        out(f"== {title}")
+        for url in urls:
+            d = explain([guide.NAMESPACE, *docs], url, namespace=guide.NAMESPACE_NAME)
+            out(f"   {url:<28} {d.summary()}")
+    return 0

@@ -1,0 +1,310 @@
+"""One meshed pod's outbound proxy: a real egress data plane on loopback (asyncio).
+
+Job: accept the pod's outbound connections, find the original destination, sniff the
+first bytes, ask the policy engine, and do what Linkerd's outbound proxy does: forward,
+send to an in-cluster Service, answer 403/500/3xx itself, or close the connection; and
+count it all in the pod's own :class:`~egresskit.mesh.metrics.ProxyMetrics`.
+
+Rules:
+
+* Listeners bind 127.0.0.1 only, port 0. A listener either stands for one original
+  destination ``ip:port`` (what iptables would have kept; used by the pod's curl) or for a
+  port, in which case the destination is the name in the SNI or ``Host`` (``outbound_ports``).
+* Protocol detection reads what the client sends first, at most ``detect_timeout``
+  (Linkerd: 10 s); silence means opaque (shared spec 5.2).
+* Each HTTP request takes the snapshot current when its head arrives and is judged by it
+  alone: policy changes are atomic per request. TLS and TCP connections are judged once.
+* Every wait is bounded; a fault on one connection never touches another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from egresskit.dns import SimulatedDNS
+from egresskit.errors import EgressKitError
+from egresskit.mesh.http1 import serve_http1
+from egresskit.mesh.metrics import ProxyMetrics
+from egresskit.mesh.sniff import (
+    ClientHello,
+    NeedMore,
+    detect_protocol,
+    sniff_client_hello,
+)
+from egresskit.policy.decision import Decision, TcpConnection, TlsConnection
+from egresskit.policy.engine import decide
+from egresskit.policy.snapshot import Snapshot
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+READ_CHUNK = 65536
+
+#: Where an allowed or redirected stream goes: (original host name, ip, port, is_tls,
+#: decision) -> (host, port) on loopback, or None when nothing answers there.
+Upstreams = Callable[[str | None, str, int, bool, Decision], tuple[str, int] | None]
+
+
+@dataclass(kw_only=True)
+class ProxyConfig:
+    detect_timeout: float = 10.0
+    #: How long a client may take to send a request head (slowloris bound).
+    request_head_timeout: float = 10.0
+    #: How long a keep-alive connection may sit idle between requests.
+    idle_timeout: float = 60.0
+    connect_timeout: float = 3.0
+    #: Bound on waiting for the upstream's response head (Linkerd has no default; a hung
+    #: upstream must not hold a notebook forever).
+    response_timeout: float = 30.0
+    max_header_bytes: int = 64 * 1024
+
+
+@dataclass(kw_only=True)
+class EgressProxy:
+    """The outbound proxy of one pod. Runs on the mesh's event loop."""
+
+    namespace: str
+    pod: str
+    snapshot: Callable[[], Snapshot]
+    dns: SimulatedDNS
+    upstreams: Upstreams
+    metrics: ProxyMetrics
+    config: ProxyConfig = field(default_factory=ProxyConfig)
+    _servers: dict[tuple[int, str | None], asyncio.Server] = field(default_factory=dict)
+    _ports: dict[tuple[int, str | None], int] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    # -- listeners ------------------------------------------------------------------------
+
+    async def listen(self, port: int, fixed_ip: str | None = None) -> int:
+        """A loopback listener for original port ``port`` (and ``fixed_ip``, if given)."""
+        key = (port, fixed_ip)
+        if key in self._ports:
+            return self._ports[key]
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            task.set_name(f"proxy {self.namespace}/{self.pod} :{port} conn")
+            self._tasks.add(task)
+            try:
+                await self._connection(reader, writer, port, fixed_ip)
+            except Exception:  # one connection's fault never stops the proxy
+                log.exception("proxy %s/%s: connection failed", self.namespace, self.pod)
+            finally:
+                self._tasks.discard(task)
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+
+        server = await asyncio.start_server(handle, LOOPBACK, 0, limit=READ_CHUNK)
+        lport = int(server.sockets[0].getsockname()[1])
+        self._servers[key] = server
+        self._ports[key] = lport
+        return lport
+
+    def ports(self) -> dict[int, int]:
+        """Original port -> loopback port of the name-routed listeners."""
+        return {p: lp for (p, ip), lp in self._ports.items() if ip is None}
+
+    async def close(self, grace: float = 2.0) -> None:
+        for server in self._servers.values():
+            server.close()
+        for server in self._servers.values():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), grace)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace)
+        self._servers.clear()
+        self._ports.clear()
+
+    # -- one connection ---------------------------------------------------------------------
+
+    async def _connection(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        port: int,
+        fixed_ip: str | None,
+    ) -> None:
+        buffered, protocol = await self._detect(reader)
+        if protocol == "closed":
+            return
+        if protocol == "http1":
+            await serve_http1(self, reader, writer, buffered, port, fixed_ip)
+            return
+        sni: str | None = None
+        if protocol == "tls":
+            buffered, hello = await self._read_hello(reader, buffered)
+            sni = hello.sni if isinstance(hello, ClientHello) else None
+        ip = self.resolve(sni, fixed_ip)
+        if ip is None:
+            log.info(
+                "proxy %s/%s: no destination for an opaque stream on :%s",
+                self.namespace,
+                self.pod,
+                port,
+            )
+            return
+        if protocol == "http2":
+            # Not emulated: the local proxy speaks HTTP/1 only (gRPC needs HTTP/2).
+            log.info(
+                "proxy %s/%s: HTTP/2 is not supported by the local backend",
+                self.namespace,
+                self.pod,
+            )
+            return
+        request: TlsConnection | TcpConnection
+        if protocol == "tls":
+            request = TlsConnection(
+                client_namespace=self.namespace, dst_ip=ip, dst_port=port, sni=sni
+            )
+        else:
+            request = TcpConnection(client_namespace=self.namespace, dst_ip=ip, dst_port=port)
+        decision = decide(self.snapshot(), request)
+        await self._stream(decision, reader, writer, buffered, sni, ip, port, protocol == "tls")
+
+    def resolve(self, host: str | None, fixed_ip: str | None) -> str | None:
+        if fixed_ip is not None:
+            return fixed_ip
+        if not host:
+            return None
+        try:
+            return str(self.dns.resolve(host, search_namespace=self.namespace))
+        except EgressKitError:
+            return None
+
+    async def _detect(self, reader: asyncio.StreamReader) -> tuple[bytes, str]:
+        buffered = b""
+        deadline = time.monotonic() + self.config.detect_timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return buffered, "opaque"  # the client did not speak first
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
+            except TimeoutError:
+                return buffered, "opaque"
+            if not chunk:
+                return buffered, ("closed" if not buffered else "opaque")
+            buffered += chunk
+            verdict = detect_protocol(buffered)
+            if not isinstance(verdict, NeedMore):
+                return buffered, verdict.protocol
+
+    async def _read_hello(
+        self, reader: asyncio.StreamReader, buffered: bytes
+    ) -> tuple[bytes, object]:
+        deadline = time.monotonic() + self.config.detect_timeout
+        while True:
+            hello = sniff_client_hello(buffered)
+            if not isinstance(hello, NeedMore):
+                return buffered, hello
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return buffered, None
+            try:
+                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
+            except TimeoutError:
+                return buffered, None
+            if not chunk:
+                return buffered, None
+            buffered += chunk
+
+    # -- TLS and opaque streams ------------------------------------------------------------
+
+    async def _stream(
+        self,
+        decision: Decision,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        buffered: bytes,
+        sni: str | None,
+        ip: str,
+        port: int,
+        is_tls: bool,
+    ) -> None:
+        family = decision.family
+        labels = decision.labels
+
+        def opened() -> None:
+            if not labels:
+                return
+            if family == "tls":
+                self.metrics.tls_open(labels, hostname=sni or "")
+            elif family == "tcp":
+                self.metrics.tcp_open(labels, target_ip=ip, target_port=port)
+
+        def closed(error: str) -> None:
+            if not labels:
+                return
+            if family == "tls":
+                self.metrics.tls_close(labels, hostname=sni or "", error=error)
+            elif family == "tcp":
+                self.metrics.tcp_close(labels, target_ip=ip, target_port=port, error=error)
+
+        if decision.outcome in ("forbidden", "invalid", "failed"):
+            # Forbidden/Invalid filters: the proxy accepts, then drops the connection; the
+            # client sees a reset or EOF during its handshake (curl: (35)). Spec 3.
+            opened()
+            closed(decision.error)
+            return
+        target = self.upstreams(sni, ip, port, is_tls, decision)
+        if target is None:
+            opened()
+            closed("unexpected")
+            return
+        try:
+            up_reader, up_writer = await asyncio.wait_for(
+                asyncio.open_connection(*target, limit=READ_CHUNK), self.config.connect_timeout
+            )
+        except (OSError, TimeoutError):
+            opened()
+            closed("unexpected")
+            return
+        opened()
+        try:
+            up_writer.write(buffered)
+            await _relay(reader, writer, up_reader, up_writer)
+        finally:
+            up_writer.close()
+            with contextlib.suppress(Exception):
+                await up_writer.wait_closed()
+            closed("")
+
+
+async def _relay(
+    client_r: asyncio.StreamReader,
+    client_w: asyncio.StreamWriter,
+    up_r: asyncio.StreamReader,
+    up_w: asyncio.StreamWriter,
+) -> None:
+    """Pipe both directions until either side is done."""
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while chunk := await src.read(READ_CHUNK):
+                dst.write(chunk)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                if dst.can_write_eof():
+                    dst.write_eof()
+
+    a = asyncio.create_task(pipe(client_r, up_w), name="relay client->upstream")
+    b = asyncio.create_task(pipe(up_r, client_w), name="relay upstream->client")
+    try:
+        await asyncio.wait({a, b}, return_when=asyncio.ALL_COMPLETED)
+    finally:
+        for t in (a, b):
+            t.cancel()

@@ -1,0 +1,181 @@
+"""``egresskit run``: execute every notebook with papermill, then summarise and report.
+
+Each notebook in ``notebooks/`` runs on the chosen backend into ``OUT/`` with its
+parameters (backend, context, output folder); papermill records each cell's duration. The
+summary lists every notebook and every verify step (cells tagged ``verify``) with its
+result and duration, in the terminal and as ``OUT/report.html`` (charts embedded as
+images, so it renders offline). Exits non-zero when a check fails, naming the notebook
+and the cell.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+@dataclass(kw_only=True)
+class StepResult:
+    notebook: str
+    cell: int
+    name: str
+    ok: bool
+    seconds: float
+    output: str
+
+
+@dataclass(kw_only=True)
+class NotebookResult:
+    name: str
+    ok: bool
+    seconds: float
+    error: str = ""
+    failed_cell: int | None = None
+    steps: list[StepResult] = field(default_factory=list)
+
+
+def notebooks(only: str | None = None) -> list[Path]:
+    found = sorted(NOTEBOOKS.glob("[0-9]*.ipynb"))
+    return [p for p in found if only is None or only in p.name]
+
+
+def run_all(
+    *,
+    backend: str = "local",
+    context: str | None = None,
+    out: Path = Path("out"),
+    only: str | None = None,
+    stream: Any = sys.stdout,
+) -> int:
+    out = out.resolve()
+    (out / "charts").mkdir(parents=True, exist_ok=True)
+    paths = notebooks(only)
+    if not paths:
+        print(f"egresskit run: no notebooks matching {only!r} in {NOTEBOOKS}", file=stream)
+        return 1
+    results = []
+    started = time.monotonic()
+    for i, path in enumerate(paths, 1):
+        print(f"[{i}/{len(paths)}] {path.stem} ...", end="", flush=True, file=stream)
+        result = run_one(path, backend=backend, context=context, out=out)
+        results.append(result)
+        verdict = "ok" if result.ok else f"FAILED at cell {result.failed_cell}"
+        print(f" {verdict} ({result.seconds:.1f}s)", file=stream)
+    total = time.monotonic() - started
+    print(summary_table(results, total), file=stream)
+    write_report(results, out, total)
+    print(f"executed notebooks, charts and report.html in {out}", file=stream)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"FAILED: {r.name}, cell {r.failed_cell}: {r.error}", file=stream)
+    return 1 if failed else 0
+
+
+def run_one(path: Path, *, backend: str, context: str | None, out: Path) -> NotebookResult:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    target = out / path.name
+    params = {"backend": backend, "kube_context": context, "output_dir": str(out)}
+    started = time.monotonic()
+    error = ""
+    failed_cell = None
+    try:
+        papermill.execute_notebook(
+            str(path),
+            str(target),
+            parameters=params,
+            kernel_name="python3",
+            progress_bar=False,
+            cwd=str(path.parent),
+        )
+    except PapermillExecutionError as exc:
+        error = f"{exc.ename}: {exc.evalue}"
+        failed_cell = int(exc.exec_count) if exc.exec_count is not None else None
+    seconds = time.monotonic() - started
+    steps = verify_steps(target) if target.exists() else []
+    return NotebookResult(
+        name=path.stem,
+        ok=not error,
+        seconds=seconds,
+        error=error,
+        failed_cell=failed_cell,
+        steps=steps,
+    )
+
+
+def verify_steps(executed: Path) -> list[StepResult]:
+    """The verify cells of an executed notebook, with results and papermill's durations."""
+    nb = json.loads(executed.read_text())
+    steps = []
+    for idx, cell in enumerate(nb.get("cells", [])):
+        if "verify" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        text = "".join(
+            "".join(o.get("text", "")) for o in cell.get("outputs", []) if o.get("name") == "stdout"
+        )
+        failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
+        pm = cell.get("metadata", {}).get("papermill", {})
+        first = text.strip().splitlines()[0] if text.strip() else "(no output)"
+        steps.append(
+            StepResult(
+                notebook=executed.stem,
+                cell=idx,
+                name=first,
+                ok=not failed and "FAIL" not in text,
+                seconds=float(pm.get("duration") or 0.0),
+                output=text,
+            )
+        )
+    return steps
+
+
+def summary_table(results: list[NotebookResult], total: float) -> str:
+    lines = [f"{'notebook / step':<72} {'result':>6} {'seconds':>8}", "-" * 88]
+    for r in results:
+        lines.append(f"{r.name:<72} {'ok' if r.ok else 'FAIL':>6} {r.seconds:>8.1f}")
+        for s in r.steps:
+            lines.append(f"  {s.name[:70]:<70} {'pass' if s.ok else 'FAIL':>6} {s.seconds:>8.2f}")
+    lines.append("-" * 88)
+    lines.append(f"{'total':<72} {'':>6} {total:>8.1f}")
+    return "\n".join(lines)
+
+
+def write_report(results: list[NotebookResult], out: Path, total: float) -> Path:
+    rows = []
+    for r in results:
+        colour = "#1a7f37" if r.ok else "#cf222e"
+        rows.append(
+            f"<tr><th colspan=2 style='text-align:left'>{html.escape(r.name)}</th>"
+            f"<td style='color:{colour}'>{'ok' if r.ok else 'FAILED'}</td>"
+            f"<td>{r.seconds:.1f}s</td></tr>"
+        )
+        for s in r.steps:
+            c = "#1a7f37" if s.ok else "#cf222e"
+            verdict = "pass" if s.ok else "FAIL"
+            rows.append(
+                f"<tr><td></td><td>{html.escape(s.name)}</td>"
+                f"<td style='color:{c}'>{verdict}</td><td>{s.seconds:.2f}s</td></tr>"
+            )
+    charts = "".join(
+        f"<figure><img src='charts/{p.name}' alt='{html.escape(p.stem)}'>"
+        f"<figcaption>{html.escape(p.stem)}</figcaption></figure>"
+        for p in sorted((out / "charts").glob("*.png"))
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>egresskit report</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px}"
+        "img{max-width:100%;border:1px solid #ddd}</style></head><body>"
+        f"<h1>egresskit: the guide, run</h1><p>total {total:.1f}s</p>"
+        f"<table>{''.join(rows)}</table><h2>Charts</h2>{charts}</body></html>"
+    )
+    path = out / "report.html"
+    path.write_text(page)
+    return path

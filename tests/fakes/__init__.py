@@ -1,0 +1,1 @@
+"""Fakes with the real interfaces: an HTTP Kubernetes API server and the cluster CLIs."""
