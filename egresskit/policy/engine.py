@@ -167,10 +167,17 @@ class HostTable:
     exact: dict[str, list[int]] = field(default_factory=dict)
     suffix: dict[str, list[int]] = field(default_factory=dict)
     nohost: list[int] = field(default_factory=list)
+    #: Per route, the first path segments its rules can match; None: any path (regex,
+    #: prefix "/", gRPC, TLS). Used to skip routes in long tiers (see ``narrow``).
+    segments: list[frozenset[str] | None] = field(default_factory=list)
+    known: frozenset[str] = frozenset()
+    _narrowed: dict[tuple[int, str | None], list[int]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, routes: list[CompiledRoute]) -> HostTable:
         table = cls(routes=routes)
+        table.segments = [_route_segments(r) for r in routes]
+        table.known = frozenset().union(*(s for s in table.segments if s))
         for idx, route in enumerate(routes):
             if not route.hostnames:
                 table.nohost.append(idx)
@@ -184,7 +191,23 @@ class HostTable:
                     bucket.append(idx)
         return table
 
-    def tiers(self, host: str | None) -> Iterable[list[int]]:
+    def narrow(self, bucket: list[int], seg: str | None) -> list[int]:
+        """The routes of ``bucket`` that can match a path whose first segment is ``seg``.
+
+        Filtering only drops routes with no satisfiable rule, so the winner is unchanged.
+        Cached per (bucket, segment); segments no route names share one entry, so the
+        cache is bounded by the table, not by the traffic.
+        """
+        if len(bucket) <= NARROW_MIN:
+            return bucket
+        key = (id(bucket), seg if seg in self.known else None)
+        got = self._narrowed.get(key)
+        if got is None:
+            got = [i for i in bucket if _may_match(self.segments[i], key[1])]
+            self._narrowed[key] = got
+        return got
+
+    def tiers(self, host: str | None) -> Iterable[tuple[HostRank, list[int]]]:
         """Candidate routes in descending host rank; within a tier, in policy order.
 
         Host rank is the primary key (D5), so the first tier with a matching rule holds the
@@ -193,15 +216,15 @@ class HostTable:
         if host is not None:
             exact = self.exact.get(host)
             if exact:
-                yield exact
+                yield (2, len(host)), exact
             if self.suffix:
                 idx = host.find(".")
                 while idx != -1:
                     bucket = self.suffix.get(host[idx:])
                     if bucket and len(host) > len(host[idx:]):
-                        yield bucket
+                        yield (1, len(host) - idx), bucket
                     idx = host.find(".", idx + 1)
-        yield self.nohost
+        yield NO_HOSTNAMES, self.nohost
 
 
 @dataclass(kw_only=True)
@@ -218,6 +241,41 @@ class PortPolicy:
     reasons: tuple[str, ...] = ()
 
 
+#: Tiers this short are scanned as they are: narrowing would cost more than it saves.
+NARROW_MIN = 4
+
+
+def _may_match(segments: frozenset[str] | None, seg: str | None) -> bool:
+    return segments is None or (seg is not None and seg in segments)
+
+
+def _first_segment(path: str) -> str:
+    return path[1:].split("/", 1)[0]
+
+
+def _route_segments(route: CompiledRoute) -> frozenset[str] | None:
+    """First path segments ``route`` can match, or None when it may match any path.
+
+    PathPrefix compares element-wise after trimming "/" (gateway-api-matching.md 2.1), so a
+    matching path starts with the prefix's first segment; Exact compares the raw path.
+    """
+    out: set[str] = set()
+    for rule in route.rules:
+        if rule.grpc_rule is not None or not rule.matches:
+            return None
+        for m in rule.matches:
+            if m.path.type == "PathPrefix":
+                value = m.path.value.rstrip("/")
+            elif m.path.type == "Exact":
+                value = m.path.value
+            else:
+                return None
+            if not value.startswith("/"):
+                return None
+            out.add(_first_segment(value))
+    return frozenset(out)
+
+
 def port_policy(snap: Snapshot, client_namespace: str, ip_text: str, port: int) -> PortPolicy:
     key = (client_namespace, ip_text, port)
     cached = snap._policy_cache.get(key)
@@ -230,13 +288,26 @@ def port_policy(snap: Snapshot, client_namespace: str, ip_text: str, port: int) 
             shared_key = (client_namespace, f"en:{en.namespace}/{en.name}", port)
             cached = snap._policy_cache.get(shared_key)
             if cached is None:
-                cached = _egress_policy(snap, client_namespace, en, port)
+                cached = _stamp(_egress_policy(snap, client_namespace, en, port))
                 snap._policy_cache[shared_key] = cached
         else:
-            cached = _other_policy(res, port)
+            cached = _stamp(_other_policy(res, port))
         snap._policy_cache[key] = cached
     assert isinstance(cached, PortPolicy)
     return cached
+
+
+def _stamp(policy: PortPolicy) -> PortPolicy:
+    """Set ``protocol`` on every precompiled decision once, so ``decide`` never copies one."""
+    for table in (policy.http, policy.grpc, policy.tls):
+        if table is None:
+            continue
+        for route in table.routes:
+            for rule in route.rules:
+                rule.choices = tuple((b, _with_protocol(d, policy)) for b, d in rule.choices)
+    if policy.tcp is not None:
+        policy.tcp = _with_protocol(policy.tcp, policy)
+    return policy
 
 
 def _other_policy(res: Resolution, port: int) -> PortPolicy:
@@ -735,6 +806,23 @@ def _best_in(
     return (best[1], best[2]) if best else None
 
 
+def _best_in_tier(
+    table: HostTable, indices: list[int], rule_summary: SummaryFn
+) -> tuple[CompiledRoute, CompiledRule] | None:
+    """``_best_in`` for one host tier, without tracing: first best summary wins ties."""
+    best: tuple[Summary, CompiledRoute, CompiledRule] | None = None
+    routes = table.routes
+    for idx in indices:
+        route = routes[idx]
+        if route.skipped is not None:
+            continue
+        for rule in route.rules:
+            summary = rule_summary(rule)
+            if summary is not None and (best is None or summary > best[0]):
+                best = (summary, route, rule)
+    return (best[1], best[2]) if best else None
+
+
 def _route_name(route: CompiledRoute) -> str:
     if route.is_default:
         return f"{route.ref.name} (default route)"
@@ -761,13 +849,21 @@ def _summary_text(summary: object) -> str:
 
 
 def _select(
-    table: HostTable, host: str | None, rule_summary: SummaryFn, trace: list[str] | None
+    table: HostTable,
+    host: str | None,
+    rule_summary: SummaryFn,
+    trace: list[str] | None,
+    path: str | None = None,
 ) -> tuple[CompiledRoute, CompiledRule] | None:
     if trace is not None:
         # Explaining: look at every route so the reader sees every candidate.
         return _best_in(table, range(len(table.routes)), host, rule_summary, trace)
-    for tier in table.tiers(host):
-        found = _best_in(table, tier, host, rule_summary, None)
+    seg = _first_segment(path) if path is not None and path.startswith("/") else None
+    narrow = path is not None and path.startswith("/")
+    for _rank, tier in table.tiers(host):
+        # Every route in a tier has the tier's host rank (a better pattern of the same
+        # route sits in an earlier tier), so only the rule summaries are compared.
+        found = _best_in_tier(table, table.narrow(tier, seg) if narrow else tier, rule_summary)
         if found is not None:
             return found
     return None
@@ -895,7 +991,7 @@ def _decide_http(
                     best = s
             return best
 
-    found = _select(table, host, summary, trace)
+    found = _select(table, host, summary, trace, path if family == "http" else None)
     if found is None:
         # NoRoute -> 404 / gRPC NOT_FOUND (D8); impossible for an EgressNetwork, whose
         # default route matches everything.
