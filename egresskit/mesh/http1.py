@@ -6,10 +6,25 @@ filter, 502/504 upstream faults) or forward to the original destination / in-clu
 Service over a kept-alive upstream connection, streaming the body both ways, and record
 the route and backend metrics.
 
-Faults, as Linkerd's proxy (hyper) answers them: a malformed request gets 400 and the
-connection closes; oversized headers 431; a client that stays silent past the head
-timeout is closed; an upstream that refuses gets 502, one that hangs 504. Synthetic
-answers carry ``l5d-proxy-error`` (informational headers are on by default; spec 3).
+Faults, as Linkerd's proxy (hyper) answers them:
+
+* a malformed request head gets 400, a head over ``max_header_bytes`` 431, and the
+  connection closes (hyper's ``on_parse_error``); no route metrics, no route was chosen;
+* a client that does not finish its head within ``request_head_timeout`` (slowloris), or
+  stays idle between requests past ``idle_timeout``, is closed without an answer;
+* an upstream that refuses gets 502 ``error="REFUSED"``, one that does not send its
+  response head within ``response_timeout`` 504 ``error="RESPONSE_HEADERS_TIMEOUT"``,
+  any other upstream I/O fault 502 ``error="IO"``; the route metric then has
+  ``http_status=""`` (spec 6.2: empty when the stream ended in an error). These
+  answers carry ``l5d-proxy-error`` and ``connection: close`` and the client connection
+  closes after them;
+* a request the port cannot serve at all (plaintext on an SNI-required TLS port, HTTP/1
+  on a gRPC port: engine outcome ``failed``) is closed without an answer, as the proxy's
+  failed protocol detection does (spec 5.2).
+
+Rules: every wait is bounded by a :class:`~egresskit.mesh.proxy.ProxyConfig` value;
+every forwarded request that gets an answer is counted exactly once in the route
+metrics, before its last byte reaches the client.
 """
 
 from __future__ import annotations
@@ -18,6 +33,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import TYPE_CHECKING
 
 import h11
@@ -29,10 +45,28 @@ if TYPE_CHECKING:
     from egresskit.mesh.proxy import EgressProxy
 
 READ_CHUNK = 65536
+#: What ``h11.Connection.next_event`` returns.
+_Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
+#: How long a rejected client may keep sending before the socket is closed anyway: long
+#: enough for it to read the 400/431 instead of a reset (RFC 9112 section 9.6).
+LINGER_SECONDS = 0.5
 
 
 class _ClientGone(Exception):
-    """The client closed or broke the connection."""
+    """The client closed, broke or stalled the connection."""
+
+
+class _HeadTimeout(Exception):
+    """The client did not (finish) sending a request head in time."""
+
+
+class _UpstreamError(Exception):
+    """An upstream fault: ``kind`` is the metric ``error`` label, ``status`` the answer."""
+
+    def __init__(self, kind: str, status: int, message: str) -> None:
+        self.kind = kind
+        self.status = status
+        super().__init__(message)
 
 
 async def serve_http1(
@@ -43,26 +77,28 @@ async def serve_http1(
     port: int,
     fixed_ip: str | None,
 ) -> None:
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=proxy.config.max_header_bytes)
+    config = proxy.config
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
     conn.receive_data(buffered)
     upstreams: dict[tuple[str, int], _Upstream] = {}
     dst_ip = fixed_ip
-    first = True
     try:
         while True:
-            timeout = proxy.config.request_head_timeout if first else proxy.config.idle_timeout
             try:
-                event = await _next_event(conn, reader, timeout)
+                event = await _read_head(
+                    conn,
+                    reader,
+                    idle=config.idle_timeout,
+                    head=config.request_head_timeout,
+                    limit=config.max_header_bytes,
+                )
             except h11.RemoteProtocolError as exc:
-                await _reject(conn, writer, exc.error_status_hint, str(exc))
+                await _reject(reader, writer, exc.error_status_hint)
                 return
-            except (TimeoutError, _ClientGone):
-                return
-            if isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                return
+            except (_HeadTimeout, _ClientGone):
+                return  # hyper closes a slow or idle client without an answer
             if not isinstance(event, h11.Request):
-                return
-            first = False
+                return  # ConnectionClosed, or PAUSED after a protocol switch
             headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
             host = next((v for k, v in headers if k.lower() == "host"), None)
             if dst_ip is None:
@@ -70,8 +106,9 @@ async def serve_http1(
                 # fixed for the connection as iptables would have fixed it.
                 dst_ip = proxy.resolve(_host_only(host), None)
                 if dst_ip is None:
+                    await _drain_body(conn, reader, config.idle_timeout)
                     await _respond(
-                        conn, writer, 502, b"", [("l5d-proxy-error", f"unknown host {host!r}")]
+                        conn, writer, 502, [("l5d-proxy-error", f"unknown host {host!r}")]
                     )
                     return
             request = HttpRequest(
@@ -88,12 +125,9 @@ async def serve_http1(
             keep = await _handle(proxy, conn, reader, writer, event, request, decision, upstreams)
             if not keep:
                 return
-            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
-                return
-            try:
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:
-                return
+            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                return  # MUST_CLOSE, or a body left unread
+            conn.start_next_cycle()
     finally:
         for up in upstreams.values():
             up.close()
@@ -109,15 +143,20 @@ async def _handle(
     decision: Decision,
     upstreams: dict[tuple[str, int], _Upstream],
 ) -> bool:
+    """Serve one request; False when the client connection must close afterwards."""
     started = time.monotonic()
     hostname = _host_only(request.host) or ""
     metrics = proxy.metrics
     labels = decision.labels
-    forwards = decision.target is not None and decision.http_status is None
+    if decision.outcome == "failed" or (decision.family not in ("http", None)):
+        # The port does not serve HTTP/1 (SNI-required TLS, gRPC/HTTP/2, opaque on a
+        # name-routed listener): the proxy's protocol handling fails and the connection
+        # closes with no answer and no route metrics (spec 5.2).
+        return False
 
-    if not forwards:
+    if decision.target is None or decision.http_status is not None:
         # The proxy answers itself: drain the request body first, then respond.
-        await _drain_body(conn, reader, proxy.config.request_head_timeout)
+        await _drain_body(conn, reader, proxy.config.idle_timeout)
         answer = decision.http_status or 502
         # Counted before the answer goes out, so a client that has its answer can already
         # see it in the metrics.
@@ -138,8 +177,7 @@ async def _handle(
                     error="",
                     duration_s=time.monotonic() - started,
                 )
-        await _respond(conn, writer, answer, b"", list(decision.response_headers))
-        return True
+        return await _respond(conn, writer, answer, list(decision.response_headers))
 
     target = proxy.upstreams(hostname or None, request.dst_ip, request.dst_port, False, decision)
     if labels and decision.backend_labels:
@@ -166,46 +204,61 @@ async def _handle(
 
     try:
         if target is None:
-            raise ConnectionRefusedError("nothing answers for this destination")
+            raise _UpstreamError("REFUSED", 502, "nothing answers for this destination")
         await _forward(proxy, conn, reader, writer, event, decision, target, upstreams, record)
-    except (OSError, TimeoutError, h11.ProtocolError, _UpstreamError) as exc:
-        error, reply = _fault(exc)
-        record(None, error)
+    except _UpstreamError as exc:
+        record(None, exc.kind)
         if conn.our_state is h11.SEND_RESPONSE:
-            await _drain_body(conn, reader, proxy.config.request_head_timeout)
-            with contextlib.suppress(Exception):
-                await _respond(
-                    conn, writer, reply, b"", [("l5d-proxy-error", f"{error.lower()}: {exc}")]
-                )
+            await _drain_body(conn, reader, proxy.config.idle_timeout)
+            error = f"{exc.kind.lower().replace('_', ' ')}: {exc}"
+            await _respond(
+                conn, writer, exc.status, [("l5d-proxy-error", error), ("connection", "close")]
+            )
+        return False
+    except _ClientGone:
+        # The client went away (or stalled its body) mid-exchange: nobody gets an answer.
+        record(None, "CANCEL")
         return False
     return True
 
 
-class _UpstreamError(Exception):
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
-
-
-def _fault(exc: BaseException) -> tuple[str, int]:
-    """(metric ``error`` label, status the client gets) for an upstream fault."""
+def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
+    """Classify an upstream I/O failure during ``phase`` (connect, request, head, body)."""
     if isinstance(exc, _UpstreamError):
-        return exc.kind, 504 if exc.kind == "RESPONSE_HEADERS_TIMEOUT" else 502
+        return exc
     if isinstance(exc, TimeoutError):
-        return "RESPONSE_HEADERS_TIMEOUT", 504
+        if phase == "head":
+            return _UpstreamError("RESPONSE_HEADERS_TIMEOUT", 504, "no response headers in time")
+        if phase == "request":
+            # The upstream stopped taking the request: no headers will come in time.
+            return _UpstreamError("RESPONSE_HEADERS_TIMEOUT", 504, "request not taken in time")
+        if phase == "body":
+            return _UpstreamError("RESPONSE_STREAM_TIMEOUT", 504, "response body stalled")
+        # A connect timeout is neither a route timeout nor an h2 reason: UNKNOWN.
+        return _UpstreamError("UNKNOWN", 504, f"{phase} timed out")
     if isinstance(exc, ConnectionRefusedError):
-        return "REFUSED", 502
-    return "IO", 502
+        return _UpstreamError("REFUSED", 502, "connection refused")
+    return _UpstreamError("IO", 502, f"{phase}: {exc}" if str(exc) else phase)
 
 
 class _Upstream:
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        #: Bound on the upstream taking our bytes (the response timeout covers sending).
+        self.timeout = timeout
         self.conn = h11.Connection(h11.CLIENT)
+        self.reused = False
 
     def usable(self) -> bool:
-        return self.conn.our_state is h11.IDLE and not self.writer.is_closing()
+        # at_eof: the server closed its idle keep-alive connection.
+        return (
+            self.conn.our_state is h11.IDLE
+            and not self.writer.is_closing()
+            and not self.reader.at_eof()
+        )
 
     def close(self) -> None:
         self.writer.close()
@@ -214,15 +267,20 @@ class _Upstream:
 async def _upstream(
     proxy: EgressProxy, target: tuple[str, int], pool: dict[tuple[str, int], _Upstream]
 ) -> _Upstream:
-    up = pool.get(target)
+    up = pool.pop(target, None)
     if up is not None and up.usable():
+        up.reused = True
+        pool[target] = up
         return up
     if up is not None:
         up.close()
-    r, w = await asyncio.wait_for(
-        asyncio.open_connection(*target, limit=READ_CHUNK), proxy.config.connect_timeout
-    )
-    up = _Upstream(r, w)
+    try:
+        r, w = await asyncio.wait_for(
+            asyncio.open_connection(*target, limit=READ_CHUNK), proxy.config.connect_timeout
+        )
+    except (OSError, TimeoutError) as exc:
+        raise _fault(exc, phase="connect") from exc
+    up = _Upstream(r, w, proxy.config.response_timeout)
     pool[target] = up
     return up
 
@@ -237,58 +295,124 @@ async def _forward(
     target: tuple[str, int],
     pool: dict[tuple[str, int], _Upstream],
     record: Callable[[int | None, str], None],
-) -> int:
-    up = await _upstream(proxy, target, pool)
+) -> None:
+    config = proxy.config
+    client_timeout = config.idle_timeout
     headers = _edit_headers(list(event.headers), decision.request_headers)
-    up_send = up.conn.send(h11.Request(method=event.method, target=event.target, headers=headers))
-    up.writer.write(up_send)
-    # Stream the request body as it arrives.
-    while True:
-        ev = await _next_event(conn, reader, proxy.config.request_head_timeout)
-        if isinstance(ev, h11.Data):
-            up.writer.write(up.conn.send(h11.Data(data=ev.data)))
-            await up.writer.drain()
-        elif isinstance(ev, h11.EndOfMessage):
-            up.writer.write(up.conn.send(h11.EndOfMessage()))
-            await up.writer.drain()
-            break
-        else:
-            raise _UpstreamError("IO", f"unexpected client event {type(ev).__name__}")
-    # Response head, bounded.
+    request = h11.Request(method=event.method, target=event.target, headers=headers)
     try:
-        resp = await _next_event(up.conn, up.reader, proxy.config.response_timeout)
-    except _ClientGone as exc:
-        raise _UpstreamError("IO", "upstream closed before responding") from exc
-    while isinstance(resp, h11.InformationalResponse):
-        resp = await _next_event(up.conn, up.reader, proxy.config.response_timeout)
-    if not isinstance(resp, h11.Response):
-        raise _UpstreamError("IO", "upstream sent no response")
+        first = conn.next_event()  # EndOfMessage at once: a request without a body
+    except h11.RemoteProtocolError as exc:
+        raise _ClientGone() from exc
+    up = await _upstream(proxy, target, pool)
+    if isinstance(first, h11.EndOfMessage):
+        try:
+            await _send_upstream(up, request, first)
+            resp = await _response_head(up, config.response_timeout)
+        except _UpstreamError as exc:
+            if not (up.reused and exc.kind == "IO"):
+                raise
+            # A kept-alive upstream connection may have been closed by the server just
+            # then; a request without a body can go again on a fresh one (RFC 9112 9.3.1).
+            up.close()
+            pool.pop(target, None)
+            up = await _upstream(proxy, target, pool)
+            await _send_upstream(up, request, first)
+            resp = await _response_head(up, config.response_timeout)
+    else:
+        await _send_upstream(up, request)
+        if conn.client_is_waiting_for_100_continue:
+            # hyper answers ``Expect: 100-continue`` itself when the body is first read.
+            informational = h11.InformationalResponse(status_code=100, headers=[])
+            await _client_write(writer, conn.send(informational), client_timeout)
+        # Stream the request body as it arrives: never buffered whole.
+        ev = first
+        while True:
+            if ev is h11.NEED_DATA:
+                try:
+                    ev = await _next_event(conn, reader, config.idle_timeout)
+                except (TimeoutError, h11.RemoteProtocolError) as exc:
+                    raise _ClientGone() from exc
+            if isinstance(ev, h11.Data):
+                await _send_upstream(up, h11.Data(data=ev.data))
+            elif isinstance(ev, h11.EndOfMessage):
+                await _send_upstream(up, h11.EndOfMessage(headers=ev.headers))
+                break
+            else:
+                raise _ClientGone()
+            ev = h11.NEED_DATA
+        resp = await _response_head(up, config.response_timeout)
+
     out_headers = _edit_headers(list(resp.headers), decision.response_header_edit)
-    writer.write(
-        conn.send(
-            h11.Response(status_code=resp.status_code, headers=out_headers, reason=resp.reason)
-        )
+    status = int(resp.status_code)
+    await _client_write(
+        writer,
+        conn.send(h11.Response(status_code=status, headers=out_headers, reason=resp.reason)),
+        client_timeout,
     )
     # One event of look-ahead, so the response is counted before its last bytes reach the
     # client (a client that has its answer can already see it in the metrics).
-    ev = await _next_event(up.conn, up.reader, proxy.config.response_timeout)
-    while isinstance(ev, h11.Data):
-        following = await _next_event(up.conn, up.reader, proxy.config.response_timeout)
-        if not isinstance(following, h11.Data):
-            record(int(resp.status_code), "")
-        writer.write(conn.send(h11.Data(data=ev.data)))
-        await writer.drain()
-        ev = following
-    if isinstance(ev, h11.EndOfMessage):
-        record(int(resp.status_code), "")
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
+    try:
+        ev = await _upstream_event(up, config.response_timeout, "body")
+        while isinstance(ev, h11.Data):
+            following = await _upstream_event(up, config.response_timeout, "body")
+            if not isinstance(following, h11.Data):
+                record(status, "")
+            await _client_write(writer, conn.send(h11.Data(data=ev.data)), client_timeout)
+            ev = following
+    except _ClientGone:
+        record(status, "CANCEL")
+        raise
+    except _UpstreamError as exc:
+        record(status, exc.kind)
+        raise
+    if not isinstance(ev, h11.EndOfMessage):
+        record(status, "IO")
+        raise _UpstreamError("IO", 502, f"unexpected upstream event {type(ev).__name__}")
+    record(status, "")
+    await _client_write(writer, conn.send(h11.EndOfMessage(headers=ev.headers)), client_timeout)
     if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
         up.conn.start_next_cycle()
     else:
         up.close()
         pool.pop(target, None)
-    return int(resp.status_code)
+
+
+async def _send_upstream(up: _Upstream, *events: h11.Event) -> None:
+    try:
+        for ev in events:
+            data = up.conn.send(ev)
+            if data:
+                up.writer.write(data)
+        await asyncio.wait_for(up.writer.drain(), up.timeout)
+    except (OSError, h11.LocalProtocolError) as exc:
+        raise _fault(exc, phase="request") from exc
+
+
+async def _response_head(up: _Upstream, timeout: float) -> h11.Response:
+    resp = await _upstream_event(up, timeout, "head")
+    while isinstance(resp, h11.InformationalResponse):
+        resp = await _upstream_event(up, timeout, "head")
+    if not isinstance(resp, h11.Response):
+        raise _UpstreamError("IO", 502, "the upstream closed the connection without a response")
+    return resp
+
+
+async def _upstream_event(up: _Upstream, timeout: float, phase: str) -> _Event:
+    try:
+        return await _next_event(up.conn, up.reader, timeout)
+    except (OSError, TimeoutError, h11.RemoteProtocolError, _ClientGone) as exc:
+        raise _fault(exc, phase=phase) from exc
+
+
+async def _client_write(writer: asyncio.StreamWriter, data: bytes | None, timeout: float) -> None:
+    """Write to the client; one that stops reading for ``timeout`` is gone."""
+    try:
+        if data:
+            writer.write(data)
+        await asyncio.wait_for(writer.drain(), timeout)
+    except OSError as exc:  # TimeoutError included
+        raise _ClientGone() from exc
 
 
 def _edit_headers(
@@ -310,18 +434,73 @@ def _edit_headers(
     return out
 
 
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> object:
+async def _read_head(
+    conn: h11.Connection,
+    reader: asyncio.StreamReader,
+    *,
+    idle: float,
+    head: float,
+    limit: int,
+) -> _Event:
+    """The next request head: ``idle`` bounds the wait for its first byte, ``head`` the
+    whole head from there (one deadline, so trickling bytes cannot extend it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + head if conn.trailing_data[0] else None
+    while True:
+        _check_head_size(conn, limit)
+        event = conn.next_event()
+        if event is not h11.NEED_DATA:
+            return event
+        timeout = idle if deadline is None else deadline - loop.time()
+        if timeout <= 0:
+            raise _HeadTimeout()
+        try:
+            data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
+        except TimeoutError as exc:
+            raise _HeadTimeout() from exc
+        except OSError as exc:
+            raise _ClientGone() from exc
+        if deadline is None:
+            deadline = loop.time() + head
+        conn.receive_data(data)
+        if not data:
+            event = conn.next_event()  # EOF: ConnectionClosed, or a protocol error
+            if event is h11.NEED_DATA:
+                raise _ClientGone()
+            return event
+
+
+def _check_head_size(conn: h11.Connection, limit: int) -> None:
+    """431 for a head over ``limit`` bytes, complete or not (h11's own bound only covers
+    heads still incomplete, so a big head read in one go would slip through)."""
+    if conn.their_state is not h11.IDLE:
+        return
+    buf = conn.trailing_data[0]
+    if len(buf) <= limit:
+        return
+    ends = [i for i in (buf.find(b"\r\n\r\n"), buf.find(b"\n\n")) if i >= 0]
+    size = min(ends) if ends else len(buf)
+    if size > limit:
+        raise h11.RemoteProtocolError(
+            f"request head larger than {limit} bytes", error_status_hint=431
+        )
+
+
+async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> _Event:
+    """The next h11 event; ``timeout`` bounds each read (an inactivity bound)."""
     while True:
         event = conn.next_event()
         if event is not h11.NEED_DATA:
             return event
         try:
             data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
-        except (ConnectionError, OSError) as exc:
+        except TimeoutError:
+            raise  # a TimeoutError is an OSError too: not a broken connection
+        except OSError as exc:
             raise _ClientGone() from exc
         conn.receive_data(data)
-        if not data and conn.their_state is not h11.DONE:
-            # EOF: h11 turns it into ConnectionClosed or a protocol error.
+        if not data:
+            # EOF: h11 turns it into ConnectionClosed, EndOfMessage or a protocol error.
             event = conn.next_event()
             if event is h11.NEED_DATA:
                 raise _ClientGone()
@@ -340,34 +519,55 @@ async def _respond(
     conn: h11.Connection,
     writer: asyncio.StreamWriter,
     status: int,
-    body: bytes,
     headers: list[tuple[str, str]],
-) -> None:
+) -> bool:
+    """A synthetic empty answer (``content-length: 0``); False if it could not be sent."""
     hdrs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    hdrs.append((b"content-length", str(len(body)).encode()))
+    hdrs.append((b"content-length", b"0"))
     try:
-        writer.write(conn.send(h11.Response(status_code=status, headers=hdrs)))
-        if body:
-            writer.write(conn.send(h11.Data(data=body)))
+        writer.write(
+            conn.send(h11.Response(status_code=status, headers=hdrs, reason=_reason(status)))
+        )
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
-    except (ConnectionError, OSError, h11.LocalProtocolError):
-        pass
+    except (OSError, h11.LocalProtocolError):
+        return False
+    return True
 
 
-async def _reject(
-    conn: h11.Connection, writer: asyncio.StreamWriter, status: int, why: str
-) -> None:
-    # hyper answers a malformed request with 400 (431 for oversized heads) and closes.
-    with contextlib.suppress(Exception):
-        raw = h11.Connection(h11.SERVER)
-        raw.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-        raw.next_event()
-        hdrs = [(b"content-length", b"0"), (b"connection", b"close")]
-        writer.write(raw.send(h11.Response(status_code=status, headers=hdrs)))
+async def _reject(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int) -> None:
+    """hyper answers an unparsable head with 400 (431 when too large) and closes."""
+    # A fresh connection object: the client's one is in an error state and refuses to send.
+    raw = h11.Connection(h11.SERVER)
+    raw.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
+    raw.next_event()
+    hdrs = [(b"content-length", b"0"), (b"connection", b"close")]
+    try:
+        writer.write(
+            raw.send(h11.Response(status_code=status, headers=hdrs, reason=_reason(status)))
+        )
         writer.write(raw.send(h11.EndOfMessage()))
         await writer.drain()
-    del conn, why
+        if writer.can_write_eof():
+            writer.write_eof()
+    except OSError:
+        return
+    # Lingering close: read (and drop) what the client is still sending, for a bounded
+    # time, so closing with unread data does not reset the answer away (RFC 9112 9.6).
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINGER_SECONDS
+    with contextlib.suppress(OSError, TimeoutError):
+        while (remaining := deadline - loop.time()) > 0:
+            if not await asyncio.wait_for(reader.read(READ_CHUNK), remaining):
+                break
+
+
+def _reason(status: int) -> bytes:
+    """The canonical reason phrase, as hyper writes it (``403 Forbidden``)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
 
 
 def _host_only(host: str | None) -> str | None:

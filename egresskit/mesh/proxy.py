@@ -10,6 +10,9 @@ Rules:
 * Listeners bind 127.0.0.1 only, port 0. A listener either stands for one original
   destination ``ip:port`` (what iptables would have kept; used by the pod's curl) or for a
   port, in which case the destination is the name in the SNI or ``Host`` (``outbound_ports``).
+* On a pinned listener the port's protocol decides first (shared spec 5.2): an opaque
+  port is relayed unread; a TLSRoute port needs a whole ClientHello with an SNI (broken,
+  missing or silent: closed, no route metrics); a gRPC port is not emulated (closed).
 * Protocol detection reads what the client sends first, at most ``detect_timeout``
   (Linkerd: 10 s); silence means opaque (shared spec 5.2).
 * Each HTTP request takes the snapshot current when its head arrives and is judged by it
@@ -22,8 +25,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from egresskit.dns import SimulatedDNS
@@ -37,7 +41,7 @@ from egresskit.mesh.sniff import (
     sniff_client_hello,
 )
 from egresskit.policy.decision import Decision, TcpConnection, TlsConnection
-from egresskit.policy.engine import decide
+from egresskit.policy.engine import decide, port_policy
 from egresskit.policy.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
@@ -75,9 +79,10 @@ class EgressProxy:
     upstreams: Upstreams
     metrics: ProxyMetrics
     config: ProxyConfig = field(default_factory=ProxyConfig)
-    _servers: dict[tuple[int, str | None], asyncio.Server] = field(default_factory=dict)
+    _listeners: dict[tuple[int, str | None], _Listener] = field(default_factory=dict)
     _ports: dict[tuple[int, str | None], int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    _live: set[asyncio.BaseTransport] = field(default_factory=set)
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -102,9 +107,12 @@ class EgressProxy:
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
 
-        server = await asyncio.start_server(handle, LOOPBACK, 0, limit=READ_CHUNK)
-        lport = int(server.sockets[0].getsockname()[1])
-        self._servers[key] = server
+        def protocol() -> _TrackedProtocol:
+            return _TrackedProtocol(asyncio.StreamReader(limit=READ_CHUNK), handle, self._live)
+
+        listener = _Listener.open(protocol, name=f"proxy {self.namespace}/{self.pod} :{port}")
+        lport = listener.port
+        self._listeners[key] = listener
         self._ports[key] = lport
         return lport
 
@@ -113,17 +121,20 @@ class EgressProxy:
         return {p: lp for (p, ip), lp in self._ports.items() if ip is None}
 
     async def close(self, grace: float = 2.0) -> None:
-        for server in self._servers.values():
-            server.close()
-        for server in self._servers.values():
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), grace)
+        listeners = list(self._listeners.values())
+        for listener in listeners:
+            await listener.close(grace)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=grace)
-        self._servers.clear()
+        # A connection accepted just before the listener closed may have a handler task
+        # that never started (so it never closes its writer): close what is left here.
+        for transport in list(self._live):
+            transport.close()
+        self._live.clear()
+        self._listeners.clear()
         self._ports.clear()
 
     # -- one connection ---------------------------------------------------------------------
@@ -135,16 +146,41 @@ class EgressProxy:
         port: int,
         fixed_ip: str | None,
     ) -> None:
-        buffered, protocol = await self._detect(reader)
+        # With the original destination known (a pinned listener), the port's protocol
+        # comes first, as in Linkerd (spec 5.2): opaque ports are never sniffed, TLSRoute
+        # ports require a ClientHello with an SNI, gRPC ports speak HTTP/2 only. A
+        # name-routed listener has to sniff first to learn the destination at all.
+        port_protocol = "detect"
+        if fixed_ip is not None:
+            policy = port_policy(self.snapshot(), self.namespace, fixed_ip, port)
+            if policy.parent is not None and policy.parent.kind != "Service":
+                port_protocol = policy.protocol
+        if port_protocol == "grpc":
+            # Not emulated: the local proxy speaks HTTP/1 only (gRPC needs HTTP/2).
+            log.info("proxy %s/%s: HTTP/2 is not supported locally", self.namespace, self.pod)
+            return
+        if port_protocol == "opaque":
+            buffered, protocol = b"", "opaque"
+        else:
+            buffered, protocol = await self._detect(reader)
         if protocol == "closed":
             return
+        if port_protocol == "tls" and protocol != "tls":
+            return  # no ClientHello (silence included): "Could not find SNI", closed
         if protocol == "http1":
             await serve_http1(self, reader, writer, buffered, port, fixed_ip)
+            return
+        if protocol == "http2":
+            log.info("proxy %s/%s: HTTP/2 is not supported locally", self.namespace, self.pod)
             return
         sni: str | None = None
         if protocol == "tls":
             buffered, hello = await self._read_hello(reader, buffered)
-            sni = hello.sni if isinstance(hello, ClientHello) else None
+            if not isinstance(hello, ClientHello):
+                # A broken or unfinished ClientHello: the TLS detection fails and the
+                # connection closes before any route is chosen (no route metrics).
+                return
+            sni = hello.sni
         ip = self.resolve(sni, fixed_ip)
         if ip is None:
             log.info(
@@ -152,14 +188,6 @@ class EgressProxy:
                 self.namespace,
                 self.pod,
                 port,
-            )
-            return
-        if protocol == "http2":
-            # Not emulated: the local proxy speaks HTTP/1 only (gRPC needs HTTP/2).
-            log.info(
-                "proxy %s/%s: HTTP/2 is not supported by the local backend",
-                self.namespace,
-                self.pod,
             )
             return
         request: TlsConnection | TcpConnection
@@ -279,6 +307,77 @@ class EgressProxy:
             with contextlib.suppress(Exception):
                 await up_writer.wait_closed()
             closed("")
+
+
+class _Listener:
+    """A loopback listening socket and the task accepting on it.
+
+    Not ``asyncio.start_server``: on Python 3.11 a connection accepted in the same loop
+    tick as ``Server.close()`` fails in ``Server._attach`` and its socket is leaked
+    unclosed. Accepting with ``sock_accept`` + ``connect_accepted_socket`` keeps every
+    accepted socket in our hands until its transport owns it.
+    """
+
+    def __init__(self, sock: socket.socket, task: asyncio.Task[None]) -> None:
+        self.sock = sock
+        self.task = task
+        self.port = int(sock.getsockname()[1])
+
+    @classmethod
+    def open(cls, factory: Callable[[], asyncio.BaseProtocol], *, name: str) -> _Listener:
+        sock = socket.create_server((LOOPBACK, 0), backlog=128)
+        sock.setblocking(False)
+        return cls(sock, asyncio.create_task(cls._accept(sock, factory), name=f"{name} accept"))
+
+    @staticmethod
+    async def _accept(sock: socket.socket, factory: Callable[[], asyncio.BaseProtocol]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, _ = await loop.sock_accept(sock)
+            except OSError:
+                # Out of descriptors or similar: keep the listener, retry shortly.
+                log.exception("proxy listener on :%s: accept failed", sock.getsockname()[1])
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await loop.connect_accepted_socket(factory, conn)
+            except asyncio.CancelledError:
+                conn.close()  # the transport was never made, or closed itself
+                raise
+            except Exception:
+                conn.close()
+                log.exception("proxy listener on :%s: a connection failed", sock.getsockname()[1])
+
+    async def close(self, grace: float) -> None:
+        self.task.cancel()
+        await asyncio.wait({self.task}, timeout=grace)
+        self.sock.close()
+
+
+class _TrackedProtocol(asyncio.StreamReaderProtocol):
+    """A stream protocol that keeps its transport in ``live`` until the connection is lost,
+    so the proxy can close every accepted connection, started handler or not."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+        live: set[asyncio.BaseTransport],
+    ) -> None:
+        super().__init__(reader, handler)
+        self._live = live
+        self._tracked: asyncio.BaseTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._tracked = transport
+        self._live.add(transport)
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._tracked is not None:
+            self._live.discard(self._tracked)
+        super().connection_lost(exc)
 
 
 async def _relay(
