@@ -12,7 +12,7 @@ OUT    ?= out
 TEST_DEBS  := curl chromium
 BENCH_DEBS := wrk nginx
 
-.PHONY: setup sysdeps bench-sysdeps run test lint lab bench cluster cluster-down clean
+.PHONY: setup sysdeps bench-sysdeps run test lint lab bench notebooks cluster cluster-down clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ lab: setup
 
 bench: setup bench-sysdeps
 	$(BIN)/python -m benchmarks
+
+# Rewrite the notebooks from notebooks/build.py and save them executed, with outputs.
+notebooks: setup
+	$(BIN)/python notebooks/build.py
+	$(BIN)/python -m egresskit.runner
 
 cluster: setup
 	$(BIN)/egresskit cluster up

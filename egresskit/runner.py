@@ -179,3 +179,20 @@ def write_report(results: list[NotebookResult], out: Path, total: float) -> Path
     path = out / "report.html"
     path.write_text(page)
     return path
+
+
+def refresh(only: str | None = None, stream: Any = sys.stdout) -> int:
+    """Execute the notebooks in place with their default parameters, so the committed
+    copies carry their outputs (charts as images) and nbval has something to compare."""
+    import papermill
+
+    for path in notebooks(only):
+        print(f"refreshing {path.name} ...", file=stream, flush=True)
+        papermill.execute_notebook(
+            str(path), str(path), kernel_name="python3", progress_bar=False, cwd=str(path.parent)
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(refresh(sys.argv[1] if len(sys.argv) > 1 else None))

@@ -1,0 +1,387 @@
+"""The guide's steps as calls, for the notebooks and for the tests that call them too.
+
+A :class:`Tutorial` holds one walkthrough: the cluster facade (any backend), the client's
+traffic, the metrics scraper and the policy timeline. Each guide step is one method;
+each verify step prints one PASS line or raises (``egresskit.verify``). Cleanup deletes
+the namespace and checks nothing is left; it also runs when the kernel exits after a
+failed cell (``atexit``), so a failing notebook leaves no namespace behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from egresskit import guide
+from egresskit.analysis.outcomes import PolicyTimeline
+from egresskit.analysis.parse import parse_proxy_metrics
+from egresskit.analysis.scrape import Scraper
+from egresskit.backends import connect
+from egresskit.cluster.base import Cluster, CurlResult
+from egresskit.errors import EgressKitError, WaitTimeout
+from egresskit.traffic import Traffic, start_traffic
+from egresskit.verify import check, equal
+
+NS = guide.NAMESPACE_NAME
+EN = guide.EGRESS_NETWORK_NAME
+POD = "client"
+STATUSES = "outbound_http_route_request_statuses_total"
+
+
+class Tutorial:
+    """One walkthrough of the guide on one backend."""
+
+    def __init__(
+        self,
+        backend: str = "local",
+        *,
+        kube_context: str | None = None,
+        output_dir: str | Path = "out",
+        rate: float = 2.0,
+        scrape_interval: float = 0.5,
+    ) -> None:
+        kwargs: dict[str, Any] = {}
+        if backend == "kube" and kube_context:
+            kwargs["context"] = kube_context
+        self.backend = backend
+        self.cluster: Cluster = connect(backend, **kwargs)
+        self.output_dir = Path(output_dir)
+        self.rate = rate
+        self.scrape_interval = scrape_interval
+        self.traffic: Traffic | None = None
+        self.scraper: Scraper | None = None
+        self.timeline = PolicyTimeline.of(self.cluster)
+        self._series_frame: pd.DataFrame | None = None
+        self._closed = False
+        atexit.register(self.close)
+
+    # -- the guide's steps -------------------------------------------------------------------
+
+    def create_egress_network(self) -> list[str]:
+        """``kubectl create ns egress-test`` and the EgressNetwork with trafficPolicy Allow."""
+        return self._apply([guide.NAMESPACE, guide.EGRESS_NETWORK])
+
+    def deploy_client(self) -> list[str]:
+        """The curl client pod, meshed, with hostname labels on (spec 6.2)."""
+        return self._apply(guide.CLIENT_POD)
+
+    def deny(self) -> dict[str, Any]:
+        """``kubectl patch egressnetwork ... {"spec":{"trafficPolicy": "Deny"}}``."""
+        out = self.cluster.patch("egressnetwork", EN, guide.DENY_PATCH, namespace=NS)
+        self.timeline.sync()
+        return out
+
+    def allow_httpbin_get(self) -> list[str]:
+        return self._apply(guide.HTTPBIN_GET_ROUTE)
+
+    def allow_tls_to_httpbin(self) -> list[str]:
+        return self._apply(guide.TLS_EGRESS_ROUTE)
+
+    def deploy_internal_service(self) -> list[str]:
+        return self._apply(guide.INTERNAL_EGRESS)
+
+    def redirect_plaintext(self) -> list[str]:
+        """The final section's three routes: httpbin-get, tls-egress (all), unencrypted-http."""
+        return self._apply(
+            [guide.HTTPBIN_GET_ROUTE, guide.TLS_EGRESS_ROUTE_ALL, guide.UNENCRYPTED_HTTP_ROUTE]
+        )
+
+    def _apply(self, manifests: Any) -> list[str]:
+        out = self.cluster.apply(manifests)
+        self.timeline.sync()
+        return out
+
+    # -- traffic and metrics ------------------------------------------------------------------
+
+    def curl(self, *args: str) -> CurlResult:
+        """One curl from the client. While traffic is recorded, it joins the records, so
+        the client-side totals still match what the proxy counted."""
+        result = self.cluster.curl(*args, pod=POD, namespace=NS)
+        if self.traffic is not None and self.scraper is not None:
+            self.traffic.record(result)
+        return result
+
+    def start_traffic(self, urls: str | Sequence[str], *, rate: float | None = None) -> Traffic:
+        """The guide's ``while sleep 1; do curl -s URL; done``, in the background, with a
+        scraper taking the proxy's metrics alongside."""
+        self.stop_traffic()
+        if self.scraper is None:
+            # The baseline scrape comes first, so every request falls inside the scraped span.
+            self.scraper = Scraper(
+                self.cluster, [(POD, NS)], self.scrape_interval, timeline=self.timeline
+            ).start()
+        self.traffic = start_traffic(
+            self.cluster, urls, pod=POD, namespace=NS, rate=rate or self.rate
+        )
+        return self.traffic
+
+    def run_for(self, seconds: float) -> None:
+        """Let the traffic run for a while (the notebook's "now look at the metrics")."""
+        if self.traffic is None:
+            raise EgressKitError("no traffic is running: call start_traffic first")
+        self.traffic.wait(seconds)
+
+    def stop_traffic(self) -> None:
+        if self.traffic is not None and self.traffic.running:
+            self.traffic.stop()
+        if self.scraper is not None:
+            # The proxy counts a connection's close a moment after curl returns: let the
+            # counters settle before the final scrape (bounded).
+            self._settle()
+            self.scraper.stop()
+            self._series_frame = self.scraper.frame()
+            self.scraper = None
+
+    def _settle(self, within: float = 2.0) -> None:
+        """Wait (bounded) until the proxy's counters stop moving."""
+        deadline = time.monotonic() + within
+        last = self.cluster.proxy_metrics(POD, namespace=NS)
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.cluster.proxy_metrics(POD, namespace=NS)
+            if now == last:
+                return
+            last = now
+
+    def metrics(self, grep: str | None = None) -> str:
+        """``linkerd dg proxy-metrics -n egress-test po/client | grep <grep>``."""
+        text = self.cluster.proxy_metrics(POD, namespace=NS)
+        if grep is None:
+            return text
+        return "\n".join(line for line in text.splitlines() if grep in line)
+
+    def series(self, metric: str = STATUSES, **labels: str) -> pd.DataFrame:
+        """The current samples of ``metric`` whose labels include ``labels``, as a table."""
+        scrape = parse_proxy_metrics(self.cluster.proxy_metrics(POD, namespace=NS))
+        scrape.raise_for_errors()
+        rows = []
+        for s in scrape.samples:
+            lbl = dict(s.labels)
+            if s.metric == metric and all(lbl.get(k) == v for k, v in labels.items()):
+                rows.append(lbl | {"value": s.value})
+        return pd.DataFrame(rows)
+
+    def count(self, metric: str = STATUSES, **labels: str) -> float:
+        frame = self.series(metric, **labels)
+        return float(frame["value"].sum()) if not frame.empty else 0.0
+
+    # -- verify steps ---------------------------------------------------------------------------
+
+    def verify_curl(
+        self,
+        url: str,
+        *,
+        status: int | None = None,
+        exit_code: int | None = None,
+        body_contains: str | None = None,
+        json_field: tuple[str, Any] | None = None,
+    ) -> None:
+        """Run the guide's curl once and check what the client sees. Returns nothing, so a
+        verify cell's output is only its PASS lines."""
+        r = self.curl("-sS", url)
+        if status is not None:
+            equal(f"curl {url}: HTTP status", status, r.http_status)
+        if exit_code is not None:
+            equal(f"curl {url}: exit code", exit_code, r.exit_code)
+        if body_contains is not None:
+            check(
+                f"curl {url}: body",
+                body_contains in r.stdout,
+                expected=f"to contain {body_contains!r}",
+                seen=repr(r.stdout[:80]),
+            )
+        if json_field is not None:
+            key, want = json_field
+            try:
+                got = json.loads(r.stdout).get(key)
+            except (json.JSONDecodeError, AttributeError):
+                got = f"not JSON: {r.stdout[:60]!r}"
+            equal(f"curl {url}: JSON {key}", want, got)
+
+    def verify_series(
+        self, metric: str = STATUSES, *, within: float = 10.0, **labels: str
+    ) -> None:
+        """The proxy has counted at least one more request in this series since it was last
+        verified (or since the start), waiting up to ``within`` seconds."""
+        shown = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+        deadline = time.monotonic() + within
+        seen = self.count(metric, **labels)
+        while seen < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen = self.count(metric, **labels)
+        check(f"{metric}{{{shown}}}", seen >= 1, expected="a count above 0", seen=_counted(seen))
+
+    def verify_no_series(self, metric: str = STATUSES, **labels: str) -> None:
+        shown = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+        seen = self.count(metric, **labels)
+        check(f"{metric}{{{shown}}}", seen == 0, expected="no samples yet", seen=_counted(seen))
+
+    def verify_accepted(self, kind: str, name: str) -> None:
+        """The status Linkerd writes: EgressNetwork or route Accepted=True."""
+        obj = self.cluster.get(kind, name, namespace=NS)
+        status = obj.get("status", {})
+        conds = status.get("conditions") or [
+            c for p in status.get("parents", []) for c in p.get("conditions", [])
+        ]
+        accepted: dict[str, Any] = next((c for c in conds if c.get("type") == "Accepted"), {})
+        equal(f"{kind} {name}: Accepted", "True", accepted.get("status", "(missing)"))
+
+    # -- charts and reconciliation ---------------------------------------------------------
+
+    def requests(self) -> pd.DataFrame:
+        """Every request the client made, classified (allowed/forbidden/redirected/failed)."""
+        from egresskit.analysis.outcomes import classify_requests
+
+        if self.traffic is None:
+            raise EgressKitError("no traffic was run: call start_traffic first")
+        self.timeline.sync()
+        return classify_requests(self.traffic.frame(), self.timeline)
+
+    def chart(self, name: str, *, title: str) -> Any:
+        """The outcomes over time with the policy changes marked, saved as PNG and SVG
+        under ``output_dir/charts`` and shown as a static image (renders on GitHub)."""
+        from egresskit.analysis import charts
+
+        chart = charts.outcomes_chart(self.requests(), self.cluster.changes, title=title)
+        folder = self.output_dir / "charts"
+        folder.mkdir(parents=True, exist_ok=True)
+        png = charts.save_png(chart, folder / f"{name}.png")
+        charts.save_svg(chart, folder / f"{name}.svg")
+        return _image(png)
+
+    def breakdown(self, name: str) -> Any:
+        """Per-route and per-hostname views of the same requests."""
+        from egresskit.analysis import charts
+
+        classified = self.requests()
+        folder = self.output_dir / "charts"
+        folder.mkdir(parents=True, exist_ok=True)
+        routes = charts.save_png(
+            charts.routes_chart(classified, self.cluster.changes), folder / f"{name}-routes.png"
+        )
+        hosts = charts.save_png(charts.hostnames_chart(classified), folder / f"{name}-hosts.png")
+        return _images(routes, hosts)
+
+    def verify_reconciled(self) -> None:
+        """What the client saw and what the proxy counted agree, outcome by outcome."""
+        from egresskit.analysis.counters import increases
+        from egresskit.analysis.outcomes import classify_series, reconcile
+
+        if self._series_frame is None:
+            raise EgressKitError("no metrics were scraped: run traffic first")
+        series = classify_series(increases(self._series_frame), self.timeline)
+        result = reconcile(self.requests(), series)
+        check(
+            "client-side and proxy-side totals per outcome",
+            result.ok,
+            expected="equal",
+            seen="equal" if result.ok else str(result),
+        )
+
+    # -- auditing -----------------------------------------------------------------------------
+
+    def verify_explained(self, table: pd.DataFrame, url: str, *, outcome: str, route: str) -> None:
+        row = table[table["url"] == url].iloc[0]
+        equal(f"explain {url}", f"{outcome} via {route}", f"{row['outcome']} via {row['route']}")
+
+    def verify_finding(self, found: pd.DataFrame, obj: str, text: str) -> None:
+        hits = found[(found["object"] == obj) & found["finding"].str.contains(text)]
+        check(
+            f"finding on {obj}",
+            len(hits) == 1,
+            expected=f"one about {text!r}",
+            seen=f"{len(hits)} finding(s)",
+        )
+
+    def enforcement_delay(self) -> float:
+        """Seconds from the Deny patch until the client sees its first 403."""
+        from egresskit.audit import enforcement_delay
+
+        return enforcement_delay(
+            self.cluster, self.deny, url="http://httpbin.org/get", expect_status=403
+        )
+
+    def bypass(self, url: str) -> pd.DataFrame:
+        from egresskit.audit import bypass_demo
+
+        return bypass_demo(self.cluster, [url], namespace=NS)
+
+    def verify_bypass(self, frame: pd.DataFrame) -> None:
+        seen = {row.pod: row.http_status for row in frame.itertuples()}
+        equal("meshed client vs unmeshed pod under Deny", {"client": 403, "bypass": 200}, seen)
+
+    # -- cleanup ----------------------------------------------------------------------------------
+
+    def cleanup(self) -> None:
+        """``kubectl delete ns egress-test``, then check nothing is left."""
+        self.stop_traffic()
+        with contextlib.suppress(EgressKitError):
+            self.cluster.delete("namespace", NS)
+        left = _leftovers(self.cluster)
+        equal("objects left in egress-test after cleanup", [], left)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        atexit.unregister(self.close)
+        try:
+            self.stop_traffic()
+            with contextlib.suppress(EgressKitError):
+                self.cluster.delete("namespace", NS)
+        except (EgressKitError, WaitTimeout):
+            pass
+        finally:
+            self.cluster.close()
+
+    def __enter__(self) -> Tutorial:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _counted(value: float) -> str:
+    # Counts are volatile (they depend on timing): say only whether there were any.
+    return "a count above 0" if value >= 1 else "no samples"
+
+
+def _image(path: Path) -> Any:
+    try:
+        from IPython.display import Image
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return path
+    return Image(filename=str(path))  # type: ignore[no-untyped-call]
+
+
+def _images(*paths: Path) -> Any:
+    try:
+        from IPython.display import HTML
+    except ImportError:  # pragma: no cover
+        return paths
+    import base64
+
+    tags = "".join(
+        f"<img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}' "
+        "style='max-width:100%'>"
+        for p in paths
+    )
+    return HTML(tags)  # type: ignore[no-untyped-call]
+
+
+def _leftovers(cluster: Cluster) -> list[str]:
+    objects = getattr(cluster, "objects", None)
+    if callable(objects):
+        return sorted(o.display for o in objects() if (o.namespace or "") == NS)
+    try:
+        cluster.get("namespace", NS)
+    except EgressKitError:
+        return []
+    return [f"Namespace {NS}"]
