@@ -1,0 +1,471 @@
+"""Data plane: the egress proxy against nginx as a one-worker reverse proxy, measured by wrk.
+
+Rules of the measurement (egresskit issue 3):
+
+* One upstream for every target: nginx with one worker answering ``return 200`` with a
+  fixed 3-byte body, in its own process, so no target shares a worker with it.
+* Three targets, each measured by the same wrk command (``wrk -t1 -c16 -d5s --latency``,
+  ``Host: bench.example``): ``direct`` (the upstream itself), ``nginx`` (a second nginx,
+  ``worker_processes 1``, HTTP/1.1 upstream keep-alive, ``proxy_set_header Host``) and
+  ``egresskit`` (the local backend's proxy of the guide's client pod: EgressNetwork Allow,
+  an HTTPRoute matched on hostname and path prefix, hostname metric labels on).
+* Each target gets one untimed warm-up run; measured rounds are interleaved (direct,
+  nginx, egresskit, direct, ...) so drift on the machine hits all three alike, and each
+  figure is the median over rounds.
+* The proxy's own count is checked against wrk's: the sum of
+  ``outbound_http_route_request_statuses_total`` over the measured rounds (read once the
+  proxy is quiet after each round) against wrk's total of completed requests; it may
+  exceed wrk's by the requests in flight when wrk stops (see :func:`metrics_verdict`).
+* The issue's targets: egresskit throughput >= 0.75x nginx's, egresskit p99 <= 2x nginx's.
+* nginx runs as a foreground child (``daemon off``) with its own temporary prefix (pid,
+  error log, temp paths); ports are picked by binding 127.0.0.1 port 0 first.
+* ``python -m benchmarks.bench_dataplane --profile`` runs the egresskit target under
+  cProfile, enabled on the mesh's event-loop thread only, and prints the hotspots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import pstats
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from egresskit import guide
+from egresskit.cluster.local import LocalCluster
+from egresskit.errors import BackendError, WaitTimeout
+
+TITLE = "Data plane: egresskit proxy vs nginx (1 worker), wrk"
+
+HOST = "bench.example"
+PATH = "/bench/ok"
+BODY = "ok\n"
+THREADS = 1
+CONNECTIONS = 16
+DURATION_S = 5
+QUICK_DURATION_S = 1
+WARMUP_S = 1
+ROUNDS = 3
+QUICK_ROUNDS = 1
+#: The issue's targets.
+MIN_RPS_VS_NGINX = 0.75
+MAX_P99_VS_NGINX = 2.0
+
+TARGETS = ("direct", "nginx", "egresskit")
+STATUS_FAMILY = "outbound_http_route_request_statuses_total"
+
+#: An HTTPRoute on the guide's EgressNetwork, so every request goes through the matcher
+#: (hostname, then path prefix) rather than the EgressNetwork's default route.
+BENCH_ROUTE = f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: bench
+  namespace: {guide.NAMESPACE_NAME}
+spec:
+  hostnames:
+  - {HOST}
+  parentRefs:
+    - name: {guide.EGRESS_NETWORK_NAME}
+      kind: EgressNetwork
+      group: policy.linkerd.io
+      namespace: {guide.NAMESPACE_NAME}
+      port: 80
+  rules:
+    - matches:
+      - path:
+          type: PathPrefix
+          value: /bench
+"""
+
+
+# ====================================================================== wrk
+
+
+@dataclass(frozen=True, kw_only=True)
+class WrkResult:
+    """What one wrk run reported."""
+
+    requests: int
+    seconds: float
+    requests_per_s: float
+    p50_ms: float
+    p99_ms: float
+    socket_errors: int
+    non_2xx: int
+
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+_LATENCY_RE = re.compile(r"^\s*(50|99)(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.M)
+_TOTAL_RE = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", re.M)
+_RPS_RE = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
+_SOCKET_RE = re.compile(
+    r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.M
+)
+_NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)", re.M)
+
+
+def parse_wrk(text: str) -> WrkResult:
+    """Parse ``wrk --latency`` output (wrk 4.x)."""
+    latency = {pct: float(v) * _UNITS_MS[u] for pct, v, u in _LATENCY_RE.findall(text)}
+    total = _TOTAL_RE.search(text)
+    rps = _RPS_RE.search(text)
+    if total is None or rps is None or set(latency) != {"50", "99"}:
+        raise BackendError(
+            "wrk output: expected 'N requests in T', 'Requests/sec:' and the 50%/99% lines "
+            f"of --latency, found:\n{text}"
+        )
+    sock = _SOCKET_RE.search(text)
+    non2xx = _NON2XX_RE.search(text)
+    return WrkResult(
+        requests=int(total.group(1)),
+        seconds=float(total.group(2)) * _UNITS_MS[total.group(3)] / 1e3,
+        requests_per_s=float(rps.group(1)),
+        p50_ms=latency["50"],
+        p99_ms=latency["99"],
+        socket_errors=sum(int(g) for g in sock.groups()) if sock else 0,
+        non_2xx=int(non2xx.group(1)) if non2xx else 0,
+    )
+
+
+def run_wrk(port: int, *, duration_s: int) -> WrkResult:
+    """One wrk run against ``127.0.0.1:port`` with ``Host: bench.example``."""
+    argv = [
+        "wrk",
+        f"-t{THREADS}",
+        f"-c{CONNECTIONS}",
+        f"-d{duration_s}s",
+        "--latency",
+        "-H",
+        f"Host: {HOST}",
+        f"http://127.0.0.1:{port}{PATH}",
+    ]
+    bound = duration_s + 30
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=bound, check=False)
+    except FileNotFoundError as exc:
+        raise BackendError("wrk is not installed (Debian package wrk; `make bench`)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise WaitTimeout(f"wrk against :{port}", bound, "still running") from exc
+    if proc.returncode != 0:
+        raise BackendError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return parse_wrk(proc.stdout)
+
+
+# ====================================================================== nginx
+
+
+def free_port() -> int:
+    """A loopback port the kernel just handed out (bound to port 0, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def nginx_config(*, prefix: Path, port: int, upstream_port: int | None) -> str:
+    """nginx.conf for the upstream (``upstream_port`` None) or the reverse proxy in front of it.
+
+    One worker either way; access log off (nginx's default logs every request, the
+    egresskit proxy does not); every path a non-root nginx writes is under ``prefix``.
+    """
+    temp = " ".join(
+        f"{kind}_temp_path {prefix / kind};"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    if upstream_port is None:
+        server = f'location / {{ default_type text/plain; return 200 "{BODY.strip()}\\n"; }}'
+        upstream = ""
+    else:
+        # HTTP/1.1 with "Connection: ''" is what lets nginx keep upstream connections
+        # alive (ngx_http_upstream_module, keepalive); the Host is passed on unchanged.
+        upstream = (
+            f"upstream bench_upstream {{ server 127.0.0.1:{upstream_port}; keepalive 32; "
+            "keepalive_requests 1000000; }"
+        )
+        server = (
+            "location / { proxy_pass http://bench_upstream; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; proxy_set_header Host $http_host; }'
+        )
+    return f"""\
+worker_processes 1;
+daemon off;
+pid {prefix / "nginx.pid"};
+error_log {prefix / "error.log"} warn;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  {temp}
+  # wrk reuses its connections; nginx's default (1000) would close one every 1000 requests.
+  keepalive_requests 1000000;
+  {upstream}
+  server {{
+    listen 127.0.0.1:{port};
+    {server}
+  }}
+}}
+"""
+
+
+def wait_port(port: int, *, timeout: float, what: str) -> None:
+    """Wait until something accepts on ``127.0.0.1:port``, at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last = "nothing tried"
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.02)  # a poll interval, not a readiness assumption
+    raise WaitTimeout(what, timeout, last)
+
+
+@contextlib.contextmanager
+def nginx(*, upstream_port: int | None = None) -> Iterator[int]:
+    """A foreground nginx in a temporary prefix; yields its port; stopped on exit."""
+    if shutil.which("nginx") is None:
+        raise BackendError("nginx is not installed (Debian package nginx; `make bench`)")
+    role = "upstream" if upstream_port is None else "proxy"
+    with tempfile.TemporaryDirectory(prefix=f"egresskit-nginx-{role}-") as tmp:
+        prefix = Path(tmp)
+        port = free_port()
+        conf = prefix / "nginx.conf"
+        conf.write_text(nginx_config(prefix=prefix, port=port, upstream_port=upstream_port))
+        # -e: the error log before the config is read (else /var/log/nginx, not ours).
+        argv = ["nginx", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+        with (prefix / "stderr.log").open("wb") as stderr:
+            proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
+        try:
+            try:
+                wait_port(port, timeout=10, what=f"nginx ({role}) on :{port}")
+            except WaitTimeout as exc:
+                logs = "".join(
+                    (prefix / name).read_text(errors="replace")
+                    for name in ("stderr.log", "error.log")
+                    if (prefix / name).exists()
+                )
+                raise BackendError(f"nginx ({role}) did not start: {exc}\n{logs}") from exc
+            yield port
+        finally:
+            proc.terminate()  # SIGTERM: nginx's fast shutdown
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+
+
+# ====================================================================== egresskit
+
+
+@contextlib.contextmanager
+def egresskit_proxy(upstream_port: int) -> Iterator[tuple[LocalCluster, int]]:
+    """The guide's client pod behind its proxy, with ``bench.example`` at the upstream."""
+    with LocalCluster(upstreams={HOST: f"127.0.0.1:{upstream_port}"}) as cluster:
+        cluster.apply(guide.NAMESPACE)
+        cluster.apply(guide.EGRESS_NETWORK)
+        cluster.apply(guide.CLIENT_POD)
+        cluster.apply(BENCH_ROUTE)
+        ports = cluster.outbound_ports("client", namespace=guide.NAMESPACE_NAME)
+        yield cluster, ports[80]
+
+
+_SAMPLE_RE = re.compile(rf"^{STATUS_FAMILY}\{{(?P<labels>[^}}]*)\}} (?P<value>\d+)$", re.M)
+
+
+def counted(cluster: LocalCluster) -> dict[str, int]:
+    """The client proxy's request count by ``http_status`` (``error`` appended when set)."""
+    text = cluster.proxy_metrics("client", namespace=guide.NAMESPACE_NAME)
+    out: dict[str, int] = {}
+    for m in _SAMPLE_RE.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels")))
+        key = labels.get("http_status", "") + (f" {labels['error']}" if labels.get("error") else "")
+        out[key] = out.get(key, 0) + int(m.group("value"))
+    return out
+
+
+def quiet_count(cluster: LocalCluster, *, timeout: float = 5.0) -> dict[str, int]:
+    """The count once it stops moving: requests in flight when wrk stopped are recorded."""
+    deadline = time.monotonic() + timeout
+    last = counted(cluster)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)  # a poll interval
+        now = counted(cluster)
+        if now == last:
+            return now
+        last = now
+    raise WaitTimeout("the proxy's request count to settle", timeout, str(last))
+
+
+# ====================================================================== the run
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    duration = QUICK_DURATION_S if quick else DURATION_S
+    rounds = QUICK_ROUNDS if quick else ROUNDS
+    if shutil.which("wrk") is None:
+        raise BackendError("wrk is not installed (Debian package wrk; `make bench`)")
+    results: dict[str, list[WrkResult]] = {t: [] for t in TARGETS}
+    metrics_total = 0
+    metrics_ok = 0
+    with (
+        nginx() as upstream,
+        nginx(upstream_port=upstream) as proxy,
+        egresskit_proxy(upstream) as (cluster, mesh),
+    ):
+        ports = {"direct": upstream, "nginx": proxy, "egresskit": mesh}
+        for target in TARGETS:
+            run_wrk(ports[target], duration_s=WARMUP_S)
+        for _ in range(rounds):
+            for target in TARGETS:
+                before = quiet_count(cluster) if target == "egresskit" else {}
+                results[target].append(run_wrk(ports[target], duration_s=duration))
+                if target == "egresskit":
+                    after = quiet_count(cluster)
+                    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                    metrics_total += sum(delta.values())
+                    metrics_ok += delta.get("200", 0)
+    med = {
+        t: {
+            "rps": _median([r.requests_per_s for r in rs]),
+            "p50": _median([r.p50_ms for r in rs]),
+            "p99": _median([r.p99_ms for r in rs]),
+        }
+        for t, rs in results.items()
+    }
+    rows: list[dict[str, Any]] = []
+    for t in TARGETS:
+        rs = results[t]
+        row: dict[str, Any] = {
+            "target": t,
+            "requests_per_s": round(med[t]["rps"], 1),
+            "p50_ms": round(med[t]["p50"], 3),
+            "p99_ms": round(med[t]["p99"], 3),
+            "rps_vs_nginx": round(med[t]["rps"] / med["nginx"]["rps"], 3),
+            "p99_vs_nginx": round(med[t]["p99"] / med["nginx"]["p99"], 3),
+            "rps_vs_direct": round(med[t]["rps"] / med["direct"]["rps"], 3),
+            "wrk_requests": sum(r.requests for r in rs),
+            "wrk_errors": sum(r.socket_errors + r.non_2xx for r in rs),
+            "metrics_requests": metrics_total if t == "egresskit" else None,
+            "metrics_200": metrics_ok if t == "egresskit" else None,
+            "metrics_check": (
+                metrics_verdict(
+                    counted=metrics_total, completed=sum(r.requests for r in rs), rounds=rounds
+                )
+                if t == "egresskit"
+                else None
+            ),
+            "rounds": rounds,
+            "duration_s": duration,
+            "connections": CONNECTIONS,
+        }
+        rows.append(row)
+    return rows
+
+
+def metrics_verdict(*, counted: int, completed: int, rounds: int) -> str:
+    """``exact``, ``in-flight`` or ``MISMATCH``: the proxy's count against wrk's.
+
+    The proxy records a response before its last bytes go out (so a client holding its
+    answer can already see it counted); wrk stops at its deadline without reading what is
+    in flight, at most one request per connection (wrk does not pipeline). So the proxy
+    may count up to ``connections x rounds`` more than wrk completed, never fewer.
+    """
+    extra = counted - completed
+    if extra == 0:
+        return "exact"
+    if 0 < extra <= CONNECTIONS * rounds:
+        return "in-flight"
+    return "MISMATCH"
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Verdict lines against the issue's targets and the metrics cross-check."""
+    ek = next(r for r in rows if r["target"] == "egresskit")
+    rps, p99 = ek["rps_vs_nginx"], ek["p99_vs_nginx"]
+    ok = "PASS" if rps >= MIN_RPS_VS_NGINX else "FAIL"
+    lat = "PASS" if p99 <= MAX_P99_VS_NGINX else "FAIL"
+    verdict = ek["metrics_check"]
+    why = {
+        "exact": "",
+        "in-flight": " (the difference: requests in flight when wrk stopped, which wrk "
+        "does not count)",
+        "MISMATCH": " (more than one request per connection apart: a counting bug)",
+    }[verdict]
+    return [
+        f"{ok}: egresskit throughput {rps:.2f}x nginx (1 worker); target >= {MIN_RPS_VS_NGINX}x",
+        f"{lat}: egresskit p99 {p99:.2f}x nginx; target <= {MAX_P99_VS_NGINX}x",
+        f"egresskit throughput {ek['rps_vs_direct']:.2f}x the upstream served directly",
+        f"{'FAIL' if verdict == 'MISMATCH' else 'PASS'}: proxy metrics counted "
+        f"{ek['metrics_requests']:,} requests ({ek['metrics_200']:,} with status 200), "
+        f"wrk completed {ek['wrk_requests']:,}: {verdict}{why}",
+    ]
+
+
+# ====================================================================== profiling
+
+
+def profile(*, duration_s: int = DURATION_S, top: int = 30) -> str:
+    """Run wrk against the egresskit proxy with cProfile on the mesh's loop thread.
+
+    The timer is the thread's CPU clock: wall time would charge the proxy's functions
+    with the time its thread waits for the GIL or for a core shared with wrk and nginx.
+    """
+    profiler = cProfile.Profile(time.thread_time)
+    with nginx() as upstream, egresskit_proxy(upstream) as (cluster, mesh):
+        run_wrk(mesh, duration_s=WARMUP_S)
+        loop = cluster._loop  # the one thread the proxy runs on; cProfile is per thread
+        loop.call(_enable(profiler), timeout=5, what="the profiler to start")
+        result = run_wrk(mesh, duration_s=duration_s)
+        loop.call(_disable(profiler), timeout=5, what="the profiler to stop")
+    out = io.StringIO()
+    out.write(f"under cProfile: {result.requests_per_s:,.0f} req/s, p99 {result.p99_ms} ms\n")
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(top)
+    stats.sort_stats("cumulative").print_stats(top)
+    return out.getvalue()
+
+
+async def _enable(profiler: cProfile.Profile) -> None:
+    profiler.enable()
+
+
+async def _disable(profiler: cProfile.Profile) -> None:
+    profiler.disable()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_dataplane")
+    parser.add_argument("--quick", action="store_true", help="short runs, one round")
+    parser.add_argument("--profile", action="store_true", help="cProfile the egresskit proxy")
+    args = parser.parse_args(argv)
+    if args.profile:
+        print(profile(duration_s=QUICK_DURATION_S if args.quick else DURATION_S))
+        return 0
+    rows = run(quick=args.quick)
+    from benchmarks import report
+
+    print(report.text_table(rows, title=TITLE))
+    for line in summarize(rows):
+        print(f"   {line}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
