@@ -147,6 +147,49 @@ class CompiledRule:
     #: (cumulative weight upper bound, decision) per usable backend, in order.
     choices: tuple[tuple[float, Decision], ...]
     redirect: Filter | None = None
+    #: When every match is a path alone (the common egress rule), the paths compiled to
+    #: (kind, value, length): kind 0 Exact, 1 PathPrefix "/", 2 PathPrefix (trimmed value).
+    #: None: some match has headers, query params, a method or a regex (slow path).
+    paths: tuple[tuple[int, str, int], ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.paths = _compile_paths(self.matches) if self.grpc_rule is None else None
+
+
+def _compile_paths(matches: tuple[HTTPRouteMatch, ...]) -> tuple[tuple[int, str, int], ...] | None:
+    out = []
+    for m in matches:
+        if m.headers or m.query_params or m.method is not None:
+            return None
+        if m.path.type == "Exact":
+            out.append((0, m.path.value, len(m.path.value)))
+        elif m.path.type == "PathPrefix" and m.path.value == "/":
+            out.append((1, "/", 1))
+        elif m.path.type == "PathPrefix":
+            trimmed = m.path.value.rstrip("/")
+            out.append((2, trimmed, len(trimmed)))
+        else:
+            return None
+    return tuple(out) if out else None
+
+
+def _path_only_summary(
+    paths: tuple[tuple[int, str, int], ...], path: str, trimmed: str
+) -> MatchSummary | None:
+    """``match_summary`` for path-only matches, without the per-match calls: the same
+    rules as :func:`~egresskit.policy.httpmatch.path_match_length` (D2, D3)."""
+    best = -1
+    for kind, value, length in paths:
+        if length <= best:
+            continue
+        if kind == 0:
+            if path == value:
+                best = length
+        elif kind == 1:
+            best = 1
+        elif trimmed.startswith(value) and (len(trimmed) == length or trimmed[length] == "/"):
+            best = length
+    return (best, 0, 0, 0) if best >= 0 else None
 
 
 @dataclass(kw_only=True)
@@ -982,8 +1025,11 @@ def _decide_http(
                 headers=headers,
             )
     else:
+        trimmed = path.rstrip("/")
 
         def summary(rule: CompiledRule) -> Summary | None:
+            if rule.paths is not None:
+                return _path_only_summary(rule.paths, path, trimmed)
             best: MatchSummary | None = None
             for m in rule.matches:
                 s = match_summary(m, method=method, path=path, query=query, headers=headers)
