@@ -205,9 +205,7 @@ class Tutorial:
                 got = f"not JSON: {r.stdout[:60]!r}"
             equal(f"curl {url}: JSON {key}", want, got)
 
-    def verify_series(
-        self, metric: str = STATUSES, *, within: float = 10.0, **labels: str
-    ) -> None:
+    def verify_series(self, metric: str = STATUSES, *, within: float = 10.0, **labels: str) -> None:
         """The proxy has counted at least one more request in this series since it was last
         verified (or since the start), waiting up to ``within`` seconds."""
         shown = ", ".join(f'{k}="{v}"' for k, v in labels.items())
