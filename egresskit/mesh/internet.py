@@ -39,7 +39,6 @@ from pathlib import Path
 from types import TracebackType
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
-import httpbin
 from tornado.httpserver import HTTPServer
 from tornado.httputil import HTTPServerRequest
 from tornado.netutil import bind_sockets
@@ -51,6 +50,10 @@ from egresskit.mesh.tlsca import LocalCA
 __all__ = ["ECHO_BANNER", "LoopbackHTTPServer", "SimulatedInternet"]
 
 log = logging.getLogger(__name__)
+
+# httpbin warns at import that flasgger (its Swagger UI) is missing; the kit never serves it.
+logging.getLogger("httpbin.core").setLevel(logging.ERROR)
+import httpbin  # noqa: E402
 
 LOOPBACK = "127.0.0.1"
 ECHO_BANNER = (
