@@ -128,6 +128,21 @@ class Tutorial:
             raise EgressKitError("no traffic is running: call start_traffic first")
         self.traffic.wait(seconds)
 
+    def watch(self, seconds: float) -> None:
+        """Let the traffic run for ``seconds`` with a live chart that updates in place in
+        Jupyter (a progress line elsewhere); the final chart stays as a static image."""
+        from egresskit.analysis.live import watch
+
+        if self.traffic is None:
+            raise EgressKitError("no traffic is running: call start_traffic first")
+        watch(
+            self.traffic,
+            scraper=self.scraper,
+            timeline=self.timeline,
+            every=1.0,
+            for_seconds=seconds,
+        )
+
     def stop_traffic(self) -> None:
         if self.traffic is not None and self.traffic.running:
             self.traffic.stop()

@@ -192,7 +192,8 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
             "The three routes: `httpbin-get`, `tls-egress` (no hostnames: all TLS) and "
             "`unencrypted-http` (everything else on port 80 to `internal-egress`)."
         ),
-        code("t.redirect_plaintext()\nt.run_for(duration)"),
+        md("Watch the traffic live for a moment (the chart updates in place):"),
+        code("t.redirect_plaintext()\nt.watch(duration)"),
         md("The guide's three checks (with `http://` where the guide means plaintext):"),
         verify(
             't.verify_curl("http://httpbin.org/get", status=200, json_field=("url", "http://httpbin.org/get"))'

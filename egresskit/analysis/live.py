@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -58,8 +59,10 @@ def watch(
     every: float = 2.0,
     image: Literal["png", "svg"] = "png",
     out: Callable[[str], None] = print,
+    for_seconds: float | None = None,
 ) -> pd.DataFrame:
-    """Show ``traffic`` live until it ends (or Ctrl-C), then the final chart as an image.
+    """Show ``traffic`` live until it ends, ``for_seconds`` pass, or Ctrl-C, then the final
+    chart as an image (the traffic itself keeps running when ``for_seconds`` ends it).
 
     Returns the classified requests. ``out`` receives progress lines outside Jupyter.
     The objects in force come from ``timeline``, else the scraper's, else a new
@@ -73,9 +76,16 @@ def watch(
     handle: Any = None
     if jupyter:
         handle = _display().display(_progress(traffic, scraper), display_id=True)
+    until = None if for_seconds is None else time.monotonic() + for_seconds
     try:
         while traffic.running:
-            traffic.wait(every)
+            if until is not None:
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                traffic.wait(min(every, left))
+            else:
+                traffic.wait(every)
             timeline.sync()
             if jupyter:
                 chart = _chart(traffic, timeline)
