@@ -91,6 +91,10 @@ _LABEL_LINES = 4
 # ------------------------------------------------------------------------ aggregation
 
 
+#: Wall-clock labels: with sub-minute runs Vega's default multi-format shows ".500".
+_TIME_AXIS = alt.Axis(format="%H:%M:%S", labelAngle=0, tickMinStep=1000)
+
+
 def _time_and_weight(frame: pd.DataFrame) -> tuple[str, str | None]:
     if "increase" in frame.columns and "scraped_at" in frame.columns:
         return "scraped_at", "increase"
@@ -154,14 +158,16 @@ def _changes_layers(changes: Sequence[ChangeRecord]) -> list[alt.Chart]:
     rule = (
         alt.Chart(data)
         .mark_rule(color="#24292f", strokeDash=[4, 3])
-        .encode(x=alt.X("at:T", scale=_UTC), tooltip=["change:N", "verb:N", "at:T"])
+        .encode(
+            x=alt.X("at:T", scale=_UTC, axis=_TIME_AXIS), tooltip=["change:N", "verb:N", "at:T"]
+        )
     )
     texts = [
         alt.Chart(data.iloc[line::_LABEL_LINES])
         .mark_text(
             align="left", baseline="top", dx=3, dy=2 + 12 * line, fontSize=10, color="#24292f"
         )
-        .encode(x=alt.X("at:T", scale=_UTC), y=alt.value(0), text="change:N")
+        .encode(x=alt.X("at:T", scale=_UTC, axis=_TIME_AXIS), y=alt.value(0), text="change:N")
         for line in range(min(_LABEL_LINES, len(data)))
     ]
     return [rule, *texts]
@@ -173,7 +179,7 @@ def _bars(data: pd.DataFrame, colour: str, colour_enc: alt.Color, *, bin: str, t
         alt.Chart(data, title=title)
         .mark_bar()
         .encode(
-            x=alt.X("start:T", scale=_UTC, title=f"time (UTC), {bin} bins"),
+            x=alt.X("start:T", scale=_UTC, title=f"time (UTC), {bin} bins", axis=_TIME_AXIS),
             x2="end:T",
             y=alt.Y("sum(count):Q", title="requests", stack="zero"),
             color=colour_enc,
