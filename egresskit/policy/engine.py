@@ -250,25 +250,6 @@ class HostTable:
             self._narrowed[key] = got
         return got
 
-    def tiers(self, host: str | None) -> Iterable[tuple[HostRank, list[int]]]:
-        """Candidate routes in descending host rank; within a tier, in policy order.
-
-        Host rank is the primary key (D5), so the first tier with a matching rule holds the
-        winner and later tiers need not be looked at.
-        """
-        if host is not None:
-            exact = self.exact.get(host)
-            if exact:
-                yield (2, len(host)), exact
-            if self.suffix:
-                idx = host.find(".")
-                while idx != -1:
-                    bucket = self.suffix.get(host[idx:])
-                    if bucket and len(host) > len(host[idx:]):
-                        yield (1, len(host) - idx), bucket
-                    idx = host.find(".", idx + 1)
-        yield NO_HOSTNAMES, self.nohost
-
 
 @dataclass(kw_only=True)
 class PortPolicy:
@@ -901,15 +882,33 @@ def _select(
     if trace is not None:
         # Explaining: look at every route so the reader sees every candidate.
         return _best_in(table, range(len(table.routes)), host, rule_summary, trace)
-    seg = _first_segment(path) if path is not None and path.startswith("/") else None
     narrow = path is not None and path.startswith("/")
-    for _rank, tier in table.tiers(host):
-        # Every route in a tier has the tier's host rank (a better pattern of the same
-        # route sits in an earlier tier), so only the rule summaries are compared.
-        found = _best_in_tier(table, table.narrow(tier, seg) if narrow else tier, rule_summary)
-        if found is not None:
-            return found
-    return None
+    seg = _first_segment(path) if narrow else None  # type: ignore[arg-type]
+    # Every route in a tier has the tier's host rank (a better pattern of the same route
+    # sits in an earlier tier), so only the rule summaries are compared. Tiers are walked
+    # inline (exact host, wildcard suffixes longest first, no hostnames): the first tier
+    # with a match holds the winner.
+    if host is not None:
+        exact = table.exact.get(host)
+        if exact:
+            found = _best_in_tier(
+                table, table.narrow(exact, seg) if narrow else exact, rule_summary
+            )
+            if found is not None:
+                return found
+        if table.suffix:
+            idx = host.find(".")
+            while idx != -1:
+                bucket = table.suffix.get(host[idx:])
+                if bucket and idx > 0:
+                    found = _best_in_tier(
+                        table, table.narrow(bucket, seg) if narrow else bucket, rule_summary
+                    )
+                    if found is not None:
+                        return found
+                idx = host.find(".", idx + 1)
+    nohost = table.nohost
+    return _best_in_tier(table, table.narrow(nohost, seg) if narrow else nohost, rule_summary)
 
 
 def _pick(rule: CompiledRule, pick: float) -> Decision:

@@ -13,6 +13,7 @@ gateway-api-matching.md D4, D5, D19):
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import lru_cache
 
 #: Host rank tuples compare with ``>``: (kind, length); kind 2 = exact, 1 = suffix,
 #: 0 = the route has no hostnames (matches anything, ranks lowest).
@@ -20,6 +21,7 @@ HostRank = tuple[int, int]
 NO_HOSTNAMES: HostRank = (0, 0)
 
 
+@lru_cache(maxsize=4096)  # a pure function of its text; clients repeat their hosts
 def normalize_host(authority: str | None) -> str | None:
     """``Host``/``:authority``/SNI text to the name Linkerd matches on (no port, lower case)."""
     if not authority:
