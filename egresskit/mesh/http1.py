@@ -1,4 +1,4 @@
-"""HTTP/1.1 through the egress proxy, one request at a time, bodies streamed (h11).
+"""HTTP/1.1 through the egress proxy, bodies streamed (httptools, on :class:`Channel`).
 
 Job: read each request head, ask the policy engine with the snapshot current at that
 moment, then either answer for the proxy (403 deny, 500 invalid backend, 3xx redirect
@@ -22,34 +22,50 @@ Faults, as Linkerd's proxy (hyper) answers them:
   on a gRPC port: engine outcome ``failed``) is closed without an answer, as the proxy's
   failed protocol detection does (spec 5.2).
 
+Wire rules (hyper's, and what the h11-based version of this module did): header names
+go out in lower case; ``Expect: 100-continue`` is answered by the proxy when it starts
+reading the body; a body is re-framed per hop (chunked stays chunked, a close-delimited
+response goes to an HTTP/1.1 client chunked, to an HTTP/1.0 one close-delimited);
+pipelined requests are served in order; an upgrade (101) or an accepted ``CONNECT``
+turns the connection into a tunnel. Assumption: a declined upgrade or CONNECT gets its
+answer and the connection closes (the bytes after it are not HTTP we could parse).
+
 Rules: every wait is bounded by a :class:`~egresskit.mesh.proxy.ProxyConfig` value;
 every forwarded request that gets an answer is counted exactly once in the route
 metrics, before its last byte reaches the client.
+
+Speed (this is the data plane the benchmark measures): no task or timer per read (the
+:class:`Channel` has one lazy deadline per connection), one write per direction when the
+whole message is at hand, one metrics call per exchange, the upstream target cached per
+connection and decision. Parse records use ``__slots__`` classes, not dataclasses, for
+the same reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import Callable
+from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
-import h11
+import httptools
 
+from egresskit.mesh.runtime import Channel, connect, relay
 from egresskit.policy.decision import Decision, HeaderEdit, HttpRequest
 from egresskit.policy.engine import decide
 
 if TYPE_CHECKING:
     from egresskit.mesh.proxy import EgressProxy
+    from egresskit.policy.snapshot import Snapshot
 
-READ_CHUNK = 65536
-#: What ``h11.Connection.next_event`` returns.
-_Event = h11.Event | type[h11.NEED_DATA] | type[h11.PAUSED]
 #: How long a rejected client may keep sending before the socket is closed anyway: long
 #: enough for it to read the 400/431 instead of a reset (RFC 9112 section 9.6).
 LINGER_SECONDS = 0.5
+#: Bound on a response head we have to find ourselves (the answer to a HEAD request).
+_MAX_RESPONSE_HEAD = 1024 * 1024
+#: How long a closed upstream connection may take to go before it is reset.
+CLOSE_GRACE = 5.0
 
 
 class _ClientGone(Exception):
@@ -58,6 +74,10 @@ class _ClientGone(Exception):
 
 class _HeadTimeout(Exception):
     """The client did not (finish) sending a request head in time."""
+
+
+class _HeadTooLarge(Exception):
+    """A request head over ``max_header_bytes`` (raised from a parser callback)."""
 
 
 class _UpstreamError(Exception):
@@ -69,157 +89,908 @@ class _UpstreamError(Exception):
         super().__init__(message)
 
 
+# ====================================================================== parse records
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class _Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "target", "upgrade", "version")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: Headers,
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        # h11 (this module's parser before) never kept an HTTP/1.0 connection alive.
+        self.keep_alive = keep_alive and version == "1.1"
+        self.upgrade = upgrade
+        #: "length", "chunked" or "none": how the request body is framed.
+        self.body = _framing(headers)
+
+
+class _Response:
+    __slots__ = ("body", "headers", "keep_alive", "reason", "status", "version")
+
+    def __init__(
+        self, status: int, reason: bytes, version: str, headers: Headers, keep_alive: bool
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        #: "length", "chunked", "none" (no body by status), or "eof" (until close).
+        framing = _framing(headers)
+        if status < 200 or status in (204, 304):
+            framing = "none"
+        elif framing == "none":
+            framing = "eof"
+        self.body = framing
+
+
+class _End:
+    """The end of a message, with its trailers (chunked bodies only)."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Headers) -> None:
+        self.trailers = trailers
+
+
+class _Fault:
+    """The client's bytes stopped parsing: answer ``status`` and close."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+_Event = _Request | _Response | bytes | _End | _Fault
+
+
+_Parser = httptools.HttpRequestParser | httptools.HttpResponseParser
+
+
+def _parser(parser_type: type[_Parser], callbacks: object) -> _Parser:
+    parser = parser_type(callbacks)
+    # hyper (httparse) takes bare LF line endings; llhttp only when told.
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
+def _framing(headers: Headers) -> str:
+    framing = "none"
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            return "chunked" if value.lower().rstrip().endswith(b"chunked") else framing
+        if lname == b"content-length":
+            framing = "length"
+    return framing
+
+
+class _Messages:
+    """httptools callbacks for one direction of one connection: heads, body pieces and
+    ends queued in order, so pipelined messages wait their turn."""
+
+    def __init__(self, parser_type: type[_Parser]) -> None:
+        self.parser = _parser(parser_type, self)
+        self.events: deque[_Event] = deque()
+        self.head_open = False
+        #: Bytes after an upgrade or CONNECT head: the tunnel's first bytes.
+        self.rest: bytes | None = None
+        self.dead = False
+        self.too_large = False
+        self._url = b""
+        self._reason = b""
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._in_body = False
+
+    def on_message_begin(self) -> None:
+        self.head_open = True
+        self._in_body = False
+        self._url = self._reason = b""
+        self._headers = []
+        self._trailers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        (self._trailers if self._in_body else self._headers).append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self.events.append(_End(self._trailers))
+
+    def feed(self, data: bytes) -> None:
+        if self.dead:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.dead = True
+            self.rest = data[int(exc.args[0]) :]
+        except httptools.HttpParserError:
+            # A callback's own exception comes back as HttpParserCallbackError: the flag
+            # says whether it was the head size.
+            self.dead = True
+            self.events.append(_Fault(431 if self.too_large else 400))
+
+
+class _Requests(_Messages):
+    """The client side: request heads, with the head size bounded (431)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(httptools.HttpRequestParser)
+        self.limit = limit
+        self.head_size = 0
+        self._count_raw = False
+        self._body_open = False
+
+    def on_message_complete(self) -> None:
+        self._body_open = False
+        super().on_message_complete()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if not self._count_raw:
+            self.head_size += len(url)
+            if self.head_size > self.limit:
+                self.too_large = True
+                raise _HeadTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            self._trailers.append((name, value))
+            return
+        self._headers.append((name, value))
+        if not self._count_raw:
+            self.head_size += len(name) + len(value) + 4
+            if self.head_size > self.limit:
+                self.too_large = True
+                raise _HeadTooLarge()
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert isinstance(parser, httptools.HttpRequestParser)
+        self.head_open = False
+        self._in_body = self._body_open = True
+        self.events.append(
+            _Request(
+                parser.get_method(),
+                self._url,
+                parser.get_http_version(),
+                self._headers,
+                parser.should_keep_alive(),
+                parser.should_upgrade(),
+            )
+        )
+
+    def feed(self, data: bytes) -> None:
+        # A head still open after a whole chunk counts the chunk's bytes (the parser
+        # keeps partial header lines to itself); one that began in this chunk counts what
+        # the callbacks saw. Either way a head over the limit, complete or not, is a 431.
+        was_open = self.head_open
+        self._count_raw = was_open
+        if not self._body_open:
+            # llhttp refuses a bare LF after the request line even when lenient; h11 and
+            # httparse take it. Rewritten only when the chunk's first LF is bare, so the
+            # usual CRLF head costs one find().
+            lf = data.find(b"\n")
+            if lf == 0 or (lf > 0 and data[lf - 1] != 13):
+                data = _crlf_head(data)
+        super().feed(data)
+        if was_open and self.head_open and not self.dead:
+            self.head_size += len(data)
+            if self.head_size > self.limit:
+                self.dead = True
+                self.events.append(_Fault(431))
+
+
+class _Responses(_Messages):
+    """The upstream side: response heads; 1xx other than 101 are dropped (hyper's client
+    swallows them too), and the response to a HEAD request ends with its head."""
+
+    def __init__(self) -> None:
+        super().__init__(httptools.HttpResponseParser)
+        self.busy = False
+        self._head_only = False
+        self._informational = False
+        self._stopped = False
+        self._pending = b""
+
+    def expect(self, *, head_only: bool) -> None:
+        """The next response answers a request: ``head_only`` for a HEAD request."""
+        self.busy = True
+        self._head_only = head_only
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._informational = False
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert isinstance(parser, httptools.HttpResponseParser)
+        status = parser.get_status_code()
+        self.head_open = False
+        self._in_body = True
+        if 100 <= status < 200 and status != 101:
+            self._informational = True
+            return
+        self.events.append(
+            _Response(
+                status,
+                self._reason,
+                parser.get_http_version(),
+                self._headers,
+                parser.should_keep_alive(),
+            )
+        )
+        if self._head_only:
+            self.events.append(_End([]))
+            self._head_only = False
+            self.busy = False
+            self._stopped = True
+            raise _HeadDone()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._informational:
+            self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            return
+        self.events.append(_End(self._trailers))
+        self.busy = False
+
+    def feed(self, data: bytes) -> None:
+        if not self._head_only:
+            super().feed(data)
+            return
+        # A HEAD response announces a body it does not send, and llhttp cannot be told
+        # so: feed it only up to the end of the head, then start a fresh parser.
+        buf = self._pending + data
+        ends = [i + n for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2)) if i >= 0]
+        if not ends:
+            self._pending = buf
+            if len(buf) > _MAX_RESPONSE_HEAD:
+                self.dead = True
+            return
+        end = min(ends)
+        self._pending = b""
+        self._stopped = False
+        try:
+            self.parser.feed_data(buf[:end])
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            if not self._stopped:
+                self.dead = True
+                return
+            # Stopped on purpose (_HeadDone, which httptools reports as a callback error).
+            self.parser = _parser(httptools.HttpResponseParser, self)
+            if len(buf) > end:
+                self.feed(buf[end:])
+            return
+        if len(buf) > end:
+            self.feed(buf[end:])  # that was an informational head: the final one follows
+
+
+class _HeadDone(Exception):
+    """Raised from a callback to stop the parser after a HEAD response's head."""
+
+
+# ====================================================================== one connection
+
+
 async def serve_http1(
     proxy: EgressProxy,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
+    client: Channel,
     buffered: bytes,
     port: int,
     fixed_ip: str | None,
 ) -> None:
-    config = proxy.config
-    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=config.max_header_bytes)
-    conn.receive_data(buffered)
-    upstreams: dict[tuple[str, int], _Upstream] = {}
-    dst_ip = fixed_ip
+    conn = _Connection(proxy, client, port, fixed_ip)
     try:
-        while True:
-            try:
-                event = await _read_head(
-                    conn,
-                    reader,
-                    idle=config.idle_timeout,
-                    head=config.request_head_timeout,
-                    limit=config.max_header_bytes,
-                )
-            except h11.RemoteProtocolError as exc:
-                await _reject(reader, writer, exc.error_status_hint)
-                return
-            except (_HeadTimeout, _ClientGone):
-                return  # hyper closes a slow or idle client without an answer
-            if not isinstance(event, h11.Request):
-                return  # ConnectionClosed, or PAUSED after a protocol switch
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in event.headers]
-            host = next((v for k, v in headers if k.lower() == "host"), None)
-            if dst_ip is None:
-                # A name-routed listener: the original destination is the Host's address,
-                # fixed for the connection as iptables would have fixed it.
-                dst_ip = proxy.resolve(_host_only(host), None)
-                if dst_ip is None:
-                    await _drain_body(conn, reader, config.idle_timeout)
-                    await _respond(
-                        conn, writer, 502, [("l5d-proxy-error", f"unknown host {host!r}")]
-                    )
-                    return
-            request = HttpRequest(
-                client_namespace=proxy.namespace,
-                dst_ip=dst_ip,
-                dst_port=port,
-                method=event.method.decode("ascii"),
-                path=event.target.decode("latin-1"),
-                host=host,
-                headers=tuple(headers),
-            )
-            # One snapshot per request: judged entirely by the old or the new policy.
-            decision = decide(proxy.snapshot(), request)
-            keep = await _handle(proxy, conn, reader, writer, event, request, decision, upstreams)
-            if not keep:
-                return
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return  # MUST_CLOSE, or a body left unread
-            conn.start_next_cycle()
+        await conn.run(buffered)
     finally:
-        for up in upstreams.values():
+        for up in conn.pool.values():
             up.close()
 
 
-async def _handle(
-    proxy: EgressProxy,
-    conn: h11.Connection,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    event: h11.Request,
-    request: HttpRequest,
-    decision: Decision,
-    upstreams: dict[tuple[str, int], _Upstream],
-) -> bool:
-    """Serve one request; False when the client connection must close afterwards."""
-    started = time.monotonic()
-    hostname = _host_only(request.host) or ""
-    metrics = proxy.metrics
-    labels = decision.labels
-    if decision.outcome == "failed" or (decision.family not in ("http", None)):
-        # The port does not serve HTTP/1 (SNI-required TLS, gRPC/HTTP/2, opaque on a
-        # name-routed listener): the proxy's protocol handling fails and the connection
-        # closes with no answer and no route metrics (spec 5.2).
-        return False
+class _Upstream:
+    """A kept-alive upstream connection and its response parser."""
 
-    if decision.target is None or decision.http_status is not None:
-        # The proxy answers itself: drain the request body first, then respond.
-        await _drain_body(conn, reader, proxy.config.idle_timeout)
-        answer = decision.http_status or 502
-        # Counted before the answer goes out, so a client that has its answer can already
-        # see it in the metrics.
-        if labels:
-            metrics.http_request(
-                labels,
-                hostname=hostname,
-                http_status=answer,
-                error="",
-                duration_s=time.monotonic() - started,
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.responses = _Responses()
+        self.reused = False
+
+    def usable(self) -> bool:
+        # at_eof: the server closed its idle keep-alive connection.
+        ch = self.channel
+        return not (
+            self.responses.busy
+            or self.responses.dead
+            or ch.is_closing()
+            or ch.at_eof()
+            or ch.has_data()
+        )
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class _Connection:
+    """One client connection's HTTP/1 state: parser, upstream pool, caches."""
+
+    def __init__(
+        self, proxy: EgressProxy, client: Channel, port: int, fixed_ip: str | None
+    ) -> None:
+        self.proxy = proxy
+        self.config = proxy.config
+        self.client = client
+        self.port = port
+        self.dst_ip = fixed_ip
+        self.loop = asyncio.get_running_loop()
+        self.requests = _Requests(self.config.max_header_bytes)
+        self.pool: dict[tuple[str, int], _Upstream] = {}
+        #: (id of decision, hostname) -> (decision, target): the decision object is held
+        #: so its id cannot be reused while the entry lives.
+        self.targets: dict[tuple[int, str | None], tuple[Decision, tuple[str, int] | None]] = {}
+        self.head_sent = False
+        #: The last (snapshot, raw request, request, decision) on this connection.
+        self.memo: tuple[Snapshot, tuple[object, ...], HttpRequest, Decision] | None = None
+
+    # -- the request loop -------------------------------------------------------------
+
+    async def run(self, buffered: bytes) -> None:
+        if buffered:
+            self.requests.feed(buffered)
+        while True:
+            try:
+                event = await self._next_head()
+            except (_HeadTimeout, _ClientGone):
+                return  # hyper closes a slow or idle client without an answer
+            if isinstance(event, _Fault):
+                await self._reject(event.status)
+                return
+            if event is None:
+                return
+            if not await self._serve(event):
+                return
+
+    async def _next_head(self) -> _Request | _Fault | None:
+        """The next request head: ``idle`` bounds the wait for its first byte, ``head``
+        the whole head from there (one deadline, so trickling bytes cannot extend it)."""
+        requests = self.requests
+        events = requests.events
+        loop = self.loop
+        deadline = loop.time() + self.config.request_head_timeout if requests.head_open else None
+        while not events:
+            if requests.dead:
+                return None  # after an upgrade: nothing more to parse
+            wait = deadline if deadline is not None else loop.time() + self.config.idle_timeout
+            try:
+                data = await self.client.read(wait)
+            except TimeoutError as exc:
+                raise _HeadTimeout() from exc
+            except OSError as exc:
+                raise _ClientGone() from exc
+            if not data:
+                # EOF: clean between requests, a 400 in the middle of a head (h11's and
+                # hyper's "incomplete message").
+                return _Fault(400) if requests.head_open else None
+            requests.feed(data)
+            if deadline is None and requests.head_open:
+                deadline = loop.time() + self.config.request_head_timeout
+        event = events.popleft()
+        if isinstance(event, _Request | _Fault):
+            return event
+        return _Fault(400)  # a body piece where a head belongs cannot happen; be safe
+
+    async def _serve(self, req: _Request) -> bool:
+        """Serve one request; False when the client connection must close afterwards."""
+        proxy = self.proxy
+        host_raw: bytes | None = None
+        for name, value in req.headers:
+            if len(name) == 4 and name.lower() == b"host":
+                if host_raw is not None:
+                    await self._reject(400)  # h11 and hyper: one Host only
+                    return False
+                host_raw = value
+        if host_raw is None and req.version == "1.1":
+            await self._reject(400)  # RFC 9112 3.2: an HTTP/1.1 request without a Host
+            return False
+        host = host_raw.decode("latin-1") if host_raw is not None else None
+        if self.dst_ip is None:
+            # A name-routed listener: the original destination is the Host's address,
+            # fixed for the connection as iptables would have fixed it.
+            self.dst_ip = proxy.resolve(_host_only(host), None)
+            if self.dst_ip is None:
+                await self._drain_body()
+                await self._respond(502, [("l5d-proxy-error", f"unknown host {host!r}")], req)
+                return False
+        # One snapshot per request: judged entirely by the old or the new policy.
+        snap = proxy.snapshot()
+        # The engine is a pure function of (snapshot, request): a request identical to the
+        # previous one on this connection under the same snapshot gets the same decision.
+        key = (req.method, req.target, tuple(req.headers))
+        memo = self.memo
+        if memo is not None and memo[0] is snap and memo[1] == key:
+            request, decision = memo[2], memo[3]
+        else:
+            request = HttpRequest(
+                client_namespace=proxy.namespace,
+                dst_ip=self.dst_ip,
+                dst_port=self.port,
+                method=req.method.decode("ascii"),
+                path=req.target.decode("latin-1"),
+                host=host,
+                headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in key[2]]),
             )
-            if decision.outcome == "invalid" and decision.backend_labels:
-                metrics.http_backend_request(labels, decision.backend_labels)
-                metrics.http_backend_response(
+            decision = decide(snap, request)
+            self.memo = (snap, key, request, decision)
+        self.head_sent = False
+        return await self._handle(req, request, decision)
+
+    async def _handle(self, req: _Request, request: HttpRequest, decision: Decision) -> bool:
+        started = time.monotonic()
+        hostname = _host_only(request.host) or ""
+        metrics = self.proxy.metrics
+        labels = decision.labels
+        if decision.outcome == "failed" or (decision.family not in ("http", None)):
+            # The port does not serve HTTP/1 (SNI-required TLS, gRPC/HTTP/2, opaque on a
+            # name-routed listener): the proxy's protocol handling fails and the connection
+            # closes with no answer and no route metrics (spec 5.2).
+            return False
+
+        if decision.target is None or decision.http_status is not None:
+            # The proxy answers itself: drain the request body first, then respond.
+            drained = await self._drain_body()
+            answer = decision.http_status or 502
+            # Counted before the answer goes out, so a client that has its answer can
+            # already see it in the metrics.
+            if labels:
+                backend = (
+                    decision.backend_labels
+                    if decision.outcome == "invalid" and decision.backend_labels
+                    else None
+                )
+                metrics.http_exchange(
                     labels,
-                    decision.backend_labels,
+                    backend,
+                    hostname=hostname,
                     http_status=answer,
                     error="",
                     duration_s=time.monotonic() - started,
                 )
-        return await _respond(conn, writer, answer, list(decision.response_headers))
+            sent = await self._respond(answer, list(decision.response_headers), req)
+            return sent and drained
 
-    target = proxy.upstreams(hostname or None, request.dst_ip, request.dst_port, False, decision)
-    if labels and decision.backend_labels:
-        metrics.http_backend_request(labels, decision.backend_labels)
-    recorded = False
+        target = self._target(hostname, request, decision)
+        recorded = False
 
-    def record(status: int | None, error: str) -> None:
-        nonlocal recorded
-        if recorded or not labels:
-            return
-        recorded = True
-        duration = time.monotonic() - started
-        metrics.http_request(
-            labels, hostname=hostname, http_status=status, error=error, duration_s=duration
-        )
-        if decision.backend_labels:
-            metrics.http_backend_response(
+        def record(status: int | None, error: str) -> None:
+            nonlocal recorded
+            if recorded or not labels:
+                return
+            recorded = True
+            metrics.http_exchange(
                 labels,
-                decision.backend_labels,
+                decision.backend_labels or None,
+                hostname=hostname,
                 http_status=status,
                 error=error,
-                duration_s=duration,
+                duration_s=time.monotonic() - started,
             )
 
-    try:
-        if target is None:
-            raise _UpstreamError("REFUSED", 502, "nothing answers for this destination")
-        await _forward(proxy, conn, reader, writer, event, decision, target, upstreams, record)
-    except _UpstreamError as exc:
-        record(None, exc.kind)
-        if conn.our_state is h11.SEND_RESPONSE:
-            await _drain_body(conn, reader, proxy.config.idle_timeout)
-            error = f"{exc.kind.lower().replace('_', ' ')}: {exc}"
-            await _respond(
-                conn, writer, exc.status, [("l5d-proxy-error", error), ("connection", "close")]
-            )
+        try:
+            if target is None:
+                raise _UpstreamError("REFUSED", 502, "nothing answers for this destination")
+            return await self._forward(req, decision, target, record)
+        except _UpstreamError as exc:
+            record(None, exc.kind)
+            if not self.head_sent:
+                await self._drain_body()
+                error = f"{exc.kind.lower().replace('_', ' ')}: {exc}"
+                await self._respond(
+                    exc.status, [("l5d-proxy-error", error), ("connection", "close")], req
+                )
+            return False
+        except _ClientGone:
+            # The client went away (or stalled its body) mid-exchange: nobody gets an answer.
+            record(None, "CANCEL")
+            return False
+
+    def _target(
+        self, hostname: str, request: HttpRequest, decision: Decision
+    ) -> tuple[str, int] | None:
+        key = (id(decision), hostname)
+        cached = self.targets.get(key)
+        if cached is not None and cached[0] is decision:
+            return cached[1]
+        target = self.proxy.upstreams(
+            hostname or None, request.dst_ip, request.dst_port, False, decision
+        )
+        if len(self.targets) > 64:
+            self.targets.clear()  # policy changes make new decisions: keep this small
+        self.targets[key] = (decision, target)
+        return target
+
+    # -- forwarding -------------------------------------------------------------------
+
+    async def _forward(
+        self,
+        req: _Request,
+        decision: Decision,
+        target: tuple[str, int],
+        record: _Record,
+    ) -> bool:
+        headers = _edit_headers(req.headers, decision.request_headers)
+        if not any(k == b"host" for k, _ in headers):
+            # h11 (the client side before) refuses to send an HTTP/1.1 request without one.
+            raise _UpstreamError("IO", 502, "request: Missing mandatory Host: header")
+        head = _request_head(req, headers)
+        body, complete = self._take_body(req)
+        up = await self._upstream(target)
+        head_only = req.method == b"HEAD"
+        if complete and not body:
+            try:
+                up.responses.expect(head_only=head_only)
+                await self._send_upstream(up, head)
+                resp = await self._response_head(up)
+            except _UpstreamError as exc:
+                if not (up.reused and exc.kind == "IO"):
+                    raise
+                # A kept-alive upstream connection may have been closed by the server just
+                # then; a request without a body can go again on a fresh one (RFC 9112 9.3.1).
+                up.close()
+                self.pool.pop(target, None)
+                up = await self._upstream(target)
+                up.responses.expect(head_only=head_only)
+                await self._send_upstream(up, head)
+                resp = await self._response_head(up)
+        else:
+            up.responses.expect(head_only=head_only)
+            await self._send_upstream(up, head + body if body else head)
+            if not complete:
+                if not body and _expects_continue(req):
+                    # hyper answers ``Expect: 100-continue`` itself when the body is read.
+                    await self._client_write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                await self._stream_body(req, up)
+            resp = await self._response_head(up)
+        if req.upgrade and _switches(req, resp):
+            return await self._tunnel(req, resp, decision, up, target, record)
+        return await self._respond_upstream(req, resp, decision, up, target, record)
+
+    def _take_body(self, req: _Request) -> tuple[bytes, bool]:
+        """The request body bytes at hand, framed for the upstream, and whether it is all."""
+        events = self.requests.events
+        if not events:
+            return b"", False
+        chunked = req.body == "chunked"
+        parts: list[bytes] = []
+        while events:
+            event = events[0]
+            if isinstance(event, bytes):
+                events.popleft()
+                parts.append(_chunk(event) if chunked else event)
+            elif isinstance(event, _End):
+                events.popleft()
+                if chunked:
+                    parts.append(_last_chunk(event.trailers))
+                return b"".join(parts), True
+            else:
+                break  # a fault: the body did not finish
+        return b"".join(parts), False
+
+    async def _stream_body(self, req: _Request, up: _Upstream) -> None:
+        """Stream the rest of the request body as it arrives: never buffered whole."""
+        requests = self.requests
+        while True:
+            if not requests.events:
+                if requests.dead:
+                    raise _ClientGone()
+                try:
+                    data = await self.client.read(self.loop.time() + self.config.idle_timeout)
+                except (OSError, TimeoutError) as exc:
+                    raise _ClientGone() from exc
+                if not data:
+                    raise _ClientGone()
+                requests.feed(data)
+            body, complete = self._take_body(req)
+            if body:
+                await self._send_upstream(up, body)
+            if complete:
+                return
+            if requests.events and isinstance(requests.events[0], _Fault):
+                raise _ClientGone()
+
+    async def _send_upstream(self, up: _Upstream, data: bytes) -> None:
+        ch = up.channel
+        try:
+            if ch.is_closing():
+                raise ConnectionResetError("the upstream connection is closed")
+            ch.write(data)
+            await ch.drain(self.loop.time() + self.config.response_timeout)
+        except (OSError, RuntimeError) as exc:  # TimeoutError included
+            raise _fault(exc, phase="request") from exc
+
+    async def _response_head(self, up: _Upstream) -> _Response:
+        # _fill inlined: this wait sits at the bottom of the deepest await chain, and every
+        # resumption walks the whole chain.
+        responses = up.responses
+        events = responses.events
+        while not events:
+            if responses.dead:
+                raise _UpstreamError("IO", 502, "head: the upstream sent malformed HTTP")
+            try:
+                data = await up.channel.read(self.loop.time() + self.config.response_timeout)
+            except (OSError, TimeoutError) as exc:
+                raise _fault(exc, phase="head") from exc
+            if not data:
+                break
+            responses.feed(data)
+        event = events.popleft() if events else None
+        if not isinstance(event, _Response):
+            raise _UpstreamError("IO", 502, "the upstream closed the connection without a response")
+        return event
+
+    async def _fill(self, up: _Upstream, phase: str) -> None:
+        """Read until some upstream event is queued; ``response_timeout`` bounds each read."""
+        responses = up.responses
+        events = responses.events
+        while not events:
+            if responses.dead:
+                raise _UpstreamError("IO", 502, f"{phase}: the upstream sent malformed HTTP")
+            try:
+                data = await up.channel.read(self.loop.time() + self.config.response_timeout)
+            except (OSError, TimeoutError) as exc:
+                raise _fault(exc, phase=phase) from exc
+            if not data:
+                if phase == "body" and responses.busy:
+                    events.append(_End([]))  # the caller knows whether EOF may end the body
+                    return
+                raise _UpstreamError("IO", 502, f"{phase}: the upstream closed the connection")
+            responses.feed(data)
+
+    async def _respond_upstream(
+        self,
+        req: _Request,
+        resp: _Response,
+        decision: Decision,
+        up: _Upstream,
+        target: tuple[str, int],
+        record: _Record,
+    ) -> bool:
+        status = resp.status
+        headers = _edit_headers(resp.headers, decision.response_header_edit)
+        keep = req.keep_alive and resp.keep_alive
+        framing = resp.body
+        if req.method == b"HEAD":
+            framing = "none"  # the parser ended the message with its head
+        if req.upgrade:
+            keep = False  # a declined upgrade: what follows is not HTTP we can parse
+        out = "raw"
+        if framing == "chunked" or framing == "eof":
+            if req.version == "1.1":
+                out = "chunked"
+                if framing == "eof":
+                    headers.append((b"transfer-encoding", b"chunked"))
+            else:
+                # An HTTP/1.0 client cannot read chunks: close-delimited, as h11 sends it.
+                headers = [(k, v) for k, v in headers if k != b"transfer-encoding"]
+                keep = False
+        keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
+        if not keep and not _has_close(headers):
+            headers.append((b"connection", b"close"))
+        parts = [_response_line(status, resp.reason)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        self.head_sent = True
+        chunked = out == "chunked"
+        events = up.responses.events
+        # One event of look-ahead, so the response is counted before its last bytes
+        # reach the client (a client that has its answer can already see it counted).
+        try:
+            while True:
+                done = False
+                while events and not done:
+                    event = events.popleft()
+                    if isinstance(event, bytes):
+                        parts.append(_chunk(event) if chunked else event)
+                    elif isinstance(event, _End):
+                        if framing != "eof" and up.responses.busy:
+                            # EOF before the announced end of the body.
+                            record(status, "IO")
+                            raise _UpstreamError("IO", 502, "the upstream body was cut short")
+                        if chunked:
+                            parts.append(_last_chunk(event.trailers))
+                        done = True
+                    else:
+                        record(status, "IO")
+                        raise _UpstreamError("IO", 502, "unexpected upstream event")
+                if done:
+                    record(status, "")
+                    await self._client_write(b"".join(parts))
+                    break
+                if parts:
+                    await self._client_write(b"".join(parts))
+                    parts = []
+                try:
+                    await self._fill(up, "body")
+                except _UpstreamError as exc:
+                    record(status, exc.kind)
+                    raise
+        except _ClientGone:
+            record(status, "CANCEL")
+            raise
+        if not keep_up or up.responses.busy or up.responses.dead:
+            up.close()
+            self.pool.pop(target, None)
+        return keep
+
+    async def _tunnel(
+        self,
+        req: _Request,
+        resp: _Response,
+        decision: Decision,
+        up: _Upstream,
+        target: tuple[str, int],
+        record: _Record,
+    ) -> bool:
+        """An accepted upgrade or CONNECT: the head goes back, then bytes both ways."""
+        self.pool.pop(target, None)
+        headers = _edit_headers(resp.headers, decision.response_header_edit)
+        parts = [_response_line(resp.status, resp.reason)]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"\r\n")
+        responses = up.responses
+        while responses.events:  # bytes the upstream sent right after its head
+            event = responses.events.popleft()
+            if isinstance(event, bytes):
+                parts.append(event)
+        if responses.rest:
+            parts.append(responses.rest)
+        self.head_sent = True
+        record(resp.status, "")
+        try:
+            await self._client_write(b"".join(parts))
+            rest = self.requests.rest
+            if rest:
+                up.channel.write(rest)
+            await relay(self.client, up.channel)
+        finally:
+            up.close()
         return False
-    except _ClientGone:
-        # The client went away (or stalled its body) mid-exchange: nobody gets an answer.
-        record(None, "CANCEL")
-        return False
-    return True
+
+    async def _upstream(self, target: tuple[str, int]) -> _Upstream:
+        pool = self.pool
+        up = pool.get(target)
+        if up is not None:
+            if up.usable():
+                up.reused = True
+                return up
+            del pool[target]
+            up.close()
+        try:
+            channel = await connect(target, self.config.connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise _fault(exc, phase="connect") from exc
+        up = _Upstream(channel)
+        pool[target] = up
+        return up
+
+    # -- the client side ----------------------------------------------------------------
+
+    async def _client_write(self, data: bytes) -> None:
+        """Write to the client; one that stops reading for ``idle_timeout`` is gone."""
+        client = self.client
+        if client.is_closing():
+            raise _ClientGone()
+        client.write(data)
+        try:
+            await client.drain(self.loop.time() + self.config.idle_timeout)
+        except OSError as exc:  # TimeoutError included
+            raise _ClientGone() from exc
+
+    async def _drain_body(self) -> bool:
+        """Read and drop the rest of the current request's body (bounded, never raises);
+        False when it did not end (the connection cannot go on)."""
+        requests = self.requests
+        events = requests.events
+        while True:
+            while events:
+                event = events[0]
+                if isinstance(event, bytes):
+                    events.popleft()
+                elif isinstance(event, _End):
+                    events.popleft()
+                    return True
+                else:
+                    return False
+            if requests.dead:
+                return False
+            try:
+                data = await self.client.read(self.loop.time() + self.config.idle_timeout)
+            except (OSError, TimeoutError):
+                return False
+            if not data:
+                return False
+            requests.feed(data)
+
+    async def _respond(self, status: int, headers: list[tuple[str, str]], req: _Request) -> bool:
+        """A synthetic empty answer (``content-length: 0``); False if it could not be sent."""
+        parts = [_response_line(status, _reason(status))]
+        for name, value in headers:
+            parts += (name.lower().encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+        parts.append(b"content-length: 0\r\n")
+        close = (
+            not req.keep_alive
+            or req.upgrade
+            or any(k.lower() == "connection" and "close" in v.lower() for k, v in headers)
+        )
+        if close and not any(k.lower() == "connection" for k, _ in headers):
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        self.head_sent = True
+        try:
+            await self._client_write(b"".join(parts))
+        except _ClientGone:
+            return False
+        return not close
+
+    async def _reject(self, status: int) -> None:
+        """hyper answers an unparsable head with 400 (431 when too large) and closes."""
+        client = self.client
+        if client.is_closing():
+            return
+        client.write(
+            _response_line(status, _reason(status))
+            + b"content-length: 0\r\nconnection: close\r\n\r\n"
+        )
+        deadline = self.loop.time() + LINGER_SECONDS
+        try:
+            await client.drain(deadline)
+            if client.can_write_eof():
+                client.write_eof()
+            # Lingering close: read (and drop) what the client is still sending, for a
+            # bounded time, so closing with unread data does not reset the answer away
+            # (RFC 9112 9.6).
+            while await client.read(deadline):
+                pass
+        except (OSError, RuntimeError):  # TimeoutError included
+            return
+
+
+# ====================================================================== helpers
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    _Record = Callable[[int | None, str], None]
 
 
 def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
@@ -241,325 +1012,78 @@ def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
     return _UpstreamError("IO", 502, f"{phase}: {exc}" if str(exc) else phase)
 
 
-class _Upstream:
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, timeout: float
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        #: Bound on the upstream taking our bytes (the response timeout covers sending).
-        self.timeout = timeout
-        self.conn = h11.Connection(h11.CLIENT)
-        self.reused = False
-
-    def usable(self) -> bool:
-        # at_eof: the server closed its idle keep-alive connection.
-        return (
-            self.conn.our_state is h11.IDLE
-            and not self.writer.is_closing()
-            and not self.reader.at_eof()
-        )
-
-    def close(self) -> None:
-        self.writer.close()
+def _crlf_head(data: bytes) -> bytes:
+    """``data`` with the bare LFs of its first head turned into CRLF (the body untouched)."""
+    ends = [i + n for i, n in ((data.find(b"\n\n"), 2), (data.find(b"\n\r\n"), 3)) if i >= 0]
+    end = min(ends) if ends else len(data)
+    return data[:end].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + data[end:]
 
 
-async def _upstream(
-    proxy: EgressProxy, target: tuple[str, int], pool: dict[tuple[str, int], _Upstream]
-) -> _Upstream:
-    up = pool.pop(target, None)
-    if up is not None and up.usable():
-        up.reused = True
-        pool[target] = up
-        return up
-    if up is not None:
-        up.close()
-    try:
-        r, w = await asyncio.wait_for(
-            asyncio.open_connection(*target, limit=READ_CHUNK), proxy.config.connect_timeout
-        )
-    except (OSError, TimeoutError) as exc:
-        raise _fault(exc, phase="connect") from exc
-    up = _Upstream(r, w, proxy.config.response_timeout)
-    pool[target] = up
-    return up
-
-
-async def _forward(
-    proxy: EgressProxy,
-    conn: h11.Connection,
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    event: h11.Request,
-    decision: Decision,
-    target: tuple[str, int],
-    pool: dict[tuple[str, int], _Upstream],
-    record: Callable[[int | None, str], None],
-) -> None:
-    config = proxy.config
-    client_timeout = config.idle_timeout
-    headers = _edit_headers(list(event.headers), decision.request_headers)
-    request = h11.Request(method=event.method, target=event.target, headers=headers)
-    try:
-        first = conn.next_event()  # EndOfMessage at once: a request without a body
-    except h11.RemoteProtocolError as exc:
-        raise _ClientGone() from exc
-    up = await _upstream(proxy, target, pool)
-    if isinstance(first, h11.EndOfMessage):
-        try:
-            await _send_upstream(up, request, first)
-            resp = await _response_head(up, config.response_timeout)
-        except _UpstreamError as exc:
-            if not (up.reused and exc.kind == "IO"):
-                raise
-            # A kept-alive upstream connection may have been closed by the server just
-            # then; a request without a body can go again on a fresh one (RFC 9112 9.3.1).
-            up.close()
-            pool.pop(target, None)
-            up = await _upstream(proxy, target, pool)
-            await _send_upstream(up, request, first)
-            resp = await _response_head(up, config.response_timeout)
-    else:
-        await _send_upstream(up, request)
-        if conn.client_is_waiting_for_100_continue:
-            # hyper answers ``Expect: 100-continue`` itself when the body is first read.
-            informational = h11.InformationalResponse(status_code=100, headers=[])
-            await _client_write(writer, conn.send(informational), client_timeout)
-        # Stream the request body as it arrives: never buffered whole.
-        ev = first
-        while True:
-            if ev is h11.NEED_DATA:
-                try:
-                    ev = await _next_event(conn, reader, config.idle_timeout)
-                except (TimeoutError, h11.RemoteProtocolError) as exc:
-                    raise _ClientGone() from exc
-            if isinstance(ev, h11.Data):
-                await _send_upstream(up, h11.Data(data=ev.data))
-            elif isinstance(ev, h11.EndOfMessage):
-                await _send_upstream(up, h11.EndOfMessage(headers=ev.headers))
-                break
-            else:
-                raise _ClientGone()
-            ev = h11.NEED_DATA
-        resp = await _response_head(up, config.response_timeout)
-
-    out_headers = _edit_headers(list(resp.headers), decision.response_header_edit)
-    status = int(resp.status_code)
-    await _client_write(
-        writer,
-        conn.send(h11.Response(status_code=status, headers=out_headers, reason=resp.reason)),
-        client_timeout,
-    )
-    # One event of look-ahead, so the response is counted before its last bytes reach the
-    # client (a client that has its answer can already see it in the metrics).
-    try:
-        ev = await _upstream_event(up, config.response_timeout, "body")
-        while isinstance(ev, h11.Data):
-            following = await _upstream_event(up, config.response_timeout, "body")
-            if not isinstance(following, h11.Data):
-                record(status, "")
-            await _client_write(writer, conn.send(h11.Data(data=ev.data)), client_timeout)
-            ev = following
-    except _ClientGone:
-        record(status, "CANCEL")
-        raise
-    except _UpstreamError as exc:
-        record(status, exc.kind)
-        raise
-    if not isinstance(ev, h11.EndOfMessage):
-        record(status, "IO")
-        raise _UpstreamError("IO", 502, f"unexpected upstream event {type(ev).__name__}")
-    record(status, "")
-    await _client_write(writer, conn.send(h11.EndOfMessage(headers=ev.headers)), client_timeout)
-    if up.conn.our_state is h11.DONE and up.conn.their_state is h11.DONE:
-        up.conn.start_next_cycle()
-    else:
-        up.close()
-        pool.pop(target, None)
-
-
-async def _send_upstream(up: _Upstream, *events: h11.Event) -> None:
-    try:
-        for ev in events:
-            data = up.conn.send(ev)
-            if data:
-                up.writer.write(data)
-        await asyncio.wait_for(up.writer.drain(), up.timeout)
-    except (OSError, h11.LocalProtocolError) as exc:
-        raise _fault(exc, phase="request") from exc
-
-
-async def _response_head(up: _Upstream, timeout: float) -> h11.Response:
-    resp = await _upstream_event(up, timeout, "head")
-    while isinstance(resp, h11.InformationalResponse):
-        resp = await _upstream_event(up, timeout, "head")
-    if not isinstance(resp, h11.Response):
-        raise _UpstreamError("IO", 502, "the upstream closed the connection without a response")
-    return resp
-
-
-async def _upstream_event(up: _Upstream, timeout: float, phase: str) -> _Event:
-    try:
-        return await _next_event(up.conn, up.reader, timeout)
-    except (OSError, TimeoutError, h11.RemoteProtocolError, _ClientGone) as exc:
-        raise _fault(exc, phase=phase) from exc
-
-
-async def _client_write(writer: asyncio.StreamWriter, data: bytes | None, timeout: float) -> None:
-    """Write to the client; one that stops reading for ``timeout`` is gone."""
-    try:
-        if data:
-            writer.write(data)
-        await asyncio.wait_for(writer.drain(), timeout)
-    except OSError as exc:  # TimeoutError included
-        raise _ClientGone() from exc
-
-
-def _edit_headers(
-    headers: list[tuple[bytes, bytes]], edit: HeaderEdit | None
-) -> list[tuple[bytes, bytes]]:
-    """Linkerd's header modifier order: add, then set, then remove (D15)."""
+def _edit_headers(headers: Headers, edit: HeaderEdit | None) -> Headers:
+    """Lower-case names (hyper writes them so), then Linkerd's header modifier order:
+    add, then set, then remove (D15)."""
+    out = [(k.lower(), v) for k, v in headers]
     if edit is None:
-        return headers
-    out = list(headers)
+        return out
     for name, value in edit.add:
-        out.append((name.encode("latin-1"), value.encode("latin-1")))
+        out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
     for name, value in edit.set:
         lname = name.lower().encode("latin-1")
-        out = [(k, v) for k, v in out if k.lower() != lname]
-        out.append((name.encode("latin-1"), value.encode("latin-1")))
+        out = [(k, v) for k, v in out if k != lname]
+        out.append((lname, value.encode("latin-1")))
     for name in edit.remove:
         lname = name.lower().encode("latin-1")
-        out = [(k, v) for k, v in out if k.lower() != lname]
+        out = [(k, v) for k, v in out if k != lname]
     return out
 
 
-async def _read_head(
-    conn: h11.Connection,
-    reader: asyncio.StreamReader,
-    *,
-    idle: float,
-    head: float,
-    limit: int,
-) -> _Event:
-    """The next request head: ``idle`` bounds the wait for its first byte, ``head`` the
-    whole head from there (one deadline, so trickling bytes cannot extend it)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + head if conn.trailing_data[0] else None
-    while True:
-        _check_head_size(conn, limit)
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        timeout = idle if deadline is None else deadline - loop.time()
-        if timeout <= 0:
-            raise _HeadTimeout()
-        try:
-            data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
-        except TimeoutError as exc:
-            raise _HeadTimeout() from exc
-        except OSError as exc:
-            raise _ClientGone() from exc
-        if deadline is None:
-            deadline = loop.time() + head
-        conn.receive_data(data)
-        if not data:
-            event = conn.next_event()  # EOF: ConnectionClosed, or a protocol error
-            if event is h11.NEED_DATA:
-                raise _ClientGone()
-            return event
+def _request_head(req: _Request, headers: Headers) -> bytes:
+    parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
-def _check_head_size(conn: h11.Connection, limit: int) -> None:
-    """431 for a head over ``limit`` bytes, complete or not (h11's own bound only covers
-    heads still incomplete, so a big head read in one go would slip through)."""
-    if conn.their_state is not h11.IDLE:
-        return
-    buf = conn.trailing_data[0]
-    if len(buf) <= limit:
-        return
-    ends = [i for i in (buf.find(b"\r\n\r\n"), buf.find(b"\n\n")) if i >= 0]
-    size = min(ends) if ends else len(buf)
-    if size > limit:
-        raise h11.RemoteProtocolError(
-            f"request head larger than {limit} bytes", error_status_hint=431
-        )
+_LINES: dict[tuple[int, bytes], bytes] = {}
 
 
-async def _next_event(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> _Event:
-    """The next h11 event; ``timeout`` bounds each read (an inactivity bound)."""
-    while True:
-        event = conn.next_event()
-        if event is not h11.NEED_DATA:
-            return event
-        try:
-            data = await asyncio.wait_for(reader.read(READ_CHUNK), timeout)
-        except TimeoutError:
-            raise  # a TimeoutError is an OSError too: not a broken connection
-        except OSError as exc:
-            raise _ClientGone() from exc
-        conn.receive_data(data)
-        if not data:
-            # EOF: h11 turns it into ConnectionClosed, EndOfMessage or a protocol error.
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                raise _ClientGone()
-            return event
+def _response_line(status: int, reason: bytes) -> bytes:
+    line = _LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_LINES) < 256:
+            _LINES[(status, reason)] = line
+    return line
 
 
-async def _drain_body(conn: h11.Connection, reader: asyncio.StreamReader, timeout: float) -> None:
-    with contextlib.suppress(Exception):
-        while conn.their_state is h11.SEND_BODY:
-            ev = await _next_event(conn, reader, timeout)
-            if isinstance(ev, h11.EndOfMessage | h11.ConnectionClosed):
-                break
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
 
 
-async def _respond(
-    conn: h11.Connection,
-    writer: asyncio.StreamWriter,
-    status: int,
-    headers: list[tuple[str, str]],
-) -> bool:
-    """A synthetic empty answer (``content-length: 0``); False if it could not be sent."""
-    hdrs = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    hdrs.append((b"content-length", b"0"))
-    try:
-        writer.write(
-            conn.send(h11.Response(status_code=status, headers=hdrs, reason=_reason(status)))
-        )
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
-    except (OSError, h11.LocalProtocolError):
+def _last_chunk(trailers: Headers) -> bytes:
+    if not trailers:
+        return b"0\r\n\r\n"
+    return b"0\r\n" + b"".join(k.lower() + b": " + v + b"\r\n" for k, v in trailers) + b"\r\n"
+
+
+def _has_close(headers: Headers) -> bool:
+    return any(k == b"connection" and b"close" in v.lower() for k, v in headers)
+
+
+def _expects_continue(req: _Request) -> bool:
+    if req.version != "1.1":
         return False
-    return True
+    return any(
+        k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in req.headers
+    )
 
 
-async def _reject(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int) -> None:
-    """hyper answers an unparsable head with 400 (431 when too large) and closes."""
-    # A fresh connection object: the client's one is in an error state and refuses to send.
-    raw = h11.Connection(h11.SERVER)
-    raw.receive_data(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
-    raw.next_event()
-    hdrs = [(b"content-length", b"0"), (b"connection", b"close")]
-    try:
-        writer.write(
-            raw.send(h11.Response(status_code=status, headers=hdrs, reason=_reason(status)))
-        )
-        writer.write(raw.send(h11.EndOfMessage()))
-        await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-    except OSError:
-        return
-    # Lingering close: read (and drop) what the client is still sending, for a bounded
-    # time, so closing with unread data does not reset the answer away (RFC 9112 9.6).
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + LINGER_SECONDS
-    with contextlib.suppress(OSError, TimeoutError):
-        while (remaining := deadline - loop.time()) > 0:
-            if not await asyncio.wait_for(reader.read(READ_CHUNK), remaining):
-                break
+def _switches(req: _Request, resp: _Response) -> bool:
+    """Whether the upstream accepted the upgrade (101) or the CONNECT (2xx)."""
+    if req.method == b"CONNECT":
+        return 200 <= resp.status < 300
+    return resp.status == 101
 
 
 def _reason(status: int) -> bytes:

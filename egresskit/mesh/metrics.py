@@ -307,13 +307,13 @@ class _HistogramFamily:
         self.series: dict[tuple[object, ...], _Histogram] = {}
 
     def observe(self, key: tuple[object, ...], labels: str, value: float) -> None:
+        _observe(self.series_for(key, labels), self.bounds, value)
+
+    def series_for(self, key: tuple[object, ...], labels: str) -> _Histogram:
         series = self.series.get(key)
         if series is None:
             series = self.series[key] = _Histogram(labels, len(self.bounds) + 1)
-        # The crate counts v into the first bucket whose upper bound is >= v.
-        series.buckets[bisect_left(self.bounds, value)] += 1
-        series.sum += value
-        series.count += 1
+        return series
 
     def render(self, out: list[str]) -> None:
         name = self.name
@@ -327,6 +327,45 @@ class _HistogramFamily:
             for le, n in zip(self.le, s.buckets, strict=True):
                 cumulative += n
                 out.append(f"{name}_bucket{{{le},{s.labels}}} {cumulative}")
+
+
+def _observe(series: _Histogram, bounds: tuple[float, ...], value: float) -> None:
+    # The crate counts v into the first bucket whose upper bound is >= v.
+    series.buckets[bisect_left(bounds, value)] += 1
+    series.sum += value
+    series.count += 1
+
+
+class _Exchange:
+    """The series one kind of HTTP exchange records into (see ``http_exchange``)."""
+
+    __slots__ = (
+        "backend_duration",
+        "backend_labels",
+        "backend_requests",
+        "backend_statuses",
+        "duration",
+        "route_labels",
+        "statuses",
+    )
+
+    def __init__(
+        self,
+        route_labels: Mapping[str, str],
+        backend_labels: Mapping[str, str] | None,
+        duration: _Histogram,
+        statuses: _Counter,
+    ) -> None:
+        self.route_labels = route_labels
+        self.backend_labels = backend_labels
+        self.duration = duration
+        self.statuses = statuses
+        self.backend_requests: _Counter | None = None
+        self.backend_duration: _Histogram | None = None
+        self.backend_statuses: _Counter | None = None
+
+
+_EXCHANGE_CACHE_SIZE = 4096
 
 
 class _RouteFamilies:
@@ -410,6 +449,9 @@ class ProxyMetrics:
         self._route_text: dict[tuple[str, ...], str] = {}
         self._backend_text: dict[tuple[str, ...], str] = {}
         self._host_text: dict[str, str] = {}
+        # http_exchange's series, keyed by the label dicts' ids (the entry holds the dicts,
+        # so an id cannot be reused while its entry lives), hostname, status and error.
+        self._exchanges: dict[tuple[int, int, str, int | None, str], _Exchange] = {}
 
     @property
     def hostname_labels(self) -> bool:
@@ -472,6 +514,80 @@ class ProxyMetrics:
         self._backend_response(
             self._http, route_labels, backend_labels, "http_status", status, error, duration_s
         )
+
+    def http_exchange(
+        self,
+        route_labels: Mapping[str, str],
+        backend_labels: Mapping[str, str] | None,
+        *,
+        hostname: str,
+        http_status: int | None,
+        error: str,
+        duration_s: float,
+    ) -> None:
+        """One whole HTTP exchange in one call, the proxy's hot path: the same as
+        :meth:`http_request` and, with ``backend_labels``, :meth:`http_backend_request` plus
+        :meth:`http_backend_response`, all with the same duration, under one lock.
+
+        Label text is looked up by the identity of the label dicts (the engine's decisions
+        reuse theirs), so pass the same dicts for the same labels and do not mutate them.
+        """
+        _check_duration(duration_s)
+        key = (id(route_labels), id(backend_labels), hostname, http_status, error)
+        with self._lock:
+            entry = self._exchanges.get(key)
+            if (
+                entry is None
+                or entry.route_labels is not route_labels
+                or entry.backend_labels is not backend_labels
+            ):
+                entry = self._exchange(route_labels, backend_labels, hostname, http_status, error)
+                if len(self._exchanges) >= _EXCHANGE_CACHE_SIZE:
+                    self._exchanges.clear()  # new policies make new dicts: stay bounded
+                self._exchanges[key] = entry
+            _observe(entry.duration, _ROUTE_DURATION_BOUNDS, duration_s)
+            entry.statuses.value += 1
+            if entry.backend_duration is not None:
+                assert entry.backend_requests is not None and entry.backend_statuses is not None
+                entry.backend_requests.value += 1
+                _observe(entry.backend_duration, _BACKEND_DURATION_BOUNDS, duration_s)
+                entry.backend_statuses.value += 1
+
+    def _exchange(
+        self,
+        route_labels: Mapping[str, str],
+        backend_labels: Mapping[str, str] | None,
+        hostname: str,
+        http_status: int | None,
+        error: str,
+    ) -> _Exchange:
+        """The series one exchange touches (lock held): the very series, keys and label
+        text the three separate calls use, so both APIs add up in one place."""
+        status = _http(http_status)
+        _check_error(error)
+        families = self._http
+        route_key, route_text = self._route(route_labels)
+        host_text = self._host(hostname)
+        labels = f"{route_text},{host_text}"
+        tail = f"{_label('http_status', status)},{_label('error', error)}"
+        entry = _Exchange(
+            route_labels,
+            backend_labels,
+            families.request_duration.series_for((route_key, host_text), labels),
+            families.request_statuses.get(
+                (route_key, host_text, status, error), f"{labels},{tail}"
+            ),
+        )
+        if backend_labels is not None:
+            backend_key, backend_text = self._backend(backend_labels)
+            key = (route_key, backend_key)
+            pair = f"{route_text},{backend_text}"
+            entry.backend_requests = families.backend_requests.get(key, pair)
+            entry.backend_duration = families.backend_duration.series_for(key, pair)
+            entry.backend_statuses = families.backend_statuses.get(
+                (route_key, backend_key, status, error), f"{pair},{tail}"
+            )
+        return entry
 
     def grpc_request(
         self,

@@ -26,14 +26,14 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from egresskit.dns import SimulatedDNS
 from egresskit.errors import EgressKitError
 from egresskit.mesh.http1 import serve_http1
 from egresskit.mesh.metrics import ProxyMetrics
+from egresskit.mesh.runtime import Channel, connect, relay
 from egresskit.mesh.sniff import (
     ClientHello,
     NeedMore,
@@ -47,7 +47,8 @@ from egresskit.policy.snapshot import Snapshot
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-READ_CHUNK = 65536
+#: How long a closed connection may take to flush before it is reset.
+CLOSE_GRACE = 5.0
 
 #: Where an allowed or redirected stream goes: (original host name, ip, port, is_tls,
 #: decision) -> (host, port) on loopback, or None when nothing answers there.
@@ -92,23 +93,33 @@ class EgressProxy:
         if key in self._ports:
             return self._ports[key]
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            task = asyncio.current_task()
-            assert task is not None
-            task.set_name(f"proxy {self.namespace}/{self.pod} :{port} conn")
-            self._tasks.add(task)
+        name = f"proxy {self.namespace}/{self.pod} :{port} conn"
+
+        async def handle(client: Channel) -> None:
             try:
-                await self._connection(reader, writer, port, fixed_ip)
+                await self._connection(client, port, fixed_ip)
             except Exception:  # one connection's fault never stops the proxy
                 log.exception("proxy %s/%s: connection failed", self.namespace, self.pod)
             finally:
-                self._tasks.discard(task)
-                writer.close()
+                client.close()
                 with contextlib.suppress(Exception):
-                    await writer.wait_closed()
+                    await client.wait_closed(CLOSE_GRACE)
 
-        def protocol() -> _TrackedProtocol:
-            return _TrackedProtocol(asyncio.StreamReader(limit=READ_CHUNK), handle, self._live)
+        def opened(client: Channel) -> None:
+            # The connection is tracked from here until it is lost, so close() can close
+            # every accepted connection, started handler or not.
+            assert client.transport is not None
+            self._live.add(client.transport)
+            task = asyncio.get_running_loop().create_task(handle(client), name=name)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        def lost(client: Channel) -> None:
+            if client.transport is not None:
+                self._live.discard(client.transport)
+
+        def protocol() -> Channel:
+            return Channel(on_open=opened, on_lost=lost)
 
         listener = _Listener.open(protocol, name=f"proxy {self.namespace}/{self.pod} :{port}")
         lport = listener.port
@@ -139,13 +150,7 @@ class EgressProxy:
 
     # -- one connection ---------------------------------------------------------------------
 
-    async def _connection(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        port: int,
-        fixed_ip: str | None,
-    ) -> None:
+    async def _connection(self, client: Channel, port: int, fixed_ip: str | None) -> None:
         # With the original destination known (a pinned listener), the port's protocol
         # comes first, as in Linkerd (spec 5.2): opaque ports are never sniffed, TLSRoute
         # ports require a ClientHello with an SNI, gRPC ports speak HTTP/2 only. A
@@ -162,20 +167,20 @@ class EgressProxy:
         if port_protocol == "opaque":
             buffered, protocol = b"", "opaque"
         else:
-            buffered, protocol = await self._detect(reader)
+            buffered, protocol = await self._detect(client)
         if protocol == "closed":
             return
         if port_protocol == "tls" and protocol != "tls":
             return  # no ClientHello (silence included): "Could not find SNI", closed
         if protocol == "http1":
-            await serve_http1(self, reader, writer, buffered, port, fixed_ip)
+            await serve_http1(self, client, buffered, port, fixed_ip)
             return
         if protocol == "http2":
             log.info("proxy %s/%s: HTTP/2 is not supported locally", self.namespace, self.pod)
             return
         sni: str | None = None
         if protocol == "tls":
-            buffered, hello = await self._read_hello(reader, buffered)
+            buffered, hello = await self._read_hello(client, buffered)
             if not isinstance(hello, ClientHello):
                 # A broken or unfinished ClientHello: the TLS detection fails and the
                 # connection closes before any route is chosen (no route metrics).
@@ -198,7 +203,7 @@ class EgressProxy:
         else:
             request = TcpConnection(client_namespace=self.namespace, dst_ip=ip, dst_port=port)
         decision = decide(self.snapshot(), request)
-        await self._stream(decision, reader, writer, buffered, sni, ip, port, protocol == "tls")
+        await self._stream(decision, client, buffered, sni, ip, port, protocol == "tls")
 
     def resolve(self, host: str | None, fixed_ip: str | None) -> str | None:
         if fixed_ip is not None:
@@ -210,17 +215,16 @@ class EgressProxy:
         except EgressKitError:
             return None
 
-    async def _detect(self, reader: asyncio.StreamReader) -> tuple[bytes, str]:
+    async def _detect(self, client: Channel) -> tuple[bytes, str]:
         buffered = b""
-        deadline = time.monotonic() + self.config.detect_timeout
+        deadline = asyncio.get_running_loop().time() + self.config.detect_timeout
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return buffered, "opaque"  # the client did not speak first
             try:
-                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
+                chunk = await client.read(deadline)
             except TimeoutError:
-                return buffered, "opaque"
+                return buffered, "opaque"  # the client did not speak first
+            except OSError:
+                return buffered, "closed"
             if not chunk:
                 return buffered, ("closed" if not buffered else "opaque")
             buffered += chunk
@@ -228,20 +232,15 @@ class EgressProxy:
             if not isinstance(verdict, NeedMore):
                 return buffered, verdict.protocol
 
-    async def _read_hello(
-        self, reader: asyncio.StreamReader, buffered: bytes
-    ) -> tuple[bytes, object]:
-        deadline = time.monotonic() + self.config.detect_timeout
+    async def _read_hello(self, client: Channel, buffered: bytes) -> tuple[bytes, object]:
+        deadline = asyncio.get_running_loop().time() + self.config.detect_timeout
         while True:
             hello = sniff_client_hello(buffered)
             if not isinstance(hello, NeedMore):
                 return buffered, hello
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return buffered, None
             try:
-                chunk = await asyncio.wait_for(reader.read(READ_CHUNK), remaining)
-            except TimeoutError:
+                chunk = await client.read(deadline)
+            except (OSError, TimeoutError):  # TimeoutError: the deadline passed
                 return buffered, None
             if not chunk:
                 return buffered, None
@@ -252,8 +251,7 @@ class EgressProxy:
     async def _stream(
         self,
         decision: Decision,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        client: Channel,
         buffered: bytes,
         sni: str | None,
         ip: str,
@@ -291,21 +289,19 @@ class EgressProxy:
             closed("unexpected")
             return
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*target, limit=READ_CHUNK), self.config.connect_timeout
-            )
+            upstream = await connect(target, self.config.connect_timeout)
         except (OSError, TimeoutError):
             opened()
             closed("unexpected")
             return
         opened()
         try:
-            up_writer.write(buffered)
-            await _relay(reader, writer, up_reader, up_writer)
+            upstream.write(buffered)
+            await relay(client, upstream)
         finally:
-            up_writer.close()
+            upstream.close()
             with contextlib.suppress(Exception):
-                await up_writer.wait_closed()
+                await upstream.wait_closed(CLOSE_GRACE)
             closed("")
 
 
@@ -340,6 +336,11 @@ class _Listener:
                 log.exception("proxy listener on :%s: accept failed", sock.getsockname()[1])
                 await asyncio.sleep(0.1)
                 continue
+            # Nagle off, as hyper sets it: a socket from create_server has proto 0, so
+            # asyncio's own TCP_NODELAY check skips it, and a response written in two
+            # pieces would wait for the client's delayed ACK (40 ms) between them.
+            with contextlib.suppress(OSError):
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             try:
                 await loop.connect_accepted_socket(factory, conn)
             except asyncio.CancelledError:
@@ -353,57 +354,3 @@ class _Listener:
         self.task.cancel()
         await asyncio.wait({self.task}, timeout=grace)
         self.sock.close()
-
-
-class _TrackedProtocol(asyncio.StreamReaderProtocol):
-    """A stream protocol that keeps its transport in ``live`` until the connection is lost,
-    so the proxy can close every accepted connection, started handler or not."""
-
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
-        live: set[asyncio.BaseTransport],
-    ) -> None:
-        super().__init__(reader, handler)
-        self._live = live
-        self._tracked: asyncio.BaseTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._tracked = transport
-        self._live.add(transport)
-        super().connection_made(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._tracked is not None:
-            self._live.discard(self._tracked)
-        super().connection_lost(exc)
-
-
-async def _relay(
-    client_r: asyncio.StreamReader,
-    client_w: asyncio.StreamWriter,
-    up_r: asyncio.StreamReader,
-    up_w: asyncio.StreamWriter,
-) -> None:
-    """Pipe both directions until either side is done."""
-
-    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while chunk := await src.read(READ_CHUNK):
-                dst.write(chunk)
-                await dst.drain()
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            with contextlib.suppress(Exception):
-                if dst.can_write_eof():
-                    dst.write_eof()
-
-    a = asyncio.create_task(pipe(client_r, up_w), name="relay client->upstream")
-    b = asyncio.create_task(pipe(up_r, client_w), name="relay upstream->client")
-    try:
-        await asyncio.wait({a, b}, return_when=asyncio.ALL_COMPLETED)
-    finally:
-        for t in (a, b):
-            t.cancel()
