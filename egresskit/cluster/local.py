@@ -26,6 +26,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -134,9 +135,12 @@ class LocalCluster:
 
     def apply(self, manifests: Manifests) -> list[str]:
         self._check_open()
+        if not isinstance(manifests, str | Path | Mapping):
+            manifests = list(manifests)  # read twice below: materialise generators
         parsed = load_manifests(manifests)  # validate first: nothing applies on error
         self._check_runnable(parsed)
-        results = self.store.apply([o.raw for o in parsed], source_name=_source_name(manifests))
+        # The store parses the same input again, so its errors name the same file/document.
+        results = self.store.apply(manifests)
         self._reconcile()
         lines = [f"{obj.kind.lower()}/{obj.name} {verb}" for obj, verb in results]
         self._record("apply", [obj for obj, _ in results], _summary_apply(parsed))
@@ -411,10 +415,6 @@ def _named_port(w: RunningWorkload, target: int | str) -> int | None:
 def _urls(args: tuple[str, ...]) -> list[str]:
     """The URLs in a curl command line (``http://``/``https://`` arguments)."""
     return [a for a in args if re.match(r"^https?://", a)]
-
-
-def _source_name(manifests: Manifests) -> str | None:
-    return None
 
 
 def _summary_apply(objs: list[K8sObject]) -> str:
