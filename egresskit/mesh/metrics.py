@@ -52,6 +52,8 @@ from bisect import bisect_left
 from collections.abc import Mapping
 from decimal import Decimal
 
+from egresskit.policy.decision import BACKEND_LABELS, PARENT_LABELS, ROUTE_LABELS
+
 __all__ = [
     "BACKEND_LABEL_KEYS",
     "GRPC_STATUS_NAMES",
@@ -64,29 +66,10 @@ __all__ = [
     "hostname_labels_enabled",
 ]
 
-#: P + R, in the order the proxy emits them (shared spec 6.2; linkerd2-proxy
-#: ``app/outbound/src/metrics.rs`` ``prom_encode_service_labels`` / ``prom_encode_meta_labels``).
-ROUTE_LABEL_KEYS: tuple[str, ...] = (
-    "parent_group",
-    "parent_kind",
-    "parent_namespace",
-    "parent_name",
-    "parent_port",
-    "parent_section_name",
-    "route_group",
-    "route_kind",
-    "route_namespace",
-    "route_name",
-)
-#: B, in emitted order (shared spec 6.2).
-BACKEND_LABEL_KEYS: tuple[str, ...] = (
-    "backend_group",
-    "backend_kind",
-    "backend_namespace",
-    "backend_name",
-    "backend_port",
-    "backend_section_name",
-)
+#: P + R and B, in the order the proxy emits them: one definition, the policy engine's
+#: (shared spec 6.2; linkerd2-proxy ``app/outbound/src/metrics.rs``).
+ROUTE_LABEL_KEYS: tuple[str, ...] = PARENT_LABELS + ROUTE_LABELS
+BACKEND_LABEL_KEYS: tuple[str, ...] = BACKEND_LABELS
 #: The HTTP/gRPC ``error`` label values; "" means the stream ended normally (spec 6.2).
 HTTP_ERRORS: frozenset[str] = frozenset(
     {
