@@ -9,6 +9,17 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    from egresskit.errors import EgressKitError
+
+    try:
+        return _main(argv)
+    except EgressKitError as exc:
+        # The kit's own errors already say where, what was expected and what was found.
+        print(f"egresskit: {exc}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="egresskit", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 

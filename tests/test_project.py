@@ -44,3 +44,17 @@ def test_makefile_targets_exist() -> None:
     for target in ("setup", "run", "test", "lab", "bench", "lint", "clean"):
         assert re.search(rf"^{target}:", text, re.M), target
     assert re.search(r"^run: setup", text, re.M) and re.search(r"^test: setup", text, re.M)
+
+
+def test_cli_reports_bad_manifests_without_a_traceback(tmp_path: Path, capsys: object) -> None:
+    from egresskit.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: policy.linkerd.io/v1alpha1\nkind: EgressNetwork\n"
+        "metadata: {name: en, namespace: egress-test}\nspec: {trafficPolicy: Maybe}\n"
+    )
+    assert main(["explain", "-f", str(bad), "-n", "egress-test", "http://x.org"]) == 2
+    err = capsys.readouterr().err  # type: ignore[attr-defined]
+    assert f"{bad}: document 1 (EgressNetwork egress-test/en): spec.trafficPolicy" in err
+    assert "Traceback" not in err
