@@ -151,9 +151,70 @@ class CompiledRule:
     #: (kind, value, length): kind 0 Exact, 1 PathPrefix "/", 2 PathPrefix (trimmed value).
     #: None: some match has headers, query params, a method or a regex (slow path).
     paths: tuple[tuple[int, str, int], ...] | None = None
+    #: Matches with exact headers and/or a method too, compiled the same way (header names
+    #: lower-cased once); None when a match has query params or a regex (slow path).
+    compiled: tuple[CompiledMatch, ...] | None = None
 
     def __post_init__(self) -> None:
-        self.paths = _compile_paths(self.matches) if self.grpc_rule is None else None
+        if self.grpc_rule is None:
+            self.paths = _compile_paths(self.matches)
+            self.compiled = _compile_matches(self.matches) if self.paths is None else None
+
+
+#: (path kind, path value, path length, exact headers as (lower-case name, value), method)
+CompiledMatch = tuple[int, str, int, tuple[tuple[str, str], ...], str | None]
+
+
+def _compile_path(m: HTTPRouteMatch) -> tuple[int, str, int] | None:
+    if m.path.type == "Exact":
+        return (0, m.path.value, len(m.path.value))
+    if m.path.type == "PathPrefix" and m.path.value == "/":
+        return (1, "/", 1)
+    if m.path.type == "PathPrefix":
+        trimmed = m.path.value.rstrip("/")
+        return (2, trimmed, len(trimmed))
+    return None
+
+
+def _compile_matches(matches: tuple[HTTPRouteMatch, ...]) -> tuple[CompiledMatch, ...] | None:
+    out = []
+    for m in matches:
+        compiled_path = _compile_path(m)
+        if compiled_path is None or m.query_params:
+            return None
+        if any(h.type != "Exact" for h in m.headers):
+            return None
+        headers = tuple((h.name.lower(), h.value) for h in m.headers)
+        out.append((*compiled_path, headers, m.method))
+    return tuple(out) if out else None
+
+
+def _compiled_summary(
+    compiled: tuple[CompiledMatch, ...],
+    path: str,
+    trimmed: str,
+    method: str,
+    header_map: dict[str, list[str]],
+) -> MatchSummary | None:
+    """``match_summary`` over compiled matches (same rules: D1, D2, D3, D7)."""
+    best: MatchSummary | None = None
+    for kind, value, length, headers, want_method in compiled:
+        if kind == 0:
+            if path != value:
+                continue
+        elif kind == 2 and not (
+            trimmed.startswith(value) and (len(trimmed) == length or trimmed[length] == "/")
+        ):
+            continue
+        if want_method is not None and want_method != method:
+            continue
+        # Any value of a repeated header may match (D7).
+        if not all(v in header_map.get(n, ()) for n, v in headers):
+            continue
+        s = (length, len(headers), 0, 0 if want_method is None else 1)
+        if best is None or s > best:
+            best = s
+    return best
 
 
 def _compile_paths(matches: tuple[HTTPRouteMatch, ...]) -> tuple[tuple[int, str, int], ...] | None:
@@ -161,15 +222,10 @@ def _compile_paths(matches: tuple[HTTPRouteMatch, ...]) -> tuple[tuple[int, str,
     for m in matches:
         if m.headers or m.query_params or m.method is not None:
             return None
-        if m.path.type == "Exact":
-            out.append((0, m.path.value, len(m.path.value)))
-        elif m.path.type == "PathPrefix" and m.path.value == "/":
-            out.append((1, "/", 1))
-        elif m.path.type == "PathPrefix":
-            trimmed = m.path.value.rstrip("/")
-            out.append((2, trimmed, len(trimmed)))
-        else:
+        compiled = _compile_path(m)
+        if compiled is None:
             return None
+        out.append(compiled)
     return tuple(out) if out else None
 
 
@@ -1025,10 +1081,15 @@ def _decide_http(
             )
     else:
         trimmed = path.rstrip("/")
+        header_map: dict[str, list[str]] = {}
+        for name, value in headers:
+            header_map.setdefault(name.lower(), []).append(value)
 
         def summary(rule: CompiledRule) -> Summary | None:
             if rule.paths is not None:
                 return _path_only_summary(rule.paths, path, trimmed)
+            if rule.compiled is not None:
+                return _compiled_summary(rule.compiled, path, trimmed, method, header_map)
             best: MatchSummary | None = None
             for m in rule.matches:
                 s = match_summary(m, method=method, path=path, query=query, headers=headers)
