@@ -13,6 +13,7 @@ import pytest
 from egresskit.analysis import charts
 from egresskit.analysis.outcomes import OUTCOMES
 from egresskit.cluster.base import ChangeRecord
+from tests.guide_labels import route_labels
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 FLIP = ChangeRecord(
@@ -141,16 +142,7 @@ def scrape_frame() -> pd.DataFrame:
             "scraped_at": pd.Timestamp(T0 + timedelta(seconds=t)),
             "pod": "client",
             "metric": "outbound_http_route_request_statuses_total",
-            "parent_group": "policy.linkerd.io",
-            "parent_kind": "EgressNetwork",
-            "parent_namespace": "egress-test",
-            "parent_name": "all-egress-traffic",
-            "parent_port": "80",
-            "parent_section_name": "",
-            "route_group": "",
-            "route_kind": "default",
-            "route_namespace": "",
-            "route_name": name,
+            **route_labels(80, "default", name),
             "backend_name": "",
             "hostname": "httpbin.org",
             "http_status": status,

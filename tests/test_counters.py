@@ -11,6 +11,7 @@ import pytest
 from egresskit.analysis.counters import SCRAPES_ATTR, increases, series_columns
 from egresskit.analysis.parse import parse_proxy_metrics, to_frame
 from egresskit.mesh.metrics import ProxyMetrics
+from tests.guide_labels import route_labels
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 STATUSES = "outbound_http_route_request_statuses_total"
@@ -156,18 +157,7 @@ def test_series_are_keyed_by_pod_metric_and_every_label() -> None:
 
 
 def test_real_exposition_text_through_parse() -> None:
-    allow = {
-        "parent_group": "policy.linkerd.io",
-        "parent_kind": "EgressNetwork",
-        "parent_namespace": "egress-test",
-        "parent_name": "all-egress-traffic",
-        "parent_port": "80",
-        "parent_section_name": "",
-        "route_group": "",
-        "route_kind": "default",
-        "route_namespace": "",
-        "route_name": "http-egress-allow",
-    }
+    allow = route_labels(80, "default", "http-egress-allow")
     deny = allow | {"route_name": "http-egress-deny"}
     metrics = ProxyMetrics(hostname_labels=True)
     scrapes = []

@@ -12,6 +12,7 @@ from egresskit import guide
 from egresskit.policy.decision import Decision
 from egresskit.policy.snapshot import Snapshot
 from tests.enginekit import GITHUB_IP, HTTPBIN_IP, http, snapshot, tcp, tls
+from tests.guide_labels import route_labels
 
 GOOGLE_IP = "192.0.2.20"
 
@@ -42,61 +43,45 @@ def labels(d: Decision) -> dict[str, str]:
     return d.labels
 
 
-EN_PARENT_80 = {
-    "parent_group": "policy.linkerd.io",
-    "parent_kind": "EgressNetwork",
-    "parent_namespace": "egress-test",
-    "parent_name": "all-egress-traffic",
-    "parent_port": "80",
-    "parent_section_name": "",
-}
-EN_PARENT_443 = EN_PARENT_80 | {"parent_port": "443"}
+def default_route(name: str, port: int = 80) -> dict[str, str]:
+    return route_labels(port, "default", name)
 
 
-def default_route(name: str) -> dict[str, str]:
-    return {"route_group": "", "route_kind": "default", "route_namespace": "", "route_name": name}
-
-
-def explicit(kind: str, name: str) -> dict[str, str]:
-    return {
-        "route_group": "gateway.networking.k8s.io",
-        "route_kind": kind,
-        "route_namespace": "egress-test",
-        "route_name": name,
-    }
+def explicit(kind: str, name: str, port: int = 80) -> dict[str, str]:
+    return route_labels(port, kind, name)
 
 
 def test_g1_allow_http_takes_http_egress_allow() -> None:
     d = http(state("allow"), "/get")
     assert d.outcome == "allowed" and d.target == "original"
-    assert d.labels == EN_PARENT_80 | default_route("http-egress-allow")
-    assert list(d.labels) == list(EN_PARENT_80) + list(default_route("x")), "Linkerd's order"
+    assert d.labels == default_route("http-egress-allow")
+    assert list(d.labels) == list(default_route("x")), "Linkerd's order"
 
 
 def test_g2_allow_https_without_tlsroute_is_opaque_tcp_egress_allow() -> None:
     d = tls(state("allow"), "httpbin.org")
     assert (d.outcome, d.family, d.protocol) == ("allowed", "tcp", "detect")
-    assert d.labels == EN_PARENT_443 | default_route("tcp-egress-allow")
+    assert d.labels == default_route("tcp-egress-allow", 443)
 
 
 def test_g3_deny_http_is_403_with_l5d_proxy_error() -> None:
     d = http(state("deny"), "/get")
     assert (d.outcome, d.http_status, d.error) == ("forbidden", 403, "")
     assert ("l5d-proxy-error", "traffic not allowed") in d.response_headers
-    assert d.labels == EN_PARENT_80 | default_route("http-egress-deny")
+    assert d.labels == default_route("http-egress-deny")
     assert d.backend is None, "the deny filter is route-level: no backend series"
 
 
 def test_g4_deny_https_closes_on_tcp_egress_deny() -> None:
     d = tls(state("deny"), "httpbin.org")
     assert (d.outcome, d.family, d.error) == ("forbidden", "tcp", "forbidden")
-    assert d.labels == EN_PARENT_443 | default_route("tcp-egress-deny")
+    assert d.labels == default_route("tcp-egress-deny", 443)
 
 
 def test_g5_httpbin_get_route_allows_get() -> None:
     d = http(state("deny+get"), "/get")
     assert (d.outcome, d.target) == ("allowed", "original")
-    assert d.labels == EN_PARENT_80 | explicit("HTTPRoute", "httpbin-get")
+    assert d.labels == explicit("HTTPRoute", "httpbin-get")
     assert d.backend_labels == {
         "backend_group": "policy.linkerd.io",
         "backend_kind": "EgressNetwork",
@@ -122,13 +107,13 @@ def test_g6_prefix_is_segment_aware(path: str) -> None:
 def test_g7_tls_route_allows_httpbin_by_sni() -> None:
     d = tls(state("deny+get+tls"), "httpbin.org")
     assert (d.outcome, d.family, d.protocol) == ("allowed", "tls", "tls")
-    assert d.labels == EN_PARENT_443 | explicit("TLSRoute", "tls-egress")
+    assert d.labels == explicit("TLSRoute", "tls-egress", 443)
 
 
 def test_g8_tls_to_github_is_closed_by_tls_egress_deny() -> None:
     d = tls(state("deny+get+tls"), "github.com", ip=GITHUB_IP)
     assert (d.outcome, d.error) == ("forbidden", "forbidden")
-    assert d.labels == EN_PARENT_443 | default_route("tls-egress-deny")
+    assert d.labels == default_route("tls-egress-deny", 443)
 
 
 def test_g8_plaintext_on_a_tls_port_fails_without_sni() -> None:
@@ -158,7 +143,7 @@ def test_g11_other_plaintext_is_redirected_to_internal_egress(
 ) -> None:
     d = http(state("final"), path, host=host, ip=ip)
     assert (d.outcome, d.target) == ("redirected", "service")
-    assert d.labels == EN_PARENT_80 | explicit("HTTPRoute", "unencrypted-http")
+    assert d.labels == explicit("HTTPRoute", "unencrypted-http")
     assert d.backend_labels["backend_kind"] == "Service"
     assert d.backend_labels["backend_name"] == "internal-egress"
     assert d.backend_labels["backend_group"] == "core"

@@ -17,33 +17,15 @@ from egresskit.mesh.metrics import (
     format_f64,
     hostname_labels_enabled,
 )
+from tests.guide_labels import route_labels
 
-
-def route(port: str, group: str, kind: str, namespace: str, name: str) -> dict[str, str]:
-    """P + R for the guide's EgressNetwork ``egress-test/all-egress-traffic``."""
-    return {
-        "parent_group": "policy.linkerd.io",
-        "parent_kind": "EgressNetwork",
-        "parent_namespace": "egress-test",
-        "parent_name": "all-egress-traffic",
-        "parent_port": port,
-        "parent_section_name": "",
-        "route_group": group,
-        "route_kind": kind,
-        "route_namespace": namespace,
-        "route_name": name,
-    }
-
-
-HTTP_ALLOW = route("80", "", "default", "", "http-egress-allow")
-HTTP_DENY = route("80", "", "default", "", "http-egress-deny")
-TLS_DENY = route("443", "", "default", "", "tls-egress-deny")
-TCP_ALLOW = route("443", "", "default", "", "tcp-egress-allow")
-HTTPBIN_GET = route("80", "gateway.networking.k8s.io", "HTTPRoute", "egress-test", "httpbin-get")
-UNENCRYPTED = route(
-    "80", "gateway.networking.k8s.io", "HTTPRoute", "egress-test", "unencrypted-http"
-)
-GRPC_DENY = route("8000", "", "default", "", "grpc-egress-deny")
+HTTP_ALLOW = route_labels(80, "default", "http-egress-allow")
+HTTP_DENY = route_labels(80, "default", "http-egress-deny")
+TLS_DENY = route_labels(443, "default", "tls-egress-deny")
+TCP_ALLOW = route_labels(443, "default", "tcp-egress-allow")
+HTTPBIN_GET = route_labels(80, "HTTPRoute", "httpbin-get")
+UNENCRYPTED = route_labels(80, "HTTPRoute", "unencrypted-http")
+GRPC_DENY = route_labels(8000, "default", "grpc-egress-deny")
 
 BACKEND_EN = {
     "backend_group": "policy.linkerd.io",

@@ -20,6 +20,7 @@ from egresskit.explain import with_cluster_ips
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import HTTPRoute
 from egresskit.policy.snapshot import Snapshot
+from tests.guide_labels import route_labels
 from tests.test_traffic import FakeMesh
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
@@ -51,21 +52,11 @@ def timeline(state: str) -> PolicyTimeline:
 def series_row(
     metric: str, port: int, kind: str, name: str, *, status: str = "", error: str = ""
 ) -> dict[str, object]:
-    explicit = kind != "default"
     return {
         "scraped_at": pd.Timestamp(T0 + timedelta(seconds=5)),
         "pod": "client",
         "metric": metric,
-        "parent_group": "policy.linkerd.io",
-        "parent_kind": "EgressNetwork",
-        "parent_namespace": "egress-test",
-        "parent_name": "all-egress-traffic",
-        "parent_port": str(port),
-        "parent_section_name": "",
-        "route_group": "gateway.networking.k8s.io" if explicit else "",
-        "route_kind": kind,
-        "route_namespace": "egress-test" if explicit else "",
-        "route_name": name,
+        **route_labels(port, kind, name),
         "http_status": status,
         "error": error,
         "value": 1.0,

@@ -21,6 +21,7 @@ from egresskit.analysis.parse import (
 )
 from egresskit.errors import BackendError
 from egresskit.mesh.metrics import ProxyMetrics
+from tests.guide_labels import route_labels
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PODS = (FIXTURES / "proxy_metrics_client_pods.txt").read_text()
@@ -28,18 +29,7 @@ ERROR_ONLY = (FIXTURES / "proxy_metrics_error_only.txt").read_text()
 WHEN = datetime(2025, 4, 21, 12, 0, tzinfo=UTC)
 
 POD_A, POD_B, POD_C = (f"client-7f9c6d5b8-{s}" for s in ("abcde", "fghij", "klmno"))
-ALLOW = {
-    "parent_group": "policy.linkerd.io",
-    "parent_kind": "EgressNetwork",
-    "parent_namespace": "egress-test",
-    "parent_name": "all-egress-traffic",
-    "parent_port": "80",
-    "parent_section_name": "",
-    "route_group": "",
-    "route_kind": "default",
-    "route_namespace": "",
-    "route_name": "http-egress-allow",
-}
+ALLOW = route_labels(80, "default", "http-egress-allow")
 TLS_DENY = {**ALLOW, "parent_port": "443", "route_name": "tls-egress-deny"}
 TCP_ALLOW = {**ALLOW, "parent_port": "443", "route_name": "tcp-egress-allow"}
 BACKEND_EN = {
