@@ -11,6 +11,7 @@ same proxy keeps serving a normal request afterwards.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import json
 import socket
@@ -159,13 +160,19 @@ def h11_app(server: LocalServer, conn: socket.socket) -> None:
 # ------------------------------------------------------------------ fixtures, helpers
 
 
-@pytest.fixture
-def make_mesh() -> Iterator[Callable[..., LocalCluster]]:
-    """A local cluster with the guide's namespace, EgressNetwork (Allow) and client pod."""
+@pytest.fixture(params=[True, False], ids=["fast-path", "coroutine-path"])
+def make_mesh(request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
+    """A local cluster with the guide's namespace, EgressNetwork (Allow) and client pod.
+
+    Every test runs twice: with the HTTP/1 fast path (callbacks, hands over to the
+    coroutine path when an exchange is not the common case) and with the coroutine path
+    alone; both must answer alike.
+    """
     clusters: list[LocalCluster] = []
+    config = dataclasses.replace(FAST, fast_path=request.param)
 
     def make(upstreams: dict[str, str] | None = None) -> LocalCluster:
-        cluster = LocalCluster(upstreams=upstreams, proxy_config=FAST)
+        cluster = LocalCluster(upstreams=upstreams, proxy_config=config)
         clusters.append(cluster)
         cluster.apply([guide.NAMESPACE, guide.EGRESS_NETWORK, guide.CLIENT_POD])
         return cluster

@@ -47,7 +47,7 @@ import asyncio
 import time
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httptools
 
@@ -248,6 +248,10 @@ class _Requests(_Messages):
         self._body_open = False
         super().on_message_complete()
 
+    def idle(self) -> bool:
+        """Between messages, nothing queued: the next bytes start a new head."""
+        return not (self.head_open or self._body_open or self.events or self.dead)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.head_size = 0
@@ -426,18 +430,72 @@ class _Upstream:
         self.reused = False
 
     def usable(self) -> bool:
-        # at_eof: the server closed its idle keep-alive connection.
-        ch = self.channel
-        return not (
-            self.responses.busy
-            or self.responses.dead
-            or ch.is_closing()
-            or ch.at_eof()
-            or ch.has_data()
-        )
+        # Not idle: among others, the server closed its idle keep-alive connection.
+        responses = self.responses
+        return not (responses.busy or responses.dead) and self.channel.idle()
 
     def close(self) -> None:
         self.channel.close()
+
+
+#: How many distinct request heads and response heads a connection remembers.
+_SEEN_HEADS = 16
+
+
+class _Plan:
+    """How the fast path forwards one request under one snapshot."""
+
+    __slots__ = ("decision", "head", "hostname", "req", "same_out", "snap", "target")
+
+    def __init__(
+        self,
+        req: _Request,
+        snap: Snapshot,
+        decision: Decision,
+        target: tuple[str, int],
+        head: bytes,
+        hostname: str,
+        same_out: bool,
+    ) -> None:
+        self.req = req
+        self.snap = snap
+        self.decision = decision
+        self.target = target
+        self.head = head
+        self.hostname = hostname
+        self.same_out = same_out
+
+
+class _Inflight:
+    """A request the fast path sent upstream, waiting for its response."""
+
+    __slots__ = ("deadline", "expected", "plan", "started", "up")
+
+    def __init__(self, plan: _Plan, up: _Upstream, started: float, deadline: float) -> None:
+        self.plan = plan
+        self.up = up
+        self.started = started
+        self.deadline = deadline
+        #: Whether the response parser was told to expect the response (it is fed).
+        self.expected = False
+
+
+class _Known:
+    """A response head parsed once: how it goes out, and the body length it announces."""
+
+    __slots__ = ("keep", "keep_up", "length", "out", "status")
+
+    def __init__(self, status: int, length: int, out: bytes, keep: bool, keep_up: bool) -> None:
+        self.status = status
+        self.length = length
+        self.out = out
+        self.keep = keep
+        self.keep_up = keep_up
+
+
+async def _closed() -> bool:
+    """The step after an answer that closes the client connection."""
+    return False
 
 
 class _Connection:
@@ -460,6 +518,18 @@ class _Connection:
         self.head_sent = False
         #: The last (snapshot, raw request, request, decision) on this connection.
         self.memo: tuple[Snapshot, tuple[object, ...], HttpRequest, Decision] | None = None
+        #: The upstream request head for the memo's request and decision, once built.
+        self.memo_head: bytes | None = None
+        #: Fast path: the connection task's wake-up, the exchange in flight, and whether
+        #: the head deadline is set for the head being read.
+        self.wake: asyncio.Future[_Step | None] | None = None
+        self.inflight: _Inflight | None = None
+        self.head_armed = False
+        self.plan: _Plan | None = None
+        #: Whole request heads seen (the chunk's bytes -> the parsed request), and
+        #: response heads seen (bytes -> how they go out).
+        self.heads: dict[bytes, _Request] = {}
+        self.known: dict[bytes, _Known] = {}
 
     # -- the request loop -------------------------------------------------------------
 
@@ -467,6 +537,15 @@ class _Connection:
         if buffered:
             self.requests.feed(buffered)
         while True:
+            if self.config.fast_path:
+                try:
+                    step = await self._fast()
+                except _HeadTimeout:
+                    return  # hyper closes a slow or idle client without an answer
+                if step is not None:
+                    if not await step():
+                        return
+                    continue
             try:
                 event = await self._next_head()
             except (_HeadTimeout, _ClientGone):
@@ -511,15 +590,10 @@ class _Connection:
     async def _serve(self, req: _Request) -> bool:
         """Serve one request; False when the client connection must close afterwards."""
         proxy = self.proxy
-        host_raw: bytes | None = None
-        for name, value in req.headers:
-            if len(name) == 4 and name.lower() == b"host":
-                if host_raw is not None:
-                    await self._reject(400)  # h11 and hyper: one Host only
-                    return False
-                host_raw = value
-        if host_raw is None and req.version == "1.1":
-            await self._reject(400)  # RFC 9112 3.2: an HTTP/1.1 request without a Host
+        host_raw = _one_host(req)
+        if host_raw is False or (host_raw is None and req.version == "1.1"):
+            # h11 and hyper: one Host only; RFC 9112 3.2: an HTTP/1.1 request needs one.
+            await self._reject(400)
             return False
         host = host_raw.decode("latin-1") if host_raw is not None else None
         if self.dst_ip is None:
@@ -530,28 +604,36 @@ class _Connection:
                 await self._drain_body()
                 await self._respond(502, [("l5d-proxy-error", f"unknown host {host!r}")], req)
                 return False
+        request, decision = self._decide(req, host, self.dst_ip)
+        self.head_sent = False
+        return await self._handle(req, request, decision)
+
+    def _decide(
+        self, req: _Request, host: str | None, dst_ip: str, snap: Snapshot | None = None
+    ) -> tuple[HttpRequest, Decision]:
+        """The engine's decision for ``req`` under ``snap`` (default: the one current now)."""
         # One snapshot per request: judged entirely by the old or the new policy.
-        snap = proxy.snapshot()
+        if snap is None:
+            snap = self.proxy.snapshot()
         # The engine is a pure function of (snapshot, request): a request identical to the
         # previous one on this connection under the same snapshot gets the same decision.
         key = (req.method, req.target, tuple(req.headers))
         memo = self.memo
         if memo is not None and memo[0] is snap and memo[1] == key:
-            request, decision = memo[2], memo[3]
-        else:
-            request = HttpRequest(
-                client_namespace=proxy.namespace,
-                dst_ip=self.dst_ip,
-                dst_port=self.port,
-                method=req.method.decode("ascii"),
-                path=req.target.decode("latin-1"),
-                host=host,
-                headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in key[2]]),
-            )
-            decision = decide(snap, request)
-            self.memo = (snap, key, request, decision)
-        self.head_sent = False
-        return await self._handle(req, request, decision)
+            return memo[2], memo[3]
+        request = HttpRequest(
+            client_namespace=self.proxy.namespace,
+            dst_ip=dst_ip,
+            dst_port=self.port,
+            method=req.method.decode("ascii"),
+            path=req.target.decode("latin-1"),
+            host=host,
+            headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in key[2]]),
+        )
+        decision = decide(snap, request)
+        self.memo = (snap, key, request, decision)
+        self.memo_head = None
+        return request, decision
 
     async def _handle(self, req: _Request, request: HttpRequest, decision: Decision) -> bool:
         started = time.monotonic()
@@ -588,6 +670,19 @@ class _Connection:
             return sent and drained
 
         target = self._target(hostname, request, decision)
+        record = self._recorder(decision, hostname, started)
+
+        async def forward() -> bool:
+            if target is None:
+                raise _UpstreamError("REFUSED", 502, "nothing answers for this destination")
+            return await self._forward(req, decision, target, record)
+
+        return await self._guarded(req, record, forward)
+
+    def _recorder(self, decision: Decision, hostname: str, started: float) -> _Record:
+        """Count the exchange in the route metrics once (later calls do nothing)."""
+        labels = decision.labels
+        metrics = self.proxy.metrics
         recorded = False
 
         def record(status: int | None, error: str) -> None:
@@ -604,10 +699,14 @@ class _Connection:
                 duration_s=time.monotonic() - started,
             )
 
+        return record
+
+    async def _guarded(
+        self, req: _Request, record: _Record, step: Callable[[], Awaitable[bool]]
+    ) -> bool:
+        """Run a forwarded exchange's ``step``; upstream faults get the proxy's answer."""
         try:
-            if target is None:
-                raise _UpstreamError("REFUSED", 502, "nothing answers for this destination")
-            return await self._forward(req, decision, target, record)
+            return await step()
         except _UpstreamError as exc:
             record(None, exc.kind)
             if not self.head_sent:
@@ -621,6 +720,299 @@ class _Connection:
             # The client went away (or stalled its body) mid-exchange: nobody gets an answer.
             record(None, "CANCEL")
             return False
+
+    # -- the fast path -----------------------------------------------------------------
+    #
+    # The common exchange (a whole request head without a body, forwarded on a kept-alive
+    # upstream connection, the whole response in one go) runs as a chain of transport
+    # callbacks, with no task waking up for it: that is what lets one CPython thread keep
+    # pace with a one-worker nginx (benchmarks/bench_dataplane.py). Meanwhile the
+    # connection's task waits in _fast(). Anything else is handed over to the coroutine
+    # path above at a point it already has (the next head, or _after_send once the
+    # request is upstream), with every byte already fed to the parsers: both paths give
+    # the same answers, metrics, timeouts and faults (tests/test_mesh_faults.py runs on
+    # both).
+
+    async def _fast(self) -> _Step | None:
+        """Serve exchanges on the fast path until one needs the coroutine path; returns
+        None (read the next head there) or the step that finishes an exchange begun here.
+        Raises ``_HeadTimeout`` when the client is idle or slow past its bound."""
+        wake: asyncio.Future[_Step | None] = self.loop.create_future()
+        self.wake = wake
+        self._await_head()
+        try:
+            return await wake
+        finally:
+            self.wake = None
+            self.client.unhook()
+            inflight = self.inflight
+            if inflight is not None:  # cancelled mid-exchange: the proxy is closing
+                self.inflight = None
+                inflight.up.channel.unhook()
+
+    def _await_head(self) -> None:
+        """Between exchanges: serve what the client already sent, else wait for it."""
+        client = self.client
+        client.hook(
+            self._client_data, self._client_wake, self.loop.time() + self.config.idle_timeout
+        )
+        self.head_armed = False
+        data = client.take()
+        requests = self.requests
+        if data or requests.events or requests.dead or client.eof():
+            self._client_data(data)
+
+    def _client_data(self, data: bytes) -> None:
+        requests = self.requests
+        remember = False
+        if data:
+            if requests.idle():
+                # A chunk byte-identical to a whole request head (without a body) already
+                # parsed on this connection parses the same way: the parser sits between
+                # messages either way, so skip it.
+                seen = self.heads.get(data)
+                if seen is not None and self._start(seen):
+                    return
+                remember = seen is None
+            requests.feed(data)
+        events = requests.events
+        if not events:
+            if requests.dead or self.client.eof():
+                self._hand_over(None)  # after an upgrade, at EOF, or lost: it decides
+            elif requests.head_open and not self.head_armed:
+                # The head began: from here it has request_head_timeout to finish.
+                self.head_armed = True
+                self.client.arm(self.loop.time() + self.config.request_head_timeout)
+            return
+        req = events[0]
+        if len(events) == 2 and isinstance(events[1], _End) and isinstance(req, _Request):
+            if remember and not requests.head_open:
+                # The chunk was exactly this one request: remember it.
+                if len(self.heads) >= _SEEN_HEADS:
+                    self.heads.clear()
+                self.heads[data] = req
+            if self._start(req):
+                events.clear()
+                return
+        self._hand_over(None)  # a body, a fault, pipelining: the coroutine path
+
+    def _client_wake(self, kind: str) -> None:
+        if kind == "timeout":
+            self._hand_over(None, _HeadTimeout())
+        else:
+            self._hand_over(None)  # EOF or lost: the coroutine path reads it and decides
+
+    def _start(self, req: _Request) -> bool:
+        """Send ``req`` upstream on the fast path; False, with nothing done, when it needs
+        the coroutine path."""
+        snap = self.proxy.snapshot()
+        plan = self.plan
+        if plan is None or plan.req is not req or plan.snap is not snap:
+            plan = self._plan(req, snap)
+            if plan is None:
+                return False
+        up = self.pool.get(plan.target)
+        if up is None or not up.usable():
+            return False
+        # The exchange is the fast path's from here.
+        self.head_sent = False
+        self.client.unhook()
+        up.reused = True
+        deadline = self.loop.time() + self.config.response_timeout
+        self.inflight = _Inflight(plan, up, time.monotonic(), deadline)
+        channel = up.channel
+        channel.hook(self._upstream_data, self._upstream_wake, deadline)
+        channel.write(plan.head)
+        return True
+
+    def _plan(self, req: _Request, snap: Snapshot) -> _Plan | None:
+        """How the fast path forwards ``req`` under ``snap`` (the same checks as _serve and
+        _forward, in their order); None when it needs the coroutine path."""
+        dst_ip = self.dst_ip
+        if req.upgrade or req.method == b"HEAD" or dst_ip is None:
+            return None
+        host_raw = _one_host(req)
+        if not host_raw:
+            return None
+        host = host_raw.decode("latin-1")
+        request, decision = self._decide(req, host, dst_ip, snap)
+        if (
+            decision.outcome == "failed"
+            or decision.family not in ("http", None)
+            or decision.target is None
+            or decision.http_status is not None
+        ):
+            return None
+        hostname = _host_only(host) or ""
+        target = self._target(hostname, request, decision)
+        if target is None:
+            return None
+        head = self._upstream_head(req, decision)
+        if head is None:
+            return None
+        # A response head then goes out the same way whatever the request: keep-alive
+        # HTTP/1.1 (not HEAD, not an upgrade: checked above) and no response edits.
+        same_out = req.keep_alive and req.version == "1.1" and not decision.response_header_edit
+        plan = _Plan(req, snap, decision, target, head, hostname, same_out)
+        self.plan = plan
+        return plan
+
+    def _upstream_data(self, data: bytes) -> None:
+        inflight = self.inflight
+        if inflight is None:
+            return
+        responses = inflight.up.responses
+        if not inflight.expected:
+            if inflight.plan.same_out:
+                # A response head byte-identical to one already parsed on this connection
+                # (typically all but the Date changes once a second) goes out the same way.
+                end = data.find(b"\r\n\r\n") + 4
+                if end > 3:
+                    head = data if end == len(data) else data[:end]
+                    known = self.known.get(head)
+                    if known is None:
+                        known = self._learn(head, inflight.plan)
+                    if known is not None and len(data) - end == known.length:
+                        out = known.out + data[end:] if known.length else known.out
+                        self._finish(inflight, known.status, out, known.keep, known.keep_up)
+                        return
+            inflight.expected = True
+            responses.expect(head_only=False)
+        responses.feed(data)
+        events = responses.events
+        if not events and not responses.dead:
+            return  # the response head is still coming
+        resp = events[0] if events else None
+        if (
+            not isinstance(resp, _Response)
+            or not isinstance(events[-1], _End)
+            or responses.busy
+            or responses.dead
+            or resp.body == "eof"
+        ):
+            # A body still streaming, a fault, an odd message: the coroutine path.
+            self._hand_over_exchange(inflight, timed_out=False)
+            return
+        events.popleft()
+        parts, chunked, keep, keep_up = _response_plan(
+            inflight.plan.req, resp, inflight.plan.decision
+        )
+        while events:
+            event = events.popleft()
+            if isinstance(event, bytes):
+                parts.append(_chunk(event) if chunked else event)
+            elif isinstance(event, _End):
+                if chunked:
+                    parts.append(_last_chunk(event.trailers))
+                break
+        self._finish(inflight, resp.status, b"".join(parts), keep, keep_up)
+
+    def _learn(self, head: bytes, plan: _Plan) -> _Known | None:
+        """Parse a response head on its own; what it means, if it ends the fast way."""
+        probe = _Responses()
+        probe.expect(head_only=False)
+        probe.feed(head)
+        resp = probe.events[0] if probe.events else None
+        if probe.dead or not isinstance(resp, _Response):
+            return None  # malformed, or a 1xx: the full parser deals with it
+        if resp.body == "none":
+            length = 0
+        elif resp.body == "length":
+            announced = _content_length(resp.headers)
+            if announced is None:
+                return None
+            length = announced
+        else:
+            return None  # chunked or close-delimited: re-framed on the full path
+        parts, _, keep, keep_up = _response_plan(plan.req, resp, plan.decision)
+        known = _Known(resp.status, length, b"".join(parts), keep, keep_up)
+        if len(self.known) >= _SEEN_HEADS:
+            self.known.clear()
+        self.known[head] = known
+        return known
+
+    def _upstream_wake(self, kind: str) -> None:
+        inflight = self.inflight
+        if inflight is not None:
+            # EOF or lost: _after_send reads it, then retries or answers 502 as usual.
+            self._hand_over_exchange(inflight, timed_out=kind == "timeout")
+
+    def _finish(
+        self, inflight: _Inflight, status: int, out: bytes, keep: bool, keep_up: bool
+    ) -> None:
+        """The whole response is here: count it, send it, wait for the next head."""
+        plan = inflight.plan
+        decision = plan.decision
+        if decision.labels:
+            # Counted before the answer goes out, as on the coroutine path.
+            self.proxy.metrics.http_exchange(
+                decision.labels,
+                decision.backend_labels or None,
+                hostname=plan.hostname,
+                http_status=status,
+                error="",
+                duration_s=time.monotonic() - inflight.started,
+            )
+        self.head_sent = True
+        self.inflight = None
+        self.proxy.fast_exchanges += 1
+        up = inflight.up
+        up.channel.unhook()
+        responses = up.responses
+        if not keep_up or responses.busy or responses.dead or responses.events:
+            up.close()
+            self.pool.pop(plan.target, None)
+        client = self.client
+        if client.is_closing():
+            self._hand_over(_closed)  # the client is gone: nobody reads the answer
+            return
+        client.write(out)
+        if not keep:
+            self._hand_over(_closed)
+        elif client.write_paused():
+            self._hand_over(self._drained)  # the client is slow: drain, bounded, there
+        else:
+            self._await_head()
+
+    def _hand_over_exchange(self, inflight: _Inflight, *, timed_out: bool) -> None:
+        """Finish the exchange begun on the fast path on the coroutine path."""
+        up = inflight.up
+        up.channel.unhook()
+        if not inflight.expected:
+            up.responses.expect(head_only=False)
+        self.inflight = None
+        plan = inflight.plan
+        req, decision = plan.req, plan.decision
+        record = self._recorder(decision, plan.hostname, inflight.started)
+
+        async def respond() -> bool:
+            if timed_out:
+                raise _fault(TimeoutError(), phase="head")
+            return await self._after_send(
+                req, decision, plan.target, up, plan.head, record, inflight.deadline
+            )
+
+        async def step() -> bool:
+            return await self._guarded(req, record, respond)
+
+        self._hand_over(step)
+
+    def _hand_over(self, step: _Step | None, exc: BaseException | None = None) -> None:
+        self.client.unhook()
+        wake = self.wake
+        if wake is None or wake.done():
+            return
+        if exc is not None:
+            wake.set_exception(exc)
+        else:
+            wake.set_result(step)
+
+    async def _drained(self) -> bool:
+        try:
+            await self._client_write(b"")
+        except _ClientGone:
+            return False
+        return True
 
     def _target(
         self, hostname: str, request: HttpRequest, decision: Decision
@@ -646,42 +1038,69 @@ class _Connection:
         target: tuple[str, int],
         record: _Record,
     ) -> bool:
-        headers = _edit_headers(req.headers, decision.request_headers)
-        if not any(k == b"host" for k, _ in headers):
+        head = self._upstream_head(req, decision)
+        if head is None:
             # h11 (the client side before) refuses to send an HTTP/1.1 request without one.
             raise _UpstreamError("IO", 502, "request: Missing mandatory Host: header")
-        head = _request_head(req, headers)
         body, complete = self._take_body(req)
         up = await self._upstream(target)
         head_only = req.method == b"HEAD"
+        up.responses.expect(head_only=head_only)
         if complete and not body:
-            try:
-                up.responses.expect(head_only=head_only)
-                await self._send_upstream(up, head)
-                resp = await self._response_head(up)
-            except _UpstreamError as exc:
-                if not (up.reused and exc.kind == "IO"):
-                    raise
-                # A kept-alive upstream connection may have been closed by the server just
-                # then; a request without a body can go again on a fresh one (RFC 9112 9.3.1).
-                up.close()
-                self.pool.pop(target, None)
-                up = await self._upstream(target)
-                up.responses.expect(head_only=head_only)
-                await self._send_upstream(up, head)
-                resp = await self._response_head(up)
-        else:
-            up.responses.expect(head_only=head_only)
-            await self._send_upstream(up, head + body if body else head)
-            if not complete:
-                if not body and _expects_continue(req):
-                    # hyper answers ``Expect: 100-continue`` itself when the body is read.
-                    await self._client_write(b"HTTP/1.1 100 Continue\r\n\r\n")
-                await self._stream_body(req, up)
+            await self._send_upstream(up, head)
+            return await self._after_send(req, decision, target, up, head, record)
+        await self._send_upstream(up, head + body if body else head)
+        if not complete:
+            if not body and _expects_continue(req):
+                # hyper answers ``Expect: 100-continue`` itself when the body is read.
+                await self._client_write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            await self._stream_body(req, up)
+        return await self._after_send(req, decision, target, up, None, record)
+
+    async def _after_send(
+        self,
+        req: _Request,
+        decision: Decision,
+        target: tuple[str, int],
+        up: _Upstream,
+        retry: bytes | None,
+        record: _Record,
+        deadline: float | None = None,
+    ) -> bool:
+        """The request is with the upstream: wait for its response and pass it on.
+
+        ``retry``: the whole request (a head without a body), to send again on a fresh
+        connection if a kept-alive one turns out closed; ``deadline`` bounds the wait for
+        the response head when a wait already began on the fast path.
+        """
+        try:
+            resp = await self._response_head(up, deadline)
+        except _UpstreamError as exc:
+            if retry is None or not (up.reused and exc.kind == "IO"):
+                raise
+            # A kept-alive upstream connection may have been closed by the server just
+            # then; a request without a body can go again on a fresh one (RFC 9112 9.3.1).
+            up.close()
+            self.pool.pop(target, None)
+            up = await self._upstream(target)
+            up.responses.expect(head_only=req.method == b"HEAD")
+            await self._send_upstream(up, retry)
             resp = await self._response_head(up)
         if req.upgrade and _switches(req, resp):
             return await self._tunnel(req, resp, decision, up, target, record)
         return await self._respond_upstream(req, resp, decision, up, target, record)
+
+    def _upstream_head(self, req: _Request, decision: Decision) -> bytes | None:
+        """The request head as it goes upstream (None: no Host left after the edits);
+        kept with the connection's decision memo, as it depends on the same inputs."""
+        memo = self.memo
+        if memo is not None and memo[3] is decision and self.memo_head is not None:
+            return self.memo_head
+        headers = _edit_headers(req.headers, decision.request_headers)
+        head = _request_head(req, headers) if any(k == b"host" for k, _ in headers) else None
+        if memo is not None and memo[3] is decision:
+            self.memo_head = head
+        return head
 
     def _take_body(self, req: _Request) -> tuple[bytes, bool]:
         """The request body bytes at hand, framed for the upstream, and whether it is all."""
@@ -736,16 +1155,21 @@ class _Connection:
         except (OSError, RuntimeError) as exc:  # TimeoutError included
             raise _fault(exc, phase="request") from exc
 
-    async def _response_head(self, up: _Upstream) -> _Response:
-        # _fill inlined: this wait sits at the bottom of the deepest await chain, and every
-        # resumption walks the whole chain.
+    async def _response_head(self, up: _Upstream, deadline: float | None = None) -> _Response:
+        """The response head; ``response_timeout`` bounds each read (``deadline``, when
+        given, the whole wait)."""
         responses = up.responses
         events = responses.events
         while not events:
             if responses.dead:
                 raise _UpstreamError("IO", 502, "head: the upstream sent malformed HTTP")
+            wait = (
+                deadline
+                if deadline is not None
+                else self.loop.time() + self.config.response_timeout
+            )
             try:
-                data = await up.channel.read(self.loop.time() + self.config.response_timeout)
+                data = await up.channel.read(wait)
             except (OSError, TimeoutError) as exc:
                 raise _fault(exc, phase="head") from exc
             if not data:
@@ -784,32 +1208,9 @@ class _Connection:
         record: _Record,
     ) -> bool:
         status = resp.status
-        headers = _edit_headers(resp.headers, decision.response_header_edit)
-        keep = req.keep_alive and resp.keep_alive
-        framing = resp.body
-        if req.method == b"HEAD":
-            framing = "none"  # the parser ended the message with its head
-        if req.upgrade:
-            keep = False  # a declined upgrade: what follows is not HTTP we can parse
-        out = "raw"
-        if framing == "chunked" or framing == "eof":
-            if req.version == "1.1":
-                out = "chunked"
-                if framing == "eof":
-                    headers.append((b"transfer-encoding", b"chunked"))
-            else:
-                # An HTTP/1.0 client cannot read chunks: close-delimited, as h11 sends it.
-                headers = [(k, v) for k, v in headers if k != b"transfer-encoding"]
-                keep = False
-        keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
-        if not keep and not _has_close(headers):
-            headers.append((b"connection", b"close"))
-        parts = [_response_line(status, resp.reason)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
+        parts, chunked, keep, keep_up = _response_plan(req, resp, decision)
+        framing = "eof" if resp.body == "eof" and req.method != b"HEAD" else ""
         self.head_sent = True
-        chunked = out == "chunked"
         events = up.responses.events
         # One event of look-ahead, so the response is counted before its last bytes
         # reach the client (a client that has its answer can already see it counted).
@@ -988,9 +1389,11 @@ class _Connection:
 # ====================================================================== helpers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Awaitable, Callable
 
     _Record = Callable[[int | None, str], None]
+    #: What finishes an exchange the fast path handed over: True keeps the connection.
+    _Step = Callable[[], Awaitable[bool]]
 
 
 def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
@@ -1010,6 +1413,59 @@ def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
     if isinstance(exc, ConnectionRefusedError):
         return _UpstreamError("REFUSED", 502, "connection refused")
     return _UpstreamError("IO", 502, f"{phase}: {exc}" if str(exc) else phase)
+
+
+def _response_plan(
+    req: _Request, resp: _Response, decision: Decision
+) -> tuple[list[bytes], bool, bool, bool]:
+    """How a response goes to the client: (head parts, body chunked?, keep the client
+    connection?, keep the upstream connection?)."""
+    headers = _edit_headers(resp.headers, decision.response_header_edit)
+    keep = req.keep_alive and resp.keep_alive
+    framing = resp.body
+    if req.method == b"HEAD":
+        framing = "none"  # the parser ended the message with its head
+    if req.upgrade:
+        keep = False  # a declined upgrade: what follows is not HTTP we can parse
+    chunked = False
+    if framing == "chunked" or framing == "eof":
+        if req.version == "1.1":
+            chunked = True
+            if framing == "eof":
+                headers.append((b"transfer-encoding", b"chunked"))
+        else:
+            # An HTTP/1.0 client cannot read chunks: close-delimited, as h11 sends it.
+            headers = [(k, v) for k, v in headers if k != b"transfer-encoding"]
+            keep = False
+    keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
+    if not keep and not _has_close(headers):
+        headers.append((b"connection", b"close"))
+    parts = [_response_line(resp.status, resp.reason)]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return parts, chunked, keep, keep_up
+
+
+def _one_host(req: _Request) -> bytes | Literal[False] | None:
+    """The request's Host value; None without one, False with more than one."""
+    host: bytes | None = None
+    for name, value in req.headers:
+        if len(name) == 4 and name.lower() == b"host":
+            if host is not None:
+                return False
+            host = value
+    return host
+
+
+def _content_length(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
 
 
 def _crlf_head(data: bytes) -> bytes:

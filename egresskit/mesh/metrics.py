@@ -515,7 +515,8 @@ class ProxyMetrics:
         Label text is looked up by the identity of the label dicts (the engine's decisions
         reuse theirs), so pass the same dicts for the same labels and do not mutate them.
         """
-        _check_duration(duration_s)
+        if not 0 <= duration_s < math.inf:  # also False for NaN
+            _check_duration(duration_s)
         key = (id(route_labels), id(backend_labels), hostname, http_status, error)
         with self._lock:
             entry = self._exchanges.get(key)
@@ -528,12 +529,19 @@ class ProxyMetrics:
                 if len(self._exchanges) >= _EXCHANGE_CACHE_SIZE:
                     self._exchanges.clear()  # new policies make new dicts: stay bounded
                 self._exchanges[key] = entry
-            _observe(entry.duration, _ROUTE_DURATION_BOUNDS, duration_s)
+            # _observe inlined (this is once per proxied request).
+            series = entry.duration
+            series.buckets[bisect_left(_ROUTE_DURATION_BOUNDS, duration_s)] += 1
+            series.sum += duration_s
+            series.count += 1
             entry.statuses.value += 1
-            if entry.backend_duration is not None:
+            backend = entry.backend_duration
+            if backend is not None:
                 assert entry.backend_requests is not None and entry.backend_statuses is not None
                 entry.backend_requests.value += 1
-                _observe(entry.backend_duration, _BACKEND_DURATION_BOUNDS, duration_s)
+                backend.buckets[bisect_left(_BACKEND_DURATION_BOUNDS, duration_s)] += 1
+                backend.sum += duration_s
+                backend.count += 1
                 entry.backend_statuses.value += 1
 
     def _exchange(

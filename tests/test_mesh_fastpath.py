@@ -1,0 +1,321 @@
+"""The HTTP/1 fast path of the local proxy (egresskit.mesh.http1, "the fast path").
+
+The common exchange runs as transport callbacks and remembers request and response heads
+it has parsed; anything else is handed over to the coroutine path. These tests check
+that the fast path is really taken, that remembered heads never leak one response's
+bytes into another, that every hand-over point still answers right, and that both paths
+put the same bytes on the wire (byte for byte, client side and upstream side).
+The fault suite (tests/test_mesh_faults.py) runs on both paths as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import socket
+import time
+from collections.abc import Iterator
+
+import h11
+import pytest
+
+from egresskit import guide
+from egresskit.cluster.local import LocalCluster
+from egresskit.mesh.proxy import EgressProxy
+from tests.contract import value
+from tests.test_mesh_faults import FAST, WAIT, LocalServer
+
+NS = guide.NAMESPACE_NAME
+HOST = "api.example.com"
+HTTP_STATUSES = "outbound_http_route_request_statuses_total"
+
+#: What the scripted upstream answers, by request path: raw bytes, sent as they are.
+#: A list is sent piece by piece with a pause between (a response split across reads).
+SCRIPT: dict[str, bytes | list[bytes]] = {
+    "/len": b"HTTP/1.1 200 OK\r\nX-Mixed-Case: Yes\r\nContent-Length: 5\r\n\r\nhello",
+    "/no-content": b"HTTP/1.1 204 No Content\r\nX-Empty: 1\r\n\r\n",
+    "/zero": b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    "/chunked": (
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Te: Chunked\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    ),
+    "/split": [b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\n", b"sp", b"lit!\n"],
+    "/not-found": b"HTTP/1.1 404 Not Found\r\nContent-Length: 3\r\n\r\nno\n",
+    "/informational": (
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    ),
+}
+
+
+class Upstream:
+    """A scripted HTTP/1.1 upstream: answers bodyless requests from :data:`SCRIPT`; ``/n``
+    answers a fixed-length counter (same head, different body each time). Records the raw
+    bytes it receives; ``close_after`` closes each connection after that many answers."""
+
+    def __init__(self, close_after: int | None = None) -> None:
+        self.close_after = close_after
+        self.received: list[bytes] = []
+        self.connections = 0
+        self.counter = 0
+        self.server = LocalServer(self._handle)
+
+    def _handle(self, server: LocalServer, conn: socket.socket) -> None:
+        with server.lock:
+            self.connections += 1
+        buf = b""
+        answered = 0
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = server.recv(conn)
+                if not data:
+                    return
+                buf += data
+            head, buf = buf.split(b"\r\n\r\n", 1)
+            with server.lock:
+                self.received.append(head + b"\r\n\r\n")
+                self.counter += 1
+                n = self.counter
+            path = head.split(b" ", 2)[1].decode()
+            answer = SCRIPT.get(path)
+            if answer is None:
+                body = b"%05d" % n
+                answer = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-N: Same\r\n\r\n" + body
+            pieces = answer if isinstance(answer, list) else [answer]
+            for i, piece in enumerate(pieces):
+                if i:
+                    time.sleep(0.05)  # the next piece comes in a later read
+                conn.sendall(piece)
+            answered += 1
+            if self.close_after is not None and answered >= self.close_after:
+                return
+
+    def close(self) -> None:
+        self.server.close()
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    up = Upstream()
+    yield up
+    up.close()
+
+
+def mesh_for(upstream: Upstream, *, fast_path: bool = True) -> LocalCluster:
+    config = dataclasses.replace(FAST, fast_path=fast_path, idle_timeout=WAIT)
+    cluster = LocalCluster(upstreams={HOST: upstream.server.address}, proxy_config=config)
+    cluster.apply([guide.NAMESPACE, guide.EGRESS_NETWORK, guide.CLIENT_POD])
+    return cluster
+
+
+def proxy_of(cluster: LocalCluster) -> EgressProxy:
+    proxy = cluster._pod("client", NS).proxy
+    assert proxy is not None
+    return proxy
+
+
+class Client:
+    """One kept-alive raw connection to the client pod's name-routed :80 listener;
+    responses are delimited with h11 and returned with their raw bytes."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        port = cluster.outbound_ports("client", namespace=NS)[80]
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=WAIT)
+        self.h11 = h11.Connection(h11.CLIENT)
+
+    def get(self, path: str, *, extra: bytes = b"", version: bytes = b"1.1") -> Answer:
+        self.sock.sendall(
+            b"GET %s HTTP/%s\r\nHost: %s\r\n%s\r\n" % (path.encode(), version, HOST.encode(), extra)
+        )
+        if version != b"1.1":
+            self.h11 = h11.Connection(h11.CLIENT)  # h11 speaks 1.1; read the 1.0 answer raw
+            return read_to_close(self.sock)
+        self.h11.send(h11.Request(method="GET", target=path, headers=[("Host", HOST)]))
+        self.h11.send(h11.EndOfMessage())
+        raw = b""
+        status, headers, body = 0, [], b""
+        while True:
+            event = self.h11.next_event()
+            if event is h11.NEED_DATA:
+                data = self.sock.recv(65536)
+                raw += data
+                self.h11.receive_data(data)
+            elif isinstance(event, h11.Response):
+                status, headers = event.status_code, list(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+        if self.h11.our_state is h11.DONE and self.h11.their_state is h11.DONE:
+            self.h11.start_next_cycle()
+        return Answer(status, headers, body, raw)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclasses.dataclass
+class Answer:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    raw: bytes
+
+
+def read_to_close(sock: socket.socket) -> Answer:
+    raw = b""
+    while chunk := sock.recv(65536):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = [tuple(line.split(b": ", 1)) for line in lines[1:]]
+    return Answer(int(lines[0].split()[1]), headers, body, raw)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the path is taken
+
+
+def test_repeated_requests_take_the_fast_path_and_keep_their_own_bodies(
+    upstream: Upstream,
+) -> None:
+    with mesh_for(upstream) as cluster:
+        with Client(cluster) as client:
+            bodies = [client.get("/n").body for _ in range(30)]
+        # The same request head and the same response head every time (only the body
+        # differs): each answer still carries its own body, in order.
+        assert bodies == [b"%05d" % n for n in range(1, 31)]
+        served = proxy_of(cluster).fast_exchanges
+        # The first exchange opens the upstream connection on the coroutine path.
+        assert served >= 28, f"fast path served {served} of 30"
+        assert value(cluster, HTTP_STATUSES, http_status="200", hostname=HOST) == 30
+
+
+def test_response_header_names_go_out_in_lower_case_as_linkerd_sends_them(
+    upstream: Upstream,
+) -> None:
+    # Linkerd's proxy (hyper) writes HTTP/1 header names in lower case
+    # (linkerd/linkerd2#2878, #3964); a remembered head must too.
+    with mesh_for(upstream) as cluster:
+        with Client(cluster) as client:
+            answers = [client.get("/len") for _ in range(3)]
+        for answer in answers:
+            assert answer.body == b"hello"
+            assert b"x-mixed-case: Yes\r\n" in answer.raw
+            assert b"X-Mixed-Case" not in answer.raw
+        assert proxy_of(cluster).fast_exchanges >= 2
+
+
+def test_a_response_split_across_reads_is_streamed_on_the_coroutine_path(
+    upstream: Upstream,
+) -> None:
+    with mesh_for(upstream) as cluster:
+        with Client(cluster) as client:
+            for _ in range(3):
+                answer = client.get("/split")
+                assert (answer.status, answer.body) == (200, b"split!\n")
+                # Then the common case again on the same connection.
+                assert client.get("/len").body == b"hello"
+        assert value(cluster, HTTP_STATUSES, http_status="200", hostname=HOST) == 6
+
+
+@pytest.mark.parametrize("close_after", [1, 2])
+def test_an_upstream_that_closes_its_connections_is_reconnected(close_after: int) -> None:
+    # The upstream closes after each (or every second) answer without saying so: the
+    # next request finds the pooled connection gone, or is sent on it just as it closes
+    # (then retried on a fresh one, RFC 9112 9.3.1). Every request gets its answer.
+    upstream = Upstream(close_after=close_after)
+    try:
+        with mesh_for(upstream) as cluster:
+            with Client(cluster) as client:
+                answers = [client.get("/len") for _ in range(12)]
+            assert [a.status for a in answers] == [200] * 12
+            assert all(a.body == b"hello" for a in answers)
+            assert upstream.connections >= 12 // close_after
+            assert value(cluster, HTTP_STATUSES, http_status="200", hostname=HOST) == 12
+    finally:
+        upstream.close()
+
+
+def test_clients_that_close_or_speak_http10_get_connection_close(upstream: Upstream) -> None:
+    with mesh_for(upstream) as cluster:
+        with Client(cluster) as client:
+            assert client.get("/len").body == b"hello"
+            last = client.get("/len", extra=b"Connection: close\r\n")
+            assert last.body == b"hello"
+            assert (b"connection", b"close") in last.headers
+            assert client.sock.recv(1) == b"", "the proxy closes after a connection: close"
+        with Client(cluster) as old:
+            answer = old.get("/len", version=b"1.0")
+        assert (answer.status, answer.body) == (200, b"hello")
+        assert (b"connection", b"close") in answer.headers
+
+
+# ------------------------------------------------------------------ same bytes either way
+
+SEQUENCE = [
+    "/len",
+    "/len",
+    "/n",
+    "/no-content",
+    "/zero",
+    "/chunked",
+    "/len",
+    "/split",
+    "/not-found",
+    "/informational",
+    "/chunked",
+    "/n",
+    "/n",
+]
+
+
+def wire(fast_path: bool) -> tuple[list[bytes], list[bytes], dict[str, float]]:
+    """The raw answers a client gets for :data:`SEQUENCE` on one connection, the raw
+    requests the upstream gets, and the route request counts by status."""
+    upstream = Upstream()
+    try:
+        with mesh_for(upstream, fast_path=fast_path) as cluster:
+            with Client(cluster) as client:
+                raw = [client.get(path).raw for path in SEQUENCE]
+            counts = {
+                status: value(cluster, HTTP_STATUSES, http_status=status, hostname=HOST)
+                for status in ("200", "204", "404")
+            }
+            if fast_path:
+                assert proxy_of(cluster).fast_exchanges >= 8
+            else:
+                assert proxy_of(cluster).fast_exchanges == 0
+    finally:
+        upstream.close()
+    return raw, upstream.received, counts
+
+
+def test_fast_and_coroutine_paths_put_the_same_bytes_on_the_wire() -> None:
+    fast = wire(fast_path=True)
+    slow = wire(fast_path=False)
+    assert fast[0] == slow[0], "the client got different bytes"
+    assert fast[1] == slow[1], "the upstream got different bytes"
+    assert fast[2] == slow[2] == {"200": 11.0, "204": 1.0, "404": 1.0}
+
+
+# ------------------------------------------------------------------ a policy flip
+
+
+def test_a_remembered_request_is_judged_again_after_a_policy_change(upstream: Upstream) -> None:
+    def policy(traffic: str) -> None:
+        patch = {"spec": {"trafficPolicy": traffic}}
+        cluster.patch("EgressNetwork", guide.EGRESS_NETWORK_NAME, patch, namespace=NS)
+
+    with mesh_for(upstream) as cluster, Client(cluster) as client:
+        # The same request bytes each time, on one connection: remembered, yet judged by
+        # the policy current when each one arrives.
+        assert [client.get("/len").status for _ in range(2)] == [200, 200]
+        policy("Deny")
+        assert [client.get("/len").status for _ in range(2)] == [403, 403]
+        policy("Allow")
+        assert [client.get("/len").status for _ in range(2)] == [200, 200]
