@@ -148,5 +148,16 @@ def test_quick_run_proxy_counted_what_wrk_completed(quick_rows: list[dict[str, A
     assert ek["metrics_check"] in ("exact", "in-flight")
     assert ek["metrics_200"] == ek["metrics_requests"], "every request counted as a 200"
     lines = bench.summarize(quick_rows)
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert "metrics counted" in lines[-1]
+
+
+@needs_tools
+@pytest.mark.slow
+def test_quick_run_measured_the_proxy_fast_path(quick_rows: list[dict[str, Any]]) -> None:
+    # wrk's requests are the common case: all but each connection's first exchange (it
+    # opens the upstream connection on the coroutine path) take the fast path.
+    ek = next(r for r in quick_rows if r["target"] == "egresskit")
+    assert ek["fast_path_pct"] > 99, ek
+    low, high = (float(x) for x in ek["rps_vs_nginx_rounds"].split("-"))
+    assert 0 < low <= high

@@ -47,6 +47,7 @@ import asyncio
 import time
 from collections import deque
 from http import HTTPStatus
+from time import monotonic
 from typing import TYPE_CHECKING, Literal
 
 import httptools
@@ -56,6 +57,7 @@ from egresskit.policy.decision import Decision, HeaderEdit, HttpRequest
 from egresskit.policy.engine import decide
 
 if TYPE_CHECKING:
+    from egresskit.mesh.metrics import ExchangeSeries
     from egresskit.mesh.proxy import EgressProxy
     from egresskit.policy.snapshot import Snapshot
 
@@ -445,7 +447,7 @@ _SEEN_HEADS = 16
 class _Plan:
     """How the fast path forwards one request under one snapshot."""
 
-    __slots__ = ("decision", "head", "hostname", "req", "same_out", "snap", "target")
+    __slots__ = ("decision", "head", "hostname", "req", "same_out", "series", "snap", "target")
 
     def __init__(
         self,
@@ -464,6 +466,8 @@ class _Plan:
         self.head = head
         self.hostname = hostname
         self.same_out = same_out
+        #: The metric series this plan's exchanges count into, by response status.
+        self.series: dict[int, ExchangeSeries] = {}
 
 
 class _Inflight:
@@ -530,6 +534,15 @@ class _Connection:
         #: response heads seen (bytes -> how they go out).
         self.heads: dict[bytes, _Request] = {}
         self.known: dict[bytes, _Known] = {}
+        # Looked up once here rather than once per exchange on the fast path.
+        self.snapshot = proxy.snapshot
+        self.now = self.loop.time
+        self.idle_timeout = self.config.idle_timeout
+        self.response_timeout = self.config.response_timeout
+        self.on_client_data = self._client_data
+        self.on_client_wake = self._client_wake
+        self.on_upstream_data = self._upstream_data
+        self.on_upstream_wake = self._upstream_wake
 
     # -- the request loop -------------------------------------------------------------
 
@@ -753,9 +766,7 @@ class _Connection:
     def _await_head(self) -> None:
         """Between exchanges: serve what the client already sent, else wait for it."""
         client = self.client
-        client.hook(
-            self._client_data, self._client_wake, self.loop.time() + self.config.idle_timeout
-        )
+        client.hook(self.on_client_data, self.on_client_wake, self.now() + self.idle_timeout)
         self.head_armed = False
         data = client.take()
         requests = self.requests
@@ -805,7 +816,7 @@ class _Connection:
     def _start(self, req: _Request) -> bool:
         """Send ``req`` upstream on the fast path; False, with nothing done, when it needs
         the coroutine path."""
-        snap = self.proxy.snapshot()
+        snap = self.snapshot()
         plan = self.plan
         if plan is None or plan.req is not req or plan.snap is not snap:
             plan = self._plan(req, snap)
@@ -818,10 +829,10 @@ class _Connection:
         self.head_sent = False
         self.client.unhook()
         up.reused = True
-        deadline = self.loop.time() + self.config.response_timeout
-        self.inflight = _Inflight(plan, up, time.monotonic(), deadline)
+        deadline = self.now() + self.response_timeout
+        self.inflight = _Inflight(plan, up, monotonic(), deadline)
         channel = up.channel
-        channel.hook(self._upstream_data, self._upstream_wake, deadline)
+        channel.hook(self.on_upstream_data, self.on_upstream_wake, deadline)
         channel.write(plan.head)
         return True
 
@@ -945,14 +956,17 @@ class _Connection:
         decision = plan.decision
         if decision.labels:
             # Counted before the answer goes out, as on the coroutine path.
-            self.proxy.metrics.http_exchange(
-                decision.labels,
-                decision.backend_labels or None,
-                hostname=plan.hostname,
-                http_status=status,
-                error="",
-                duration_s=time.monotonic() - inflight.started,
-            )
+            metrics = self.proxy.metrics
+            series = plan.series.get(status)
+            if series is None:
+                series = plan.series[status] = metrics.exchange_series(
+                    decision.labels,
+                    decision.backend_labels or None,
+                    hostname=plan.hostname,
+                    http_status=status,
+                    error="",
+                )
+            metrics.count_exchange(series, monotonic() - inflight.started)
         self.head_sent = True
         self.inflight = None
         self.proxy.fast_exchanges += 1
@@ -963,10 +977,9 @@ class _Connection:
             up.close()
             self.pool.pop(plan.target, None)
         client = self.client
-        if client.is_closing():
+        if not client.send(out):
             self._hand_over(_closed)  # the client is gone: nobody reads the answer
             return
-        client.write(out)
         if not keep:
             self._hand_over(_closed)
         elif client.write_paused():

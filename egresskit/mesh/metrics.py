@@ -319,7 +319,7 @@ def _observe(series: _Histogram, bounds: tuple[float, ...], value: float) -> Non
     series.count += 1
 
 
-class _Exchange:
+class ExchangeSeries:
     """The series one kind of HTTP exchange records into (see ``http_exchange``)."""
 
     __slots__ = (
@@ -434,7 +434,7 @@ class ProxyMetrics:
         self._host_text: dict[str, str] = {}
         # http_exchange's series, keyed by the label dicts' ids (the entry holds the dicts,
         # so an id cannot be reused while its entry lives), hostname, status and error.
-        self._exchanges: dict[tuple[int, int, str, int | None, str], _Exchange] = {}
+        self._exchanges: dict[tuple[int, int, str, int | None, str], ExchangeSeries] = {}
 
     @property
     def hostname_labels(self) -> bool:
@@ -515,8 +515,29 @@ class ProxyMetrics:
         Label text is looked up by the identity of the label dicts (the engine's decisions
         reuse theirs), so pass the same dicts for the same labels and do not mutate them.
         """
-        if not 0 <= duration_s < math.inf:  # also False for NaN
-            _check_duration(duration_s)
+        self.count_exchange(
+            self.exchange_series(
+                route_labels,
+                backend_labels,
+                hostname=hostname,
+                http_status=http_status,
+                error=error,
+            ),
+            duration_s,
+        )
+
+    def exchange_series(
+        self,
+        route_labels: Mapping[str, str],
+        backend_labels: Mapping[str, str] | None,
+        *,
+        hostname: str,
+        http_status: int | None,
+        error: str,
+    ) -> ExchangeSeries:
+        """The series one kind of exchange counts into, for :meth:`count_exchange`; a
+        caller that sees the same kind again and again (the proxy's fast path) keeps it.
+        Series are never dropped, so a kept one stays valid for the proxy's lifetime."""
         key = (id(route_labels), id(backend_labels), hostname, http_status, error)
         with self._lock:
             entry = self._exchanges.get(key)
@@ -529,6 +550,13 @@ class ProxyMetrics:
                 if len(self._exchanges) >= _EXCHANGE_CACHE_SIZE:
                     self._exchanges.clear()  # new policies make new dicts: stay bounded
                 self._exchanges[key] = entry
+        return entry
+
+    def count_exchange(self, entry: ExchangeSeries, duration_s: float) -> None:
+        """Count one exchange of the kind ``entry`` stands for."""
+        if not 0 <= duration_s < math.inf:  # also False for NaN
+            _check_duration(duration_s)
+        with self._lock:
             # _observe inlined (this is once per proxied request).
             series = entry.duration
             series.buckets[bisect_left(_ROUTE_DURATION_BOUNDS, duration_s)] += 1
@@ -551,7 +579,7 @@ class ProxyMetrics:
         hostname: str,
         http_status: int | None,
         error: str,
-    ) -> _Exchange:
+    ) -> ExchangeSeries:
         """The series one exchange touches (lock held): the very series, keys and label
         text the three separate calls use, so both APIs add up in one place."""
         status = _http(http_status)
@@ -561,7 +589,7 @@ class ProxyMetrics:
         host_text = self._host(hostname)
         labels = f"{route_text},{host_text}"
         tail = f"{_label('http_status', status)},{_label('error', error)}"
-        entry = _Exchange(
+        entry = ExchangeSeries(
             route_labels,
             backend_labels,
             families.request_duration.series_for((route_key, host_text), labels),

@@ -293,6 +293,14 @@ class Channel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
+    def send(self, data: bytes) -> bool:
+        """Write ``data`` unless the connection is closing (then False, nothing written)."""
+        transport = self.transport
+        if self._lost or transport is None or transport.is_closing():
+            return False
+        transport.write(data)
+        return True
+
     async def drain(self, deadline: float | None = None) -> None:
         """Wait until the peer takes our bytes (only while the write buffer is full)."""
         if self._lost:
