@@ -22,7 +22,7 @@ from egresskit import guide
 from egresskit.cluster.local import LocalCluster
 from egresskit.mesh.proxy import EgressProxy
 from tests.contract import value
-from tests.test_mesh_faults import FAST, WAIT, LocalServer
+from tests.test_mesh_faults import FAST, WAIT, LocalServer, h11_app
 
 NS = guide.NAMESPACE_NAME
 HOST = "api.example.com"
@@ -76,6 +76,10 @@ class Upstream:
                 self.counter += 1
                 n = self.counter
             path = head.split(b" ", 2)[1].decode()
+            if path == "/hang":
+                while server.recv(conn):  # never answer; wait for the proxy to give up
+                    pass
+                return
             answer = SCRIPT.get(path)
             if answer is None:
                 body = b"%05d" % n
@@ -319,3 +323,65 @@ def test_a_remembered_request_is_judged_again_after_a_policy_change(upstream: Up
         assert [client.get("/len").status for _ in range(2)] == [403, 403]
         policy("Allow")
         assert [client.get("/len").status for _ in range(2)] == [200, 200]
+
+
+# ------------------------------------------------------------------ hand-over points
+
+
+def test_an_empty_chunked_body_is_forwarded_with_its_last_chunk() -> None:
+    # "0\r\n\r\n" right behind the head: the request is whole without body bytes, yet
+    # the upstream needs the last chunk to see its end (the coroutine path sends it).
+    with (
+        LocalServer(h11_app) as server,
+        mesh_for_address(server.address) as cluster,
+        Client(cluster) as client,
+    ):
+        for _ in range(3):
+            client.sock.sendall(
+                b"POST /echo HTTP/1.1\r\nHost: %s\r\nTransfer-Encoding: chunked\r\n\r\n"
+                b"0\r\n\r\n" % HOST.encode()
+            )
+            raw = read_response(client.sock)
+            assert raw.startswith(b"HTTP/1.1 200 "), raw[:60]
+
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast-path", "coroutine-path"])
+def test_an_upstream_that_hangs_on_a_kept_alive_connection_gets_504(
+    upstream: Upstream, fast_path: bool
+) -> None:
+    # The second request goes out on the fast path (the connection is pooled by then);
+    # the upstream never answers it: 504 after response_timeout, counted with the error.
+    # Not a moment later: the request was whole, so there is no body to wait for first
+    # (idle_timeout is long here on purpose).
+    with mesh_for(upstream, fast_path=fast_path) as cluster, Client(cluster) as client:
+        assert client.get("/len").status == 200
+        started = time.monotonic()
+        answer = client.get("/hang")
+        waited = time.monotonic() - started
+        assert answer.status == 504
+        assert FAST.response_timeout <= waited < WAIT
+        timeouts = value(cluster, HTTP_STATUSES, error="RESPONSE_HEADERS_TIMEOUT", http_status="")
+        assert timeouts == 1
+
+
+def mesh_for_address(address: str) -> LocalCluster:
+    config = dataclasses.replace(FAST, idle_timeout=WAIT)
+    cluster = LocalCluster(upstreams={HOST: address}, proxy_config=config)
+    cluster.apply([guide.NAMESPACE, guide.EGRESS_NETWORK, guide.CLIENT_POD])
+    return cluster
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One whole response with a content-length or chunked body (h11 finds its end)."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", HOST)]))
+    conn.send(h11.EndOfMessage())
+    raw = b""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            data = sock.recv(65536)
+            raw += data
+            conn.receive_data(data)
+        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+            return raw

@@ -440,8 +440,10 @@ class _Upstream:
         self.channel.close()
 
 
-#: How many distinct request heads and response heads a connection remembers.
+#: How many distinct request heads and response heads a connection remembers, and the
+#: longest it remembers (a 64 KiB head is legal, but not worth keeping 16 of).
 _SEEN_HEADS = 16
+_MAX_SEEN_HEAD = 8 * 1024
 
 
 class _Plan:
@@ -520,6 +522,8 @@ class _Connection:
         #: so its id cannot be reused while the entry lives.
         self.targets: dict[tuple[int, str | None], tuple[Decision, tuple[str, int] | None]] = {}
         self.head_sent = False
+        #: Whether the current request's body was read to its end (nothing to drain).
+        self.body_done = False
         #: The last (snapshot, raw request, request, decision) on this connection.
         self.memo: tuple[Snapshot, tuple[object, ...], HttpRequest, Decision] | None = None
         #: The upstream request head for the memo's request and decision, once built.
@@ -603,6 +607,7 @@ class _Connection:
     async def _serve(self, req: _Request) -> bool:
         """Serve one request; False when the client connection must close afterwards."""
         proxy = self.proxy
+        self.body_done = False
         host_raw = _one_host(req)
         if host_raw is False or (host_raw is None and req.version == "1.1"):
             # h11 and hyper: one Host only; RFC 9112 3.2: an HTTP/1.1 request needs one.
@@ -619,6 +624,7 @@ class _Connection:
                 return False
         request, decision = self._decide(req, host, self.dst_ip)
         self.head_sent = False
+        self.body_done = False
         return await self._handle(req, request, decision)
 
     def _decide(
@@ -797,7 +803,7 @@ class _Connection:
             return
         req = events[0]
         if len(events) == 2 and isinstance(events[1], _End) and isinstance(req, _Request):
-            if remember and not requests.head_open:
+            if remember and not requests.head_open and len(data) <= _MAX_SEEN_HEAD:
                 # The chunk was exactly this one request: remember it.
                 if len(self.heads) >= _SEEN_HEADS:
                     self.heads.clear()
@@ -825,8 +831,9 @@ class _Connection:
         up = self.pool.get(plan.target)
         if up is None or not up.usable():
             return False
-        # The exchange is the fast path's from here.
+        # The exchange is the fast path's from here (the request is whole: no body left).
         self.head_sent = False
+        self.body_done = True
         self.client.unhook()
         up.reused = True
         deadline = self.now() + self.response_timeout
@@ -840,7 +847,8 @@ class _Connection:
         """How the fast path forwards ``req`` under ``snap`` (the same checks as _serve and
         _forward, in their order); None when it needs the coroutine path."""
         dst_ip = self.dst_ip
-        if req.upgrade or req.method == b"HEAD" or dst_ip is None:
+        # Chunked: even an empty body has a last chunk to send (the coroutine path does).
+        if req.upgrade or req.method == b"HEAD" or req.body == "chunked" or dst_ip is None:
             return None
         host_raw = _one_host(req)
         if not host_raw:
@@ -877,7 +885,7 @@ class _Connection:
             if inflight.plan.same_out:
                 # A response head byte-identical to one already parsed on this connection
                 # (typically all but the Date changes once a second) goes out the same way.
-                end = data.find(b"\r\n\r\n") + 4
+                end = data.find(b"\r\n\r\n", 0, _MAX_SEEN_HEAD) + 4
                 if end > 3:
                     head = data if end == len(data) else data[:end]
                     known = self.known.get(head)
@@ -1129,6 +1137,7 @@ class _Connection:
                 parts.append(_chunk(event) if chunked else event)
             elif isinstance(event, _End):
                 events.popleft()
+                self.body_done = True
                 if chunked:
                     parts.append(_last_chunk(event.trailers))
                 return b"".join(parts), True
@@ -1333,6 +1342,8 @@ class _Connection:
     async def _drain_body(self) -> bool:
         """Read and drop the rest of the current request's body (bounded, never raises);
         False when it did not end (the connection cannot go on)."""
+        if self.body_done:
+            return True  # already forwarded whole: nothing of it is left to read
         requests = self.requests
         events = requests.events
         while True:
@@ -1342,6 +1353,7 @@ class _Connection:
                     events.popleft()
                 elif isinstance(event, _End):
                     events.popleft()
+                    self.body_done = True
                     return True
                 else:
                     return False
