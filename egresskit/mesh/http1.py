@@ -34,11 +34,13 @@ Rules: every wait is bounded by a :class:`~egresskit.mesh.proxy.ProxyConfig` val
 every forwarded request that gets an answer is counted exactly once in the route
 metrics, before its last byte reaches the client.
 
-Speed (this is the data plane the benchmark measures): no task or timer per read (the
-:class:`Channel` has one lazy deadline per connection), one write per direction when the
-whole message is at hand, one metrics call per exchange, the upstream target cached per
-connection and decision. Parse records use ``__slots__`` classes, not dataclasses, for
-the same reason.
+Speed (this is the data plane the benchmark measures): the common exchange runs on the
+fast path (see "the fast path" in :class:`_Connection` and docs/local-backend.md) as
+transport callbacks, with remembered request and response heads; the coroutine path has
+no task or timer per read (the :class:`Channel` has one lazy deadline per connection),
+one write per direction when the whole message is at hand, one metrics call per exchange,
+the upstream target cached per connection and decision. Parse records use ``__slots__``
+classes, not dataclasses, for the same reason.
 """
 
 from __future__ import annotations
@@ -434,7 +436,8 @@ class _Upstream:
     def usable(self) -> bool:
         # Not idle: among others, the server closed its idle keep-alive connection.
         responses = self.responses
-        return not (responses.busy or responses.dead) and self.channel.idle()
+        # Events left over (an upstream that answered twice): not fit for a new request.
+        return not (responses.busy or responses.dead or responses.events) and self.channel.idle()
 
     def close(self) -> None:
         self.channel.close()
@@ -475,13 +478,12 @@ class _Plan:
 class _Inflight:
     """A request the fast path sent upstream, waiting for its response."""
 
-    __slots__ = ("deadline", "expected", "plan", "started", "up")
+    __slots__ = ("expected", "plan", "started", "up")
 
-    def __init__(self, plan: _Plan, up: _Upstream, started: float, deadline: float) -> None:
+    def __init__(self, plan: _Plan, up: _Upstream, started: float) -> None:
         self.plan = plan
         self.up = up
         self.started = started
-        self.deadline = deadline
         #: Whether the response parser was told to expect the response (it is fed).
         self.expected = False
 
@@ -543,10 +545,6 @@ class _Connection:
         self.now = self.loop.time
         self.idle_timeout = self.config.idle_timeout
         self.response_timeout = self.config.response_timeout
-        self.on_client_data = self._client_data
-        self.on_client_wake = self._client_wake
-        self.on_upstream_data = self._upstream_data
-        self.on_upstream_wake = self._upstream_wake
 
     # -- the request loop -------------------------------------------------------------
 
@@ -772,10 +770,14 @@ class _Connection:
     def _await_head(self) -> None:
         """Between exchanges: serve what the client already sent, else wait for it."""
         client = self.client
-        client.hook(self.on_client_data, self.on_client_wake, self.now() + self.idle_timeout)
-        self.head_armed = False
-        data = client.take()
+        client.hook(self._client_data, self._client_wake, self.now() + self.idle_timeout)
         requests = self.requests
+        # A head already begun (pipelined behind the last request) has request_head_timeout
+        # from now, as _next_head gives it.
+        self.head_armed = requests.head_open
+        if requests.head_open:
+            client.arm(self.now() + self.config.request_head_timeout)
+        data = client.take()
         if data or requests.events or requests.dead or client.eof():
             self._client_data(data)
 
@@ -796,10 +798,14 @@ class _Connection:
         if not events:
             if requests.dead or self.client.eof():
                 self._hand_over(None)  # after an upgrade, at EOF, or lost: it decides
-            elif requests.head_open and not self.head_armed:
+            elif not requests.head_open:
+                # Bytes that begin no head (blank lines between requests): like each of
+                # _next_head's reads, they start a fresh idle timeout.
+                self.client.arm(self.now() + self.idle_timeout)
+            elif not self.head_armed:
                 # The head began: from here it has request_head_timeout to finish.
                 self.head_armed = True
-                self.client.arm(self.loop.time() + self.config.request_head_timeout)
+                self.client.arm(self.now() + self.config.request_head_timeout)
             return
         req = events[0]
         if len(events) == 2 and isinstance(events[1], _End) and isinstance(req, _Request):
@@ -836,10 +842,9 @@ class _Connection:
         self.body_done = True
         self.client.unhook()
         up.reused = True
-        deadline = self.now() + self.response_timeout
-        self.inflight = _Inflight(plan, up, monotonic(), deadline)
+        self.inflight = _Inflight(plan, up, monotonic())
         channel = up.channel
-        channel.hook(self.on_upstream_data, self.on_upstream_wake, deadline)
+        channel.hook(self._upstream_data, self._upstream_wake, self.now() + self.response_timeout)
         channel.write(plan.head)
         return True
 
@@ -900,7 +905,10 @@ class _Connection:
         responses.feed(data)
         events = responses.events
         if not events and not responses.dead:
-            return  # the response head is still coming
+            # The head is still coming (or a 1xx went by): like _response_head, each read
+            # has response_timeout.
+            inflight.up.channel.arm(self.now() + self.response_timeout)
+            return
         resp = events[0] if events else None
         if (
             not isinstance(resp, _Response)
@@ -1009,9 +1017,7 @@ class _Connection:
         async def respond() -> bool:
             if timed_out:
                 raise _fault(TimeoutError(), phase="head")
-            return await self._after_send(
-                req, decision, plan.target, up, plan.head, record, inflight.deadline
-            )
+            return await self._after_send(req, decision, plan.target, up, plan.head, record)
 
         async def step() -> bool:
             return await self._guarded(req, record, respond)
@@ -1086,16 +1092,14 @@ class _Connection:
         up: _Upstream,
         retry: bytes | None,
         record: _Record,
-        deadline: float | None = None,
     ) -> bool:
         """The request is with the upstream: wait for its response and pass it on.
 
         ``retry``: the whole request (a head without a body), to send again on a fresh
-        connection if a kept-alive one turns out closed; ``deadline`` bounds the wait for
-        the response head when a wait already began on the fast path.
+        connection if a kept-alive one turns out closed.
         """
         try:
-            resp = await self._response_head(up, deadline)
+            resp = await self._response_head(up)
         except _UpstreamError as exc:
             if retry is None or not (up.reused and exc.kind == "IO"):
                 raise
@@ -1177,21 +1181,17 @@ class _Connection:
         except (OSError, RuntimeError) as exc:  # TimeoutError included
             raise _fault(exc, phase="request") from exc
 
-    async def _response_head(self, up: _Upstream, deadline: float | None = None) -> _Response:
-        """The response head; ``response_timeout`` bounds each read (``deadline``, when
-        given, the whole wait)."""
+    async def _response_head(self, up: _Upstream) -> _Response:
+        """The response head; ``response_timeout`` bounds each read."""
+        # _fill inlined: this wait sits at the bottom of the deepest await chain, and every
+        # resumption walks the whole chain.
         responses = up.responses
         events = responses.events
         while not events:
             if responses.dead:
                 raise _UpstreamError("IO", 502, "head: the upstream sent malformed HTTP")
-            wait = (
-                deadline
-                if deadline is not None
-                else self.loop.time() + self.config.response_timeout
-            )
             try:
-                data = await up.channel.read(wait)
+                data = await up.channel.read(self.loop.time() + self.config.response_timeout)
             except (OSError, TimeoutError) as exc:
                 raise _fault(exc, phase="head") from exc
             if not data:
