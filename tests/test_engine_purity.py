@@ -1,7 +1,8 @@
-"""The policy engine is pure: values in, decision out (style.md rule 1).
+"""The policy engine is pure: values in, decision out (style.md rule 1); so is the
+proxy's HTTP/1 wire core (egresskit/mesh/http1_wire.py).
 
-Walk the AST of every module under egresskit/policy and fail if one imports I/O,
-concurrency, the clock, the environment, kubernetes or pandas.
+Walk the AST of every module under egresskit/policy, and of the wire core, and fail if one
+imports I/O, concurrency, the clock, the environment, kubernetes or pandas.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ FORBIDDEN = {
     "datetime.now",
 }
 POLICY_DIR = Path(egresskit.policy.__file__).parent
-MODULES = sorted(POLICY_DIR.glob("*.py"))
+#: The policy engine, and the proxy's HTTP/1 wire core (bytes <-> messages, h11-style).
+MODULES = [*sorted(POLICY_DIR.glob("*.py")), POLICY_DIR.parent / "mesh" / "http1_wire.py"]
 
 
 def imported(path: Path) -> set[str]:

@@ -39,23 +39,41 @@ fast path (see "the fast path" in :class:`_Connection` and docs/local-backend.md
 transport callbacks, with remembered request and response heads; the coroutine path has
 no task or timer per read (the :class:`Channel` has one lazy deadline per connection),
 one write per direction when the whole message is at hand, one metrics call per exchange,
-the upstream target cached per connection and decision. Parse records use ``__slots__``
-classes, not dataclasses, for the same reason.
+the upstream target cached per connection and decision.
+
+The bytes themselves (messages, parsers, serialisation) are in the pure
+:mod:`egresskit.mesh.http1_wire`; this module is the I/O around them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
-from http import HTTPStatus
 from time import monotonic
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-import httptools
-
+from egresskit.mesh.http1_wire import (
+    End,
+    Fault,
+    Request,
+    RequestParser,
+    Response,
+    ResponseParser,
+    chunk,
+    content_length,
+    edit_headers,
+    expects_continue,
+    host_only,
+    last_chunk,
+    one_host,
+    reason_phrase,
+    request_head,
+    response_line,
+    response_plan,
+    switches,
+)
 from egresskit.mesh.runtime import Channel, connect, relay
-from egresskit.policy.decision import Decision, HeaderEdit, HttpRequest
+from egresskit.policy.decision import Decision, HttpRequest
 from egresskit.policy.engine import decide
 
 if TYPE_CHECKING:
@@ -66,8 +84,6 @@ if TYPE_CHECKING:
 #: How long a rejected client may keep sending before the socket is closed anyway: long
 #: enough for it to read the 400/431 instead of a reset (RFC 9112 section 9.6).
 LINGER_SECONDS = 0.5
-#: Bound on a response head we have to find ourselves (the answer to a HEAD request).
-_MAX_RESPONSE_HEAD = 1024 * 1024
 #: How long a closed upstream connection may take to go before it is reset.
 CLOSE_GRACE = 5.0
 
@@ -80,10 +96,6 @@ class _HeadTimeout(Exception):
     """The client did not (finish) sending a request head in time."""
 
 
-class _HeadTooLarge(Exception):
-    """A request head over ``max_header_bytes`` (raised from a parser callback)."""
-
-
 class _UpstreamError(Exception):
     """An upstream fault: ``kind`` is the metric ``error`` label, ``status`` the answer."""
 
@@ -91,320 +103,6 @@ class _UpstreamError(Exception):
         self.kind = kind
         self.status = status
         super().__init__(message)
-
-
-# ====================================================================== parse records
-
-Headers = list[tuple[bytes, bytes]]
-
-
-class _Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "target", "upgrade", "version")
-
-    def __init__(
-        self,
-        method: bytes,
-        target: bytes,
-        version: str,
-        headers: Headers,
-        keep_alive: bool,
-        upgrade: bool,
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.version = version
-        self.headers = headers
-        # h11 (this module's parser before) never kept an HTTP/1.0 connection alive.
-        self.keep_alive = keep_alive and version == "1.1"
-        self.upgrade = upgrade
-        #: "length", "chunked" or "none": how the request body is framed.
-        self.body = _framing(headers)
-
-
-class _Response:
-    __slots__ = ("body", "headers", "keep_alive", "reason", "status", "version")
-
-    def __init__(
-        self, status: int, reason: bytes, version: str, headers: Headers, keep_alive: bool
-    ) -> None:
-        self.status = status
-        self.reason = reason
-        self.version = version
-        self.headers = headers
-        self.keep_alive = keep_alive
-        #: "length", "chunked", "none" (no body by status), or "eof" (until close).
-        framing = _framing(headers)
-        if status < 200 or status in (204, 304):
-            framing = "none"
-        elif framing == "none":
-            framing = "eof"
-        self.body = framing
-
-
-class _End:
-    """The end of a message, with its trailers (chunked bodies only)."""
-
-    __slots__ = ("trailers",)
-
-    def __init__(self, trailers: Headers) -> None:
-        self.trailers = trailers
-
-
-class _Fault:
-    """The client's bytes stopped parsing: answer ``status`` and close."""
-
-    __slots__ = ("status",)
-
-    def __init__(self, status: int) -> None:
-        self.status = status
-
-
-_Event = _Request | _Response | bytes | _End | _Fault
-
-
-_Parser = httptools.HttpRequestParser | httptools.HttpResponseParser
-
-
-def _parser(parser_type: type[_Parser], callbacks: object) -> _Parser:
-    parser = parser_type(callbacks)
-    # hyper (httparse) takes bare LF line endings; llhttp only when told.
-    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
-    return parser
-
-
-def _framing(headers: Headers) -> str:
-    framing = "none"
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"transfer-encoding":
-            return "chunked" if value.lower().rstrip().endswith(b"chunked") else framing
-        if lname == b"content-length":
-            framing = "length"
-    return framing
-
-
-class _Messages:
-    """httptools callbacks for one direction of one connection: heads, body pieces and
-    ends queued in order, so pipelined messages wait their turn."""
-
-    def __init__(self, parser_type: type[_Parser]) -> None:
-        self.parser = _parser(parser_type, self)
-        self.events: deque[_Event] = deque()
-        self.head_open = False
-        #: Bytes after an upgrade or CONNECT head: the tunnel's first bytes.
-        self.rest: bytes | None = None
-        self.dead = False
-        self.too_large = False
-        self._url = b""
-        self._reason = b""
-        self._headers: Headers = []
-        self._trailers: Headers = []
-        self._in_body = False
-
-    def on_message_begin(self) -> None:
-        self.head_open = True
-        self._in_body = False
-        self._url = self._reason = b""
-        self._headers = []
-        self._trailers = []
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        (self._trailers if self._in_body else self._headers).append((name, value))
-
-    def on_body(self, body: bytes) -> None:
-        self.events.append(body)
-
-    def on_message_complete(self) -> None:
-        self.events.append(_End(self._trailers))
-
-    def feed(self, data: bytes) -> None:
-        if self.dead:
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self.dead = True
-            self.rest = data[int(exc.args[0]) :]
-        except httptools.HttpParserError:
-            # A callback's own exception comes back as HttpParserCallbackError: the flag
-            # says whether it was the head size.
-            self.dead = True
-            self.events.append(_Fault(431 if self.too_large else 400))
-
-
-class _Requests(_Messages):
-    """The client side: request heads, with the head size bounded (431)."""
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(httptools.HttpRequestParser)
-        self.limit = limit
-        self.head_size = 0
-        self._count_raw = False
-        self._body_open = False
-
-    def on_message_complete(self) -> None:
-        self._body_open = False
-        super().on_message_complete()
-
-    def idle(self) -> bool:
-        """Between messages, nothing queued: the next bytes start a new head."""
-        return not (self.head_open or self._body_open or self.events or self.dead)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.head_size = 0
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-        if not self._count_raw:
-            self.head_size += len(url)
-            if self.head_size > self.limit:
-                self.too_large = True
-                raise _HeadTooLarge()
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            self._trailers.append((name, value))
-            return
-        self._headers.append((name, value))
-        if not self._count_raw:
-            self.head_size += len(name) + len(value) + 4
-            if self.head_size > self.limit:
-                self.too_large = True
-                raise _HeadTooLarge()
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        assert isinstance(parser, httptools.HttpRequestParser)
-        self.head_open = False
-        self._in_body = self._body_open = True
-        self.events.append(
-            _Request(
-                parser.get_method(),
-                self._url,
-                parser.get_http_version(),
-                self._headers,
-                parser.should_keep_alive(),
-                parser.should_upgrade(),
-            )
-        )
-
-    def feed(self, data: bytes) -> None:
-        # A head still open after a whole chunk counts the chunk's bytes (the parser
-        # keeps partial header lines to itself); one that began in this chunk counts what
-        # the callbacks saw. Either way a head over the limit, complete or not, is a 431.
-        was_open = self.head_open
-        self._count_raw = was_open
-        if not self._body_open:
-            # llhttp refuses a bare LF after the request line even when lenient; h11 and
-            # httparse take it. Rewritten only when the chunk's first LF is bare, so the
-            # usual CRLF head costs one find().
-            lf = data.find(b"\n")
-            if lf == 0 or (lf > 0 and data[lf - 1] != 13):
-                data = _crlf_head(data)
-        super().feed(data)
-        if was_open and self.head_open and not self.dead:
-            self.head_size += len(data)
-            if self.head_size > self.limit:
-                self.dead = True
-                self.events.append(_Fault(431))
-
-
-class _Responses(_Messages):
-    """The upstream side: response heads; 1xx other than 101 are dropped (hyper's client
-    swallows them too), and the response to a HEAD request ends with its head."""
-
-    def __init__(self) -> None:
-        super().__init__(httptools.HttpResponseParser)
-        self.busy = False
-        self._head_only = False
-        self._informational = False
-        self._stopped = False
-        self._pending = b""
-
-    def expect(self, *, head_only: bool) -> None:
-        """The next response answers a request: ``head_only`` for a HEAD request."""
-        self.busy = True
-        self._head_only = head_only
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._informational = False
-
-    def on_headers_complete(self) -> None:
-        parser = self.parser
-        assert isinstance(parser, httptools.HttpResponseParser)
-        status = parser.get_status_code()
-        self.head_open = False
-        self._in_body = True
-        if 100 <= status < 200 and status != 101:
-            self._informational = True
-            return
-        self.events.append(
-            _Response(
-                status,
-                self._reason,
-                parser.get_http_version(),
-                self._headers,
-                parser.should_keep_alive(),
-            )
-        )
-        if self._head_only:
-            self.events.append(_End([]))
-            self._head_only = False
-            self.busy = False
-            self._stopped = True
-            raise _HeadDone()
-
-    def on_body(self, body: bytes) -> None:
-        if not self._informational:
-            self.events.append(body)
-
-    def on_message_complete(self) -> None:
-        if self._informational:
-            return
-        self.events.append(_End(self._trailers))
-        self.busy = False
-
-    def feed(self, data: bytes) -> None:
-        if not self._head_only:
-            super().feed(data)
-            return
-        # A HEAD response announces a body it does not send, and llhttp cannot be told
-        # so: feed it only up to the end of the head, then start a fresh parser.
-        buf = self._pending + data
-        ends = [i + n for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2)) if i >= 0]
-        if not ends:
-            self._pending = buf
-            if len(buf) > _MAX_RESPONSE_HEAD:
-                self.dead = True
-            return
-        end = min(ends)
-        self._pending = b""
-        self._stopped = False
-        try:
-            self.parser.feed_data(buf[:end])
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            if not self._stopped:
-                self.dead = True
-                return
-            # Stopped on purpose (_HeadDone, which httptools reports as a callback error).
-            self.parser = _parser(httptools.HttpResponseParser, self)
-            if len(buf) > end:
-                self.feed(buf[end:])
-            return
-        if len(buf) > end:
-            self.feed(buf[end:])  # that was an informational head: the final one follows
-
-
-class _HeadDone(Exception):
-    """Raised from a callback to stop the parser after a HEAD response's head."""
 
 
 # ====================================================================== one connection
@@ -430,7 +128,7 @@ class _Upstream:
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
-        self.responses = _Responses()
+        self.responses = ResponseParser()
         self.reused = False
 
     def usable(self) -> bool:
@@ -456,7 +154,7 @@ class _Plan:
 
     def __init__(
         self,
-        req: _Request,
+        req: Request,
         snap: Snapshot,
         decision: Decision,
         target: tuple[str, int],
@@ -518,7 +216,7 @@ class _Connection:
         self.port = port
         self.dst_ip = fixed_ip
         self.loop = asyncio.get_running_loop()
-        self.requests = _Requests(self.config.max_header_bytes)
+        self.requests = RequestParser(self.config.max_header_bytes)
         self.pool: dict[tuple[str, int], _Upstream] = {}
         #: (id of decision, hostname) -> (decision, target): the decision object is held
         #: so its id cannot be reused while the entry lives.
@@ -538,7 +236,7 @@ class _Connection:
         self.plan: _Plan | None = None
         #: Whole request heads seen (the chunk's bytes -> the parsed request), and
         #: response heads seen (bytes -> how they go out).
-        self.heads: dict[bytes, _Request] = {}
+        self.heads: dict[bytes, Request] = {}
         self.known: dict[bytes, _Known] = {}
         # Looked up once here rather than once per exchange on the fast path.
         self.snapshot = proxy.snapshot
@@ -565,7 +263,7 @@ class _Connection:
                 event = await self._next_head()
             except (_HeadTimeout, _ClientGone):
                 return  # hyper closes a slow or idle client without an answer
-            if isinstance(event, _Fault):
+            if isinstance(event, Fault):
                 await self._reject(event.status)
                 return
             if event is None:
@@ -573,7 +271,7 @@ class _Connection:
             if not await self._serve(event):
                 return
 
-    async def _next_head(self) -> _Request | _Fault | None:
+    async def _next_head(self) -> Request | Fault | None:
         """The next request head: ``idle`` bounds the wait for its first byte, ``head``
         the whole head from there (one deadline, so trickling bytes cannot extend it)."""
         requests = self.requests
@@ -593,20 +291,20 @@ class _Connection:
             if not data:
                 # EOF: clean between requests, a 400 in the middle of a head (h11's and
                 # hyper's "incomplete message").
-                return _Fault(400) if requests.head_open else None
+                return Fault(400) if requests.head_open else None
             requests.feed(data)
             if deadline is None and requests.head_open:
                 deadline = loop.time() + self.config.request_head_timeout
         event = events.popleft()
-        if isinstance(event, _Request | _Fault):
+        if isinstance(event, Request | Fault):
             return event
-        return _Fault(400)  # a body piece where a head belongs cannot happen; be safe
+        return Fault(400)  # a body piece where a head belongs cannot happen; be safe
 
-    async def _serve(self, req: _Request) -> bool:
+    async def _serve(self, req: Request) -> bool:
         """Serve one request; False when the client connection must close afterwards."""
         proxy = self.proxy
         self.body_done = False
-        host_raw = _one_host(req)
+        host_raw = one_host(req)
         if host_raw is False or (host_raw is None and req.version == "1.1"):
             # h11 and hyper: one Host only; RFC 9112 3.2: an HTTP/1.1 request needs one.
             await self._reject(400)
@@ -615,7 +313,7 @@ class _Connection:
         if self.dst_ip is None:
             # A name-routed listener: the original destination is the Host's address,
             # fixed for the connection as iptables would have fixed it.
-            self.dst_ip = proxy.resolve(_host_only(host), None)
+            self.dst_ip = proxy.resolve(host_only(host), None)
             if self.dst_ip is None:
                 await self._drain_body()
                 await self._respond(502, [("l5d-proxy-error", f"unknown host {host!r}")], req)
@@ -626,7 +324,7 @@ class _Connection:
         return await self._handle(req, request, decision)
 
     def _decide(
-        self, req: _Request, host: str | None, dst_ip: str, snap: Snapshot | None = None
+        self, req: Request, host: str | None, dst_ip: str, snap: Snapshot | None = None
     ) -> tuple[HttpRequest, Decision]:
         """The engine's decision for ``req`` under ``snap`` (default: the one current now)."""
         # One snapshot per request: judged entirely by the old or the new policy.
@@ -652,9 +350,9 @@ class _Connection:
         self.memo_head = None
         return request, decision
 
-    async def _handle(self, req: _Request, request: HttpRequest, decision: Decision) -> bool:
+    async def _handle(self, req: Request, request: HttpRequest, decision: Decision) -> bool:
         started = time.monotonic()
-        hostname = _host_only(request.host) or ""
+        hostname = host_only(request.host) or ""
         metrics = self.proxy.metrics
         labels = decision.labels
         if decision.outcome == "failed" or (decision.family not in ("http", None)):
@@ -719,7 +417,7 @@ class _Connection:
         return record
 
     async def _guarded(
-        self, req: _Request, record: _Record, step: Callable[[], Awaitable[bool]]
+        self, req: Request, record: _Record, step: Callable[[], Awaitable[bool]]
     ) -> bool:
         """Run a forwarded exchange's ``step``; upstream faults get the proxy's answer."""
         try:
@@ -808,7 +506,7 @@ class _Connection:
                 self.client.arm(self.now() + self.config.request_head_timeout)
             return
         req = events[0]
-        if len(events) == 2 and isinstance(events[1], _End) and isinstance(req, _Request):
+        if len(events) == 2 and isinstance(events[1], End) and isinstance(req, Request):
             if remember and not requests.head_open and len(data) <= _MAX_SEEN_HEAD:
                 # The chunk was exactly this one request: remember it.
                 if len(self.heads) >= _SEEN_HEADS:
@@ -825,7 +523,7 @@ class _Connection:
         else:
             self._hand_over(None)  # EOF or lost: the coroutine path reads it and decides
 
-    def _start(self, req: _Request) -> bool:
+    def _start(self, req: Request) -> bool:
         """Send ``req`` upstream on the fast path; False, with nothing done, when it needs
         the coroutine path."""
         snap = self.snapshot()
@@ -848,14 +546,14 @@ class _Connection:
         channel.write(plan.head)
         return True
 
-    def _plan(self, req: _Request, snap: Snapshot) -> _Plan | None:
+    def _plan(self, req: Request, snap: Snapshot) -> _Plan | None:
         """How the fast path forwards ``req`` under ``snap`` (the same checks as _serve and
         _forward, in their order); None when it needs the coroutine path."""
         dst_ip = self.dst_ip
         # Chunked: even an empty body has a last chunk to send (the coroutine path does).
         if req.upgrade or req.method == b"HEAD" or req.body == "chunked" or dst_ip is None:
             return None
-        host_raw = _one_host(req)
+        host_raw = one_host(req)
         if not host_raw:
             return None
         host = host_raw.decode("latin-1")
@@ -867,7 +565,7 @@ class _Connection:
             or decision.http_status is not None
         ):
             return None
-        hostname = _host_only(host) or ""
+        hostname = host_only(host) or ""
         target = self._target(hostname, request, decision)
         if target is None:
             return None
@@ -911,8 +609,8 @@ class _Connection:
             return
         resp = events[0] if events else None
         if (
-            not isinstance(resp, _Response)
-            or not isinstance(events[-1], _End)
+            not isinstance(resp, Response)
+            or not isinstance(events[-1], End)
             or responses.busy
             or responses.dead
             or resp.body == "eof"
@@ -921,37 +619,37 @@ class _Connection:
             self._hand_over_exchange(inflight, timed_out=False)
             return
         events.popleft()
-        parts, chunked, keep, keep_up = _response_plan(
+        parts, chunked, keep, keep_up = response_plan(
             inflight.plan.req, resp, inflight.plan.decision
         )
         while events:
             event = events.popleft()
             if isinstance(event, bytes):
-                parts.append(_chunk(event) if chunked else event)
-            elif isinstance(event, _End):
+                parts.append(chunk(event) if chunked else event)
+            elif isinstance(event, End):
                 if chunked:
-                    parts.append(_last_chunk(event.trailers))
+                    parts.append(last_chunk(event.trailers))
                 break
         self._finish(inflight, resp.status, b"".join(parts), keep, keep_up)
 
     def _learn(self, head: bytes, plan: _Plan) -> _Known | None:
         """Parse a response head on its own; what it means, if it ends the fast way."""
-        probe = _Responses()
+        probe = ResponseParser()
         probe.expect(head_only=False)
         probe.feed(head)
         resp = probe.events[0] if probe.events else None
-        if probe.dead or not isinstance(resp, _Response):
+        if probe.dead or not isinstance(resp, Response):
             return None  # malformed, or a 1xx: the full parser deals with it
         if resp.body == "none":
             length = 0
         elif resp.body == "length":
-            announced = _content_length(resp.headers)
+            announced = content_length(resp.headers)
             if announced is None:
                 return None
             length = announced
         else:
             return None  # chunked or close-delimited: re-framed on the full path
-        parts, _, keep, keep_up = _response_plan(plan.req, resp, plan.decision)
+        parts, _, keep, keep_up = response_plan(plan.req, resp, plan.decision)
         known = _Known(resp.status, length, b"".join(parts), keep, keep_up)
         if len(self.known) >= _SEEN_HEADS:
             self.known.clear()
@@ -1060,7 +758,7 @@ class _Connection:
 
     async def _forward(
         self,
-        req: _Request,
+        req: Request,
         decision: Decision,
         target: tuple[str, int],
         record: _Record,
@@ -1078,7 +776,7 @@ class _Connection:
             return await self._after_send(req, decision, target, up, head, record)
         await self._send_upstream(up, head + body if body else head)
         if not complete:
-            if not body and _expects_continue(req):
+            if not body and expects_continue(req):
                 # hyper answers ``Expect: 100-continue`` itself when the body is read.
                 await self._client_write(b"HTTP/1.1 100 Continue\r\n\r\n")
             await self._stream_body(req, up)
@@ -1086,7 +784,7 @@ class _Connection:
 
     async def _after_send(
         self,
-        req: _Request,
+        req: Request,
         decision: Decision,
         target: tuple[str, int],
         up: _Upstream,
@@ -1111,23 +809,23 @@ class _Connection:
             up.responses.expect(head_only=req.method == b"HEAD")
             await self._send_upstream(up, retry)
             resp = await self._response_head(up)
-        if req.upgrade and _switches(req, resp):
+        if req.upgrade and switches(req, resp):
             return await self._tunnel(req, resp, decision, up, target, record)
         return await self._respond_upstream(req, resp, decision, up, target, record)
 
-    def _upstream_head(self, req: _Request, decision: Decision) -> bytes | None:
+    def _upstream_head(self, req: Request, decision: Decision) -> bytes | None:
         """The request head as it goes upstream (None: no Host left after the edits);
         kept with the connection's decision memo, as it depends on the same inputs."""
         memo = self.memo
         if memo is not None and memo[3] is decision and self.memo_head is not None:
             return self.memo_head
-        headers = _edit_headers(req.headers, decision.request_headers)
-        head = _request_head(req, headers) if any(k == b"host" for k, _ in headers) else None
+        headers = edit_headers(req.headers, decision.request_headers)
+        head = request_head(req, headers) if any(k == b"host" for k, _ in headers) else None
         if memo is not None and memo[3] is decision:
             self.memo_head = head
         return head
 
-    def _take_body(self, req: _Request) -> tuple[bytes, bool]:
+    def _take_body(self, req: Request) -> tuple[bytes, bool]:
         """The request body bytes at hand, framed for the upstream, and whether it is all."""
         events = self.requests.events
         if not events:
@@ -1138,18 +836,18 @@ class _Connection:
             event = events[0]
             if isinstance(event, bytes):
                 events.popleft()
-                parts.append(_chunk(event) if chunked else event)
-            elif isinstance(event, _End):
+                parts.append(chunk(event) if chunked else event)
+            elif isinstance(event, End):
                 events.popleft()
                 self.body_done = True
                 if chunked:
-                    parts.append(_last_chunk(event.trailers))
+                    parts.append(last_chunk(event.trailers))
                 return b"".join(parts), True
             else:
                 break  # a fault: the body did not finish
         return b"".join(parts), False
 
-    async def _stream_body(self, req: _Request, up: _Upstream) -> None:
+    async def _stream_body(self, req: Request, up: _Upstream) -> None:
         """Stream the rest of the request body as it arrives: never buffered whole."""
         requests = self.requests
         while True:
@@ -1168,7 +866,7 @@ class _Connection:
                 await self._send_upstream(up, body)
             if complete:
                 return
-            if requests.events and isinstance(requests.events[0], _Fault):
+            if requests.events and isinstance(requests.events[0], Fault):
                 raise _ClientGone()
 
     async def _send_upstream(self, up: _Upstream, data: bytes) -> None:
@@ -1181,7 +879,7 @@ class _Connection:
         except (OSError, RuntimeError) as exc:  # TimeoutError included
             raise _fault(exc, phase="request") from exc
 
-    async def _response_head(self, up: _Upstream) -> _Response:
+    async def _response_head(self, up: _Upstream) -> Response:
         """The response head; ``response_timeout`` bounds each read."""
         # _fill inlined: this wait sits at the bottom of the deepest await chain, and every
         # resumption walks the whole chain.
@@ -1198,7 +896,7 @@ class _Connection:
                 break
             responses.feed(data)
         event = events.popleft() if events else None
-        if not isinstance(event, _Response):
+        if not isinstance(event, Response):
             raise _UpstreamError("IO", 502, "the upstream closed the connection without a response")
         return event
 
@@ -1215,22 +913,22 @@ class _Connection:
                 raise _fault(exc, phase=phase) from exc
             if not data:
                 if phase == "body" and responses.busy:
-                    events.append(_End([]))  # the caller knows whether EOF may end the body
+                    events.append(End([]))  # the caller knows whether EOF may end the body
                     return
                 raise _UpstreamError("IO", 502, f"{phase}: the upstream closed the connection")
             responses.feed(data)
 
     async def _respond_upstream(
         self,
-        req: _Request,
-        resp: _Response,
+        req: Request,
+        resp: Response,
         decision: Decision,
         up: _Upstream,
         target: tuple[str, int],
         record: _Record,
     ) -> bool:
         status = resp.status
-        parts, chunked, keep, keep_up = _response_plan(req, resp, decision)
+        parts, chunked, keep, keep_up = response_plan(req, resp, decision)
         framing = "eof" if resp.body == "eof" and req.method != b"HEAD" else ""
         self.head_sent = True
         events = up.responses.events
@@ -1242,14 +940,14 @@ class _Connection:
                 while events and not done:
                     event = events.popleft()
                     if isinstance(event, bytes):
-                        parts.append(_chunk(event) if chunked else event)
-                    elif isinstance(event, _End):
+                        parts.append(chunk(event) if chunked else event)
+                    elif isinstance(event, End):
                         if framing != "eof" and up.responses.busy:
                             # EOF before the announced end of the body.
                             record(status, "IO")
                             raise _UpstreamError("IO", 502, "the upstream body was cut short")
                         if chunked:
-                            parts.append(_last_chunk(event.trailers))
+                            parts.append(last_chunk(event.trailers))
                         done = True
                     else:
                         record(status, "IO")
@@ -1276,8 +974,8 @@ class _Connection:
 
     async def _tunnel(
         self,
-        req: _Request,
-        resp: _Response,
+        req: Request,
+        resp: Response,
         decision: Decision,
         up: _Upstream,
         target: tuple[str, int],
@@ -1285,8 +983,8 @@ class _Connection:
     ) -> bool:
         """An accepted upgrade or CONNECT: the head goes back, then bytes both ways."""
         self.pool.pop(target, None)
-        headers = _edit_headers(resp.headers, decision.response_header_edit)
-        parts = [_response_line(resp.status, resp.reason)]
+        headers = edit_headers(resp.headers, decision.response_header_edit)
+        parts = [response_line(resp.status, resp.reason)]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
         parts.append(b"\r\n")
@@ -1351,7 +1049,7 @@ class _Connection:
                 event = events[0]
                 if isinstance(event, bytes):
                     events.popleft()
-                elif isinstance(event, _End):
+                elif isinstance(event, End):
                     events.popleft()
                     self.body_done = True
                     return True
@@ -1367,9 +1065,9 @@ class _Connection:
                 return False
             requests.feed(data)
 
-    async def _respond(self, status: int, headers: list[tuple[str, str]], req: _Request) -> bool:
+    async def _respond(self, status: int, headers: list[tuple[str, str]], req: Request) -> bool:
         """A synthetic empty answer (``content-length: 0``); False if it could not be sent."""
-        parts = [_response_line(status, _reason(status))]
+        parts = [response_line(status, reason_phrase(status))]
         for name, value in headers:
             parts += (name.lower().encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
         parts.append(b"content-length: 0\r\n")
@@ -1394,7 +1092,7 @@ class _Connection:
         if client.is_closing():
             return
         client.write(
-            _response_line(status, _reason(status))
+            response_line(status, reason_phrase(status))
             + b"content-length: 0\r\nconnection: close\r\n\r\n"
         )
         deadline = self.loop.time() + LINGER_SECONDS
@@ -1438,146 +1136,3 @@ def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
     if isinstance(exc, ConnectionRefusedError):
         return _UpstreamError("REFUSED", 502, "connection refused")
     return _UpstreamError("IO", 502, f"{phase}: {exc}" if str(exc) else phase)
-
-
-def _response_plan(
-    req: _Request, resp: _Response, decision: Decision
-) -> tuple[list[bytes], bool, bool, bool]:
-    """How a response goes to the client: (head parts, body chunked?, keep the client
-    connection?, keep the upstream connection?)."""
-    headers = _edit_headers(resp.headers, decision.response_header_edit)
-    keep = req.keep_alive and resp.keep_alive
-    framing = resp.body
-    if req.method == b"HEAD":
-        framing = "none"  # the parser ended the message with its head
-    if req.upgrade:
-        keep = False  # a declined upgrade: what follows is not HTTP we can parse
-    chunked = False
-    if framing == "chunked" or framing == "eof":
-        if req.version == "1.1":
-            chunked = True
-            if framing == "eof":
-                headers.append((b"transfer-encoding", b"chunked"))
-        else:
-            # An HTTP/1.0 client cannot read chunks: close-delimited, as h11 sends it.
-            headers = [(k, v) for k, v in headers if k != b"transfer-encoding"]
-            keep = False
-    keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
-    if not keep and not _has_close(headers):
-        headers.append((b"connection", b"close"))
-    parts = [_response_line(resp.status, resp.reason)]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return parts, chunked, keep, keep_up
-
-
-def _one_host(req: _Request) -> bytes | Literal[False] | None:
-    """The request's Host value; None without one, False with more than one."""
-    host: bytes | None = None
-    for name, value in req.headers:
-        if len(name) == 4 and name.lower() == b"host":
-            if host is not None:
-                return False
-            host = value
-    return host
-
-
-def _content_length(headers: Headers) -> int | None:
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
-
-
-def _crlf_head(data: bytes) -> bytes:
-    """``data`` with the bare LFs of its first head turned into CRLF (the body untouched)."""
-    ends = [i + n for i, n in ((data.find(b"\n\n"), 2), (data.find(b"\n\r\n"), 3)) if i >= 0]
-    end = min(ends) if ends else len(data)
-    return data[:end].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + data[end:]
-
-
-def _edit_headers(headers: Headers, edit: HeaderEdit | None) -> Headers:
-    """Lower-case names (hyper writes them so), then Linkerd's header modifier order:
-    add, then set, then remove (D15)."""
-    out = [(k.lower(), v) for k, v in headers]
-    if edit is None:
-        return out
-    for name, value in edit.add:
-        out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
-    for name, value in edit.set:
-        lname = name.lower().encode("latin-1")
-        out = [(k, v) for k, v in out if k != lname]
-        out.append((lname, value.encode("latin-1")))
-    for name in edit.remove:
-        lname = name.lower().encode("latin-1")
-        out = [(k, v) for k, v in out if k != lname]
-    return out
-
-
-def _request_head(req: _Request, headers: Headers) -> bytes:
-    parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
-
-
-_LINES: dict[tuple[int, bytes], bytes] = {}
-
-
-def _response_line(status: int, reason: bytes) -> bytes:
-    line = _LINES.get((status, reason))
-    if line is None:
-        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
-        if len(_LINES) < 256:
-            _LINES[(status, reason)] = line
-    return line
-
-
-def _chunk(data: bytes) -> bytes:
-    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
-
-
-def _last_chunk(trailers: Headers) -> bytes:
-    if not trailers:
-        return b"0\r\n\r\n"
-    return b"0\r\n" + b"".join(k.lower() + b": " + v + b"\r\n" for k, v in trailers) + b"\r\n"
-
-
-def _has_close(headers: Headers) -> bool:
-    return any(k == b"connection" and b"close" in v.lower() for k, v in headers)
-
-
-def _expects_continue(req: _Request) -> bool:
-    if req.version != "1.1":
-        return False
-    return any(
-        k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in req.headers
-    )
-
-
-def _switches(req: _Request, resp: _Response) -> bool:
-    """Whether the upstream accepted the upgrade (101) or the CONNECT (2xx)."""
-    if req.method == b"CONNECT":
-        return 200 <= resp.status < 300
-    return resp.status == 101
-
-
-def _reason(status: int) -> bytes:
-    """The canonical reason phrase, as hyper writes it (``403 Forbidden``)."""
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
-
-
-def _host_only(host: str | None) -> str | None:
-    if not host:
-        return None
-    if host.startswith("["):
-        return host[1 : host.find("]")]
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host

@@ -1,0 +1,488 @@
+"""HTTP/1.1 on the wire for the egress proxy: the messages, their parsers, their bytes.
+
+Job: turn bytes into messages and messages into bytes, with no I/O (h11's split: a pure
+core that :mod:`egresskit.mesh.http1` drives from its sockets). Parsing is httptools
+(llhttp) with hyper's leniencies; what goes out follows hyper's wire rules (header names
+in lower case, bodies re-framed per hop; see :mod:`egresskit.mesh.http1`).
+
+Parse records use ``__slots__`` classes, not dataclasses: they are made once per message
+on the proxy's hot path.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Literal
+
+import httptools
+
+if TYPE_CHECKING:
+    from egresskit.policy.decision import Decision, HeaderEdit
+
+#: Bound on a response head we have to find ourselves (the answer to a HEAD request).
+_MAX_RESPONSE_HEAD = 1024 * 1024
+
+
+class HeadTooLarge(Exception):
+    """A request head over ``max_header_bytes`` (raised from a parser callback)."""
+
+
+# ====================================================================== parse records
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class Request:
+    __slots__ = ("body", "headers", "keep_alive", "method", "target", "upgrade", "version")
+
+    def __init__(
+        self,
+        method: bytes,
+        target: bytes,
+        version: str,
+        headers: Headers,
+        keep_alive: bool,
+        upgrade: bool,
+    ) -> None:
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        # h11 (this module's parser before) never kept an HTTP/1.0 connection alive.
+        self.keep_alive = keep_alive and version == "1.1"
+        self.upgrade = upgrade
+        #: "length", "chunked" or "none": how the request body is framed.
+        self.body = _framing(headers)
+
+
+class Response:
+    __slots__ = ("body", "headers", "keep_alive", "reason", "status", "version")
+
+    def __init__(
+        self, status: int, reason: bytes, version: str, headers: Headers, keep_alive: bool
+    ) -> None:
+        self.status = status
+        self.reason = reason
+        self.version = version
+        self.headers = headers
+        self.keep_alive = keep_alive
+        #: "length", "chunked", "none" (no body by status), or "eof" (until close).
+        framing = _framing(headers)
+        if status < 200 or status in (204, 304):
+            framing = "none"
+        elif framing == "none":
+            framing = "eof"
+        self.body = framing
+
+
+class End:
+    """The end of a message, with its trailers (chunked bodies only)."""
+
+    __slots__ = ("trailers",)
+
+    def __init__(self, trailers: Headers) -> None:
+        self.trailers = trailers
+
+
+class Fault:
+    """The client's bytes stopped parsing: answer ``status`` and close."""
+
+    __slots__ = ("status",)
+
+    def __init__(self, status: int) -> None:
+        self.status = status
+
+
+_Event = Request | Response | bytes | End | Fault
+
+
+_Parser = httptools.HttpRequestParser | httptools.HttpResponseParser
+
+
+def _parser(parser_type: type[_Parser], callbacks: object) -> _Parser:
+    parser = parser_type(callbacks)
+    # hyper (httparse) takes bare LF line endings; llhttp only when told.
+    parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
+    return parser
+
+
+def _framing(headers: Headers) -> str:
+    framing = "none"
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            return "chunked" if value.lower().rstrip().endswith(b"chunked") else framing
+        if lname == b"content-length":
+            framing = "length"
+    return framing
+
+
+class _Messages:
+    """httptools callbacks for one direction of one connection: heads, body pieces and
+    ends queued in order, so pipelined messages wait their turn."""
+
+    def __init__(self, parser_type: type[_Parser]) -> None:
+        self.parser = _parser(parser_type, self)
+        self.events: deque[_Event] = deque()
+        self.head_open = False
+        #: Bytes after an upgrade or CONNECT head: the tunnel's first bytes.
+        self.rest: bytes | None = None
+        self.dead = False
+        self.too_large = False
+        self._url = b""
+        self._reason = b""
+        self._headers: Headers = []
+        self._trailers: Headers = []
+        self._in_body = False
+
+    def on_message_begin(self) -> None:
+        self.head_open = True
+        self._in_body = False
+        self._url = self._reason = b""
+        self._headers = []
+        self._trailers = []
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        (self._trailers if self._in_body else self._headers).append((name, value))
+
+    def on_body(self, body: bytes) -> None:
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self.events.append(End(self._trailers))
+
+    def feed(self, data: bytes) -> None:
+        if self.dead:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.dead = True
+            self.rest = data[int(exc.args[0]) :]
+        except httptools.HttpParserError:
+            # A callback's own exception comes back as HttpParserCallbackError: the flag
+            # says whether it was the head size.
+            self.dead = True
+            self.events.append(Fault(431 if self.too_large else 400))
+
+
+class RequestParser(_Messages):
+    """The client side: request heads, with the head size bounded (431)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(httptools.HttpRequestParser)
+        self.limit = limit
+        self.head_size = 0
+        self._count_raw = False
+        self._body_open = False
+
+    def on_message_complete(self) -> None:
+        self._body_open = False
+        super().on_message_complete()
+
+    def idle(self) -> bool:
+        """Between messages, nothing queued: the next bytes start a new head."""
+        return not (self.head_open or self._body_open or self.events or self.dead)
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.head_size = 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if not self._count_raw:
+            self.head_size += len(url)
+            if self.head_size > self.limit:
+                self.too_large = True
+                raise HeadTooLarge()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_body:
+            self._trailers.append((name, value))
+            return
+        self._headers.append((name, value))
+        if not self._count_raw:
+            self.head_size += len(name) + len(value) + 4
+            if self.head_size > self.limit:
+                self.too_large = True
+                raise HeadTooLarge()
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert isinstance(parser, httptools.HttpRequestParser)
+        self.head_open = False
+        self._in_body = self._body_open = True
+        self.events.append(
+            Request(
+                parser.get_method(),
+                self._url,
+                parser.get_http_version(),
+                self._headers,
+                parser.should_keep_alive(),
+                parser.should_upgrade(),
+            )
+        )
+
+    def feed(self, data: bytes) -> None:
+        # A head still open after a whole chunk counts the chunk's bytes (the parser
+        # keeps partial header lines to itself); one that began in this chunk counts what
+        # the callbacks saw. Either way a head over the limit, complete or not, is a 431.
+        was_open = self.head_open
+        self._count_raw = was_open
+        if not self._body_open:
+            # llhttp refuses a bare LF after the request line even when lenient; h11 and
+            # httparse take it. Rewritten only when the chunk's first LF is bare, so the
+            # usual CRLF head costs one find().
+            lf = data.find(b"\n")
+            if lf == 0 or (lf > 0 and data[lf - 1] != 13):
+                data = _crlf_head(data)
+        super().feed(data)
+        if was_open and self.head_open and not self.dead:
+            self.head_size += len(data)
+            if self.head_size > self.limit:
+                self.dead = True
+                self.events.append(Fault(431))
+
+
+class ResponseParser(_Messages):
+    """The upstream side: response heads; 1xx other than 101 are dropped (hyper's client
+    swallows them too), and the response to a HEAD request ends with its head."""
+
+    def __init__(self) -> None:
+        super().__init__(httptools.HttpResponseParser)
+        self.busy = False
+        self._head_only = False
+        self._informational = False
+        self._stopped = False
+        self._pending = b""
+
+    def expect(self, *, head_only: bool) -> None:
+        """The next response answers a request: ``head_only`` for a HEAD request."""
+        self.busy = True
+        self._head_only = head_only
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._informational = False
+
+    def on_headers_complete(self) -> None:
+        parser = self.parser
+        assert isinstance(parser, httptools.HttpResponseParser)
+        status = parser.get_status_code()
+        self.head_open = False
+        self._in_body = True
+        if 100 <= status < 200 and status != 101:
+            self._informational = True
+            return
+        self.events.append(
+            Response(
+                status,
+                self._reason,
+                parser.get_http_version(),
+                self._headers,
+                parser.should_keep_alive(),
+            )
+        )
+        if self._head_only:
+            self.events.append(End([]))
+            self._head_only = False
+            self.busy = False
+            self._stopped = True
+            raise _HeadDone()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._informational:
+            self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            return
+        self.events.append(End(self._trailers))
+        self.busy = False
+
+    def feed(self, data: bytes) -> None:
+        if not self._head_only:
+            super().feed(data)
+            return
+        # A HEAD response announces a body it does not send, and llhttp cannot be told
+        # so: feed it only up to the end of the head, then start a fresh parser.
+        buf = self._pending + data
+        ends = [i + n for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2)) if i >= 0]
+        if not ends:
+            self._pending = buf
+            if len(buf) > _MAX_RESPONSE_HEAD:
+                self.dead = True
+            return
+        end = min(ends)
+        self._pending = b""
+        self._stopped = False
+        try:
+            self.parser.feed_data(buf[:end])
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+            if not self._stopped:
+                self.dead = True
+                return
+            # Stopped on purpose (_HeadDone, which httptools reports as a callback error).
+            self.parser = _parser(httptools.HttpResponseParser, self)
+            if len(buf) > end:
+                self.feed(buf[end:])
+            return
+        if len(buf) > end:
+            self.feed(buf[end:])  # that was an informational head: the final one follows
+
+
+class _HeadDone(Exception):
+    """Raised from a callback to stop the parser after a HEAD response's head."""
+
+
+# ====================================================================== bytes out
+
+
+def response_plan(
+    req: Request, resp: Response, decision: Decision
+) -> tuple[list[bytes], bool, bool, bool]:
+    """How a response goes to the client: (head parts, body chunked?, keep the client
+    connection?, keep the upstream connection?)."""
+    headers = edit_headers(resp.headers, decision.response_header_edit)
+    keep = req.keep_alive and resp.keep_alive
+    framing = resp.body
+    if req.method == b"HEAD":
+        framing = "none"  # the parser ended the message with its head
+    if req.upgrade:
+        keep = False  # a declined upgrade: what follows is not HTTP we can parse
+    chunked = False
+    if framing == "chunked" or framing == "eof":
+        if req.version == "1.1":
+            chunked = True
+            if framing == "eof":
+                headers.append((b"transfer-encoding", b"chunked"))
+        else:
+            # An HTTP/1.0 client cannot read chunks: close-delimited, as h11 sends it.
+            headers = [(k, v) for k, v in headers if k != b"transfer-encoding"]
+            keep = False
+    keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
+    if not keep and not has_close(headers):
+        headers.append((b"connection", b"close"))
+    parts = [response_line(resp.status, resp.reason)]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return parts, chunked, keep, keep_up
+
+
+def one_host(req: Request) -> bytes | Literal[False] | None:
+    """The request's Host value; None without one, False with more than one."""
+    host: bytes | None = None
+    for name, value in req.headers:
+        if len(name) == 4 and name.lower() == b"host":
+            if host is not None:
+                return False
+            host = value
+    return host
+
+
+def content_length(headers: Headers) -> int | None:
+    for name, value in headers:
+        if name.lower() == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _crlf_head(data: bytes) -> bytes:
+    """``data`` with the bare LFs of its first head turned into CRLF (the body untouched)."""
+    ends = [i + n for i, n in ((data.find(b"\n\n"), 2), (data.find(b"\n\r\n"), 3)) if i >= 0]
+    end = min(ends) if ends else len(data)
+    return data[:end].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + data[end:]
+
+
+def edit_headers(headers: Headers, edit: HeaderEdit | None) -> Headers:
+    """Lower-case names (hyper writes them so), then Linkerd's header modifier order:
+    add, then set, then remove (D15)."""
+    out = [(k.lower(), v) for k, v in headers]
+    if edit is None:
+        return out
+    for name, value in edit.add:
+        out.append((name.lower().encode("latin-1"), value.encode("latin-1")))
+    for name, value in edit.set:
+        lname = name.lower().encode("latin-1")
+        out = [(k, v) for k, v in out if k != lname]
+        out.append((lname, value.encode("latin-1")))
+    for name in edit.remove:
+        lname = name.lower().encode("latin-1")
+        out = [(k, v) for k, v in out if k != lname]
+    return out
+
+
+def request_head(req: Request, headers: Headers) -> bytes:
+    parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
+
+
+_LINES: dict[tuple[int, bytes], bytes] = {}
+
+
+def response_line(status: int, reason: bytes) -> bytes:
+    line = _LINES.get((status, reason))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+        if len(_LINES) < 256:
+            _LINES[(status, reason)] = line
+    return line
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data) if data else b""
+
+
+def last_chunk(trailers: Headers) -> bytes:
+    if not trailers:
+        return b"0\r\n\r\n"
+    return b"0\r\n" + b"".join(k.lower() + b": " + v + b"\r\n" for k, v in trailers) + b"\r\n"
+
+
+def has_close(headers: Headers) -> bool:
+    return any(k == b"connection" and b"close" in v.lower() for k, v in headers)
+
+
+def expects_continue(req: Request) -> bool:
+    if req.version != "1.1":
+        return False
+    return any(
+        k.lower() == b"expect" and v.strip().lower() == b"100-continue" for k, v in req.headers
+    )
+
+
+def switches(req: Request, resp: Response) -> bool:
+    """Whether the upstream accepted the upgrade (101) or the CONNECT (2xx)."""
+    if req.method == b"CONNECT":
+        return 200 <= resp.status < 300
+    return resp.status == 101
+
+
+def reason_phrase(status: int) -> bytes:
+    """The canonical reason phrase, as hyper writes it (``403 Forbidden``)."""
+    try:
+        return HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
+def host_only(host: str | None) -> str | None:
+    if not host:
+        return None
+    if host.startswith("["):
+        return host[1 : host.find("]")]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
