@@ -4,6 +4,10 @@ Job: do what the guide's ``kubectl``/``linkerd`` commands do, through the Kubern
 with the ``kubernetes`` client's ``ApiClient`` (kubeconfig loading, TLS, auth), so that kind or
 any cluster with Linkerd answers the same calls as the local emulator.
 
+This module is the I/O shell: requests, polls and exec. What it sends and how it reads the
+answers is :mod:`egresskit.cluster.kube_wire`; when an object is in force is
+:mod:`egresskit.cluster.kube_readiness`. Both are pure.
+
 Rules:
 
 - Manifests are validated by :func:`egresskit.manifests.load_manifests` before any request.
@@ -15,11 +19,10 @@ Rules:
   (``dryRun=All``, so admission webhooks such as Linkerd's policy validator see it), and only
   when all pass are they applied for real. That is as close to "all or nothing" as the API
   allows.
-- ``apply``/``patch`` return once the change is in force: EgressNetworks carry an
-  ``Accepted`` condition, routes are ``Accepted=True`` for each EgressNetwork parent (the
-  outbound index ignores a route until then: shared spec linkerd-egress.md 4.3), Pods are
-  Ready, Deployments available. Every wait is bounded and ends in :class:`WaitTimeout`
-  saying what it waited for and what it saw last.
+- ``apply``/``patch`` return once the change is in force (the rules of
+  :mod:`~egresskit.cluster.kube_readiness`: EgressNetworks Accepted, routes Accepted for
+  each EgressNetwork parent, Pods Ready, Deployments available). Every wait is bounded and
+  ends in :class:`WaitTimeout` saying what it waited for and what it saw last.
 - No ``kubernetes``/``urllib3``/``websocket`` exception leaves this module: each is wrapped
   once, where the call is made, in :class:`BackendError` carrying the API server's message.
 - One thread at a time per instance (the exec helper swaps a method on the client).
@@ -27,18 +30,14 @@ Rules:
 
 from __future__ import annotations
 
-import copy
 import json
 import os
-import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote
 
 import urllib3
 import yaml
@@ -51,8 +50,47 @@ from websocket import WebSocketException
 
 from egresskit import versions
 from egresskit.cluster.base import ChangeRecord, CurlResult, Manifests, PatchType
-from egresskit.errors import BackendError, ManifestError, Problem, WaitTimeout
-from egresskit.manifests.model import POLICY_GROUP, K8sObject
+from egresskit.cluster.kube_readiness import readiness, wait_targets
+from egresskit.cluster.kube_wire import (
+    CURL_MARKER,
+    DEFAULT_API_VERSIONS,
+    PROXY_ADMIN_PORT,
+    Resource,
+    apply_phases,
+    apply_request,
+    apply_summary,
+    curl_command,
+    discovered_resource,
+    exec_exit_code,
+    missing_api_message,
+    parse_curl_stdout,
+    patch_body,
+    patch_summary,
+    proxy_metrics_error,
+    proxy_metrics_path,
+    proxy_metrics_section,
+    status_error,
+)
+from egresskit.errors import BackendError, WaitTimeout
+from egresskit.manifests.model import K8sObject
+
+# The pure helpers live in kube_wire and kube_readiness; the ones callers have always
+# imported from here stay importable from here.
+__all__ = [
+    "CLIENT_CONTAINER",
+    "CURL_MARKER",
+    "FIELD_MANAGER",
+    "PROXY_ADMIN_PORT",
+    "KubeCluster",
+    "ProgressFn",
+    "connect_kind",
+    "connect_kube",
+    "curl_command",
+    "exec_exit_code",
+    "parse_curl_stdout",
+    "readiness",
+    "stderr_progress",
+]
 
 ProgressFn = Callable[[str], None]
 
@@ -60,213 +98,12 @@ ProgressFn = Callable[[str], None]
 kconfig: Any = _kconfig
 
 FIELD_MANAGER = "egresskit"
-#: Linkerd's proxy admin server (Helm ``proxy.ports.admin``): shared spec linkerd-egress.md 6.1.
-PROXY_ADMIN_PORT = 4191
 CLIENT_CONTAINER = "client"
-_GATEWAY_GROUP = "gateway.networking.k8s.io"
-
-#: Which version ``get``/``patch``/``delete`` use for a bare kind when this instance has not
-#: applied one of that kind yet. HTTPRoute means the Gateway API one, as in the guide.
-_DEFAULT_API_VERSIONS = {
-    "namespace": "v1",
-    "pod": "v1",
-    "service": "v1",
-    "deployment": "apps/v1",
-    "egressnetwork": f"{POLICY_GROUP}/v1alpha1",
-    "httproute": f"{_GATEWAY_GROUP}/v1",
-    "grpcroute": f"{_GATEWAY_GROUP}/v1",
-    "tlsroute": f"{_GATEWAY_GROUP}/v1alpha2",
-    "tcproute": f"{_GATEWAY_GROUP}/v1alpha2",
-}
-_ROUTE_KINDS = frozenset({"HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"})
 
 
 def stderr_progress(message: str) -> None:
     """Default progress sink: one line on stderr (keeps notebook output clean)."""
     print(f"egresskit: {message}", file=sys.stderr, flush=True)
-
-
-# ---------------------------------------------------------------------------- curl marker
-
-#: curl prints this line after the body (``-w``), so status and timing come from curl itself.
-CURL_MARKER = "@@egresskit-curl@@"
-_WRITE_OUT = f"\n{CURL_MARKER} http_code=%{{http_code}} time_total=%{{time_total}}\n"
-_MARKER_RE = re.compile(
-    rf"\n{re.escape(CURL_MARKER)} http_code=(?P<code>\d+) time_total=(?P<time>[0-9.]+)\n?\Z"
-)
-
-
-def curl_command(args: Sequence[str], *, timeout: float) -> list[str]:
-    """The argv run in the pod: our ``--max-time`` first so the caller's own ``-m`` wins
-    (curl keeps the last occurrence), our ``-w`` last so the marker is always written."""
-    return ["curl", "--max-time", f"{timeout:g}", *args, "-w", _WRITE_OUT]
-
-
-def parse_curl_stdout(stdout: str) -> tuple[str, int | None, float]:
-    """Split curl's stdout into (body, http status, time_total); status ``000`` is ``None``.
-
-    Without the marker (curl died before writing it, e.g. a bad option) the whole text is
-    the body, the status ``None`` and the time 0.
-    """
-    match = _MARKER_RE.search(stdout)
-    if match is None:
-        return stdout, None, 0.0
-    code = int(match["code"])
-    return stdout[: match.start()], (code or None), float(match["time"])
-
-
-def exec_exit_code(status_text: str, *, where: str) -> int:
-    """Exit code from the exec status channel (channel 3: a ``Status`` object).
-
-    ``Success`` is 0; ``NonZeroExitCode`` carries the code in ``details.causes[ExitCode]``;
-    anything else (no such container, pod not running) is the API's own error.
-    """
-    try:
-        status = yaml.safe_load(status_text) if status_text else None
-    except yaml.YAMLError as exc:
-        raise BackendError(f"{where}: unreadable exec status {status_text!r}") from exc
-    if not isinstance(status, dict):
-        raise BackendError(f"{where}: exec ended without a status (connection lost?)")
-    if status.get("status") == "Success":
-        return 0
-    for cause in (status.get("details") or {}).get("causes") or []:
-        if cause.get("reason") == "ExitCode":
-            return int(cause.get("message", "1"))
-    raise BackendError(f"{where}: {status.get('message') or status_text}")
-
-
-# ------------------------------------------------------------------------------ readiness
-
-
-def _condition(obj: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    for cond in (obj.get("status") or {}).get("conditions") or []:
-        if cond.get("type") == type_:
-            return cast(Mapping[str, Any], cond)
-    return None
-
-
-def _stale(cond: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
-    generation = (obj.get("metadata") or {}).get("generation")
-    seen = cond.get("observedGeneration")
-    return generation is not None and seen is not None and seen < generation
-
-
-def _describe(cond: Mapping[str, Any]) -> str:
-    text = f"{cond.get('type')}={cond.get('status')}"
-    extra = ": ".join(str(x) for x in (cond.get("reason"), cond.get("message")) if x)
-    return f"{text} ({extra})" if extra else text
-
-
-def _egress_parents(route: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    for ref in (route.get("spec") or {}).get("parentRefs") or []:
-        # Linkerd compares case-insensitively and does not default the group: spec 4.1.
-        kind, group = str(ref.get("kind", "")).lower(), str(ref.get("group", "")).lower()
-        if kind == "egressnetwork" and group == POLICY_GROUP:
-            yield ref
-
-
-def _parent_status(route: Mapping[str, Any], ref: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    route_ns = (route.get("metadata") or {}).get("namespace")
-    want_ns = ref.get("namespace") or route_ns
-    for parent in (route.get("status") or {}).get("parents") or []:
-        got = parent.get("parentRef") or {}
-        if (
-            str(got.get("kind", "")).lower() == "egressnetwork"
-            and got.get("name") == ref.get("name")
-            and (got.get("namespace") or route_ns) == want_ns
-            # Port equal or absent: spec 4.3.
-            and got.get("port") in (None, ref.get("port"))
-        ):
-            return cast(Mapping[str, Any], parent)
-    return None
-
-
-def readiness(obj: Mapping[str, Any]) -> tuple[bool, str] | None:
-    """Whether a freshly applied object is in force, and what its status says.
-
-    ``None`` for kinds with nothing to wait for (Namespace, Service, ...).
-    """
-    kind = obj.get("kind")
-    status = obj.get("status") or {}
-    if kind == "EgressNetwork":
-        cond = _condition(obj, "Accepted")
-        if cond is None or _stale(cond, obj):
-            return False, "no Accepted condition yet"
-        return True, _describe(cond)
-    if kind in _ROUTE_KINDS:
-        refs = list(_egress_parents(obj))
-        if not refs:
-            return None
-        for ref in refs:
-            label = f"parent EgressNetwork {ref.get('name')} port {ref.get('port')}"
-            parent = _parent_status(obj, ref)
-            if parent is None:
-                return False, f"{label}: no status yet"
-            cond = next(
-                (c for c in parent.get("conditions") or [] if c.get("type") == "Accepted"), None
-            )
-            if cond is None or _stale(cond, obj):
-                return False, f"{label}: no Accepted condition yet"
-            if cond.get("status") != "True":
-                return False, f"{label}: {_describe(cond)}"
-        return True, "Accepted=True for every EgressNetwork parent"
-    if kind == "Pod":
-        cond = _condition(obj, "Ready")
-        if cond is not None and cond.get("status") == "True":
-            return True, "Ready"
-        waiting = [
-            f"{cs.get('name')}: {cs['state']['waiting'].get('reason')}"
-            for cs in status.get("containerStatuses") or []
-            if (cs.get("state") or {}).get("waiting")
-        ]
-        detail = f"phase {status.get('phase', 'unknown')}"
-        return False, detail + (f", waiting ({', '.join(waiting)})" if waiting else "")
-    if kind == "Deployment":
-        meta = obj.get("metadata") or {}
-        want = int((obj.get("spec") or {}).get("replicas", 1))
-        if status.get("observedGeneration", -1) < meta.get("generation", 0):
-            return False, "rollout not observed yet"
-        updated = int(status.get("updatedReplicas", 0))
-        cond = _condition(obj, "Available")
-        if updated < want or cond is None or cond.get("status") != "True":
-            avail = _describe(cond) if cond else "no Available condition"
-            return False, f"{updated}/{want} updated, {avail}"
-        return True, f"Available, {updated}/{want} updated"
-    return None
-
-
-# ------------------------------------------------------------------------------ discovery
-
-
-@dataclass(frozen=True, kw_only=True)
-class Resource:
-    """Where one kind lives in the REST API, as discovery says."""
-
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    def path(self, namespace: str | None, name: str | None = None) -> str:
-        base = "/api/v1" if self.api_version == "v1" else f"/apis/{self.api_version}"
-        scope = f"/namespaces/{quote(namespace or 'default', safe='')}" if self.namespaced else ""
-        item = f"/{quote(name, safe='')}" if name is not None else ""
-        return f"{base}{scope}/{self.plural}{item}"
-
-
-def _missing_api_message(api_version: str, kind: str) -> str:
-    group = api_version.rpartition("/")[0]
-    if group == POLICY_GROUP:
-        return (
-            f"{kind} CRD not installed: is Linkerd installed? run `egresskit cluster up` "
-            f"({api_version} is not served)"
-        )
-    if group == _GATEWAY_GROUP:
-        return (
-            f"{kind} CRD not installed: are the Gateway API {versions.GATEWAY_API_VERSION} "
-            f"experimental CRDs installed? run `egresskit cluster up` ({api_version} is not served)"
-        )
-    return f"{api_version} is not served by the API server (needed for {kind})"
 
 
 def _load_manifests(source: Manifests) -> list[K8sObject]:
@@ -376,17 +213,7 @@ class KubeCluster:
         return int(resp.status), bytes(data)
 
     def _error(self, what: str, status: int, data: bytes) -> BackendError:
-        try:
-            doc = json.loads(data)
-        except ValueError:
-            doc = None
-        if isinstance(doc, dict) and doc.get("kind") == "Status":
-            reason = f"{doc.get('reason')}, " if doc.get("reason") else ""
-            return BackendError(
-                f"{self.name}: {what}: {doc.get('message')} ({reason}HTTP {status})"
-            )
-        text = data[:300].decode("utf-8", "replace").strip()
-        return BackendError(f"{self.name}: {what}: HTTP {status}: {text}")
+        return status_error(self.name, what, status, data)
 
     def _json(self, what: str, method: str, path: str, **kw: Any) -> dict[str, Any]:
         status, data = self._request(method, path, **kw)
@@ -407,32 +234,12 @@ class KubeCluster:
         path = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
         status, data = self._request("GET", path)
         if status == 404:
-            raise BackendError(f"{self.name}: {_missing_api_message(api_version, kind)}")
+            raise BackendError(f"{self.name}: {missing_api_message(api_version, kind)}")
         if status != 200:
             raise self._error(f"discovery of {api_version}", status, data)
-        try:
-            listed = json.loads(data).get("resources") or []
-        except (ValueError, AttributeError) as exc:
-            raise BackendError(f"{self.name}: discovery of {api_version}: not a list") from exc
-        found = []
-        for res in listed:
-            if "/" in res["name"]:  # subresources such as pods/exec
-                continue
-            found.append(res["kind"])
-            if res["kind"].lower() == kind.lower():
-                resource = Resource(
-                    api_version=api_version,
-                    kind=res["kind"],
-                    plural=res["name"],
-                    namespaced=bool(res.get("namespaced")),
-                )
-                self._resources[key] = resource
-                return resource
-        if api_version.rpartition("/")[0] in (POLICY_GROUP, _GATEWAY_GROUP):
-            raise BackendError(f"{self.name}: {_missing_api_message(api_version, kind)}")
-        raise BackendError(
-            f"{self.name}: {api_version} has no kind {kind}; it serves {', '.join(found)}"
-        )
+        resource = discovered_resource(api_version, kind, data, where=self.name)
+        self._resources[key] = resource
+        return resource
 
     def _resource_for_kind(self, kind: str) -> Resource:
         """A bare kind (``EgressNetwork``) or ``Kind.group`` (``HTTPRoute.policy.linkerd.io``)."""
@@ -440,13 +247,13 @@ class KubeCluster:
         if group:
             version = self._preferred_version(group)
             return self._resource(f"{group}/{version}", base)
-        api_version = self._applied_versions.get(base.lower()) or _DEFAULT_API_VERSIONS.get(
+        api_version = self._applied_versions.get(base.lower()) or DEFAULT_API_VERSIONS.get(
             base.lower()
         )
         if api_version is None:
             raise BackendError(
                 f"{self.name}: unknown kind {kind!r}: expected one of "
-                f"{', '.join(sorted(_DEFAULT_API_VERSIONS))} or Kind.group"
+                f"{', '.join(sorted(DEFAULT_API_VERSIONS))} or Kind.group"
             )
         return self._resource(api_version, base)
 
@@ -461,10 +268,7 @@ class KubeCluster:
     def apply(self, manifests: Manifests) -> list[str]:
         objects = _load_manifests(manifests)  # ManifestError: nothing sent
         resources = [self._resource(o.api_version, o.kind) for o in objects]
-        pairs = list(enumerate(zip(objects, resources, strict=True)))
-        # Namespaces first: nothing in a namespace can even be dry-run before it exists.
-        namespaces = [p for p in pairs if p[1][1].kind == "Namespace"]
-        others = [p for p in pairs if p[1][1].kind != "Namespace"]
+        namespaces, others = apply_phases(objects, resources)
         results: dict[int, str] = {}
         applied: list[tuple[Resource, dict[str, Any]]] = []
         for i, (obj, res) in namespaces:
@@ -481,7 +285,7 @@ class KubeCluster:
                 at=datetime.now(UTC),
                 verb="apply",
                 objects=tuple(o.display for o in objects),
-                summary=_summary(objects),
+                summary=apply_summary(objects),
             )
         )
         self._wait_in_force(applied)
@@ -490,14 +294,9 @@ class KubeCluster:
     def _server_side_apply(
         self, obj: K8sObject, res: Resource, *, dry_run: bool
     ) -> tuple[str, dict[str, Any]]:
-        body = copy.deepcopy(obj.raw)
-        namespace = (obj.namespace or "default") if res.namespaced else None
-        if namespace is not None:
-            body.setdefault("metadata", {})["namespace"] = namespace
-        query = [("fieldManager", self._field_manager), ("force", "true")]
-        if dry_run:
-            query.append(("dryRun", "All"))
-        path = res.path(namespace, obj.name)
+        path, query, body = apply_request(
+            obj, res, field_manager=self._field_manager, dry_run=dry_run
+        )
         status, data = self._request(
             "PATCH", path, query=query, body=body, content_type="application/apply-patch+yaml"
         )
@@ -518,7 +317,7 @@ class KubeCluster:
     ) -> dict[str, Any]:
         if type != "merge":
             raise BackendError(f"{self.name}: patch type {type!r}: expected 'merge'")
-        body = _patch_body(patch)
+        body = patch_body(patch)
         res = self._resource_for_kind(kind)
         display = f"{res.kind} {namespace + '/' if res.namespaced else ''}{name}"
         result = self._json(
@@ -534,7 +333,7 @@ class KubeCluster:
                 at=datetime.now(UTC),
                 verb="patch",
                 objects=(display,),
-                summary=_patch_summary(res.kind, name, body),
+                summary=patch_summary(res.kind, name, body),
             )
         )
         self._wait_in_force([(res, result)])
@@ -623,36 +422,23 @@ class KubeCluster:
 
     def proxy_metrics(self, pod: str, *, namespace: str) -> str:
         """``linkerd dg proxy-metrics -n NS po/POD``: header, then the text or ``# ERROR``."""
-        # Same framing as the CLI (linkerd2 cli/cmd/metrics.go; spec 6.1 and 6.3).
-        head = f"#\n# POD {pod} (1 of 1)\n#\n"
         obj = self.get("Pod", pod, namespace=namespace)  # a missing pod is an error, as there
         if (obj.get("status") or {}).get("phase") != "Running":
-            return head + f"# ERROR pod not running: {pod}\n"
-        # The API server's pod proxy reaches the admin port like the CLI's port-forward does.
-        path = (
-            f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/"
-            f"{quote(pod, safe='')}:{PROXY_ADMIN_PORT}/proxy/metrics"
-        )
+            return proxy_metrics_error(pod, f"pod not running: {pod}")
+        path = proxy_metrics_path(namespace, pod)
         try:
             status, data = self._request("GET", path, accept="text/plain")
         except BackendError as exc:
-            return head + f"# ERROR {exc}\n"
+            return proxy_metrics_error(pod, exc)
         if status != 200:
-            return head + f"# ERROR {self._error('proxy metrics', status, data)}\n"
-        return head + data.decode("utf-8", "replace")
+            return proxy_metrics_error(pod, self._error("proxy metrics", status, data))
+        return proxy_metrics_section(pod, data.decode("utf-8", "replace"))
 
     # -- helpers --------------------------------------------------------------------------
 
     def _wait_in_force(self, applied: Sequence[tuple[Resource, Mapping[str, Any]]]) -> None:
         """Poll every object with a readiness rule until all are ready, within the bound."""
-        pending: dict[str, tuple[Resource, str | None, str]] = {}
-        for res, body in applied:
-            if readiness(body) is None:
-                continue
-            meta = body.get("metadata") or {}
-            ns = meta.get("namespace") if res.namespaced else None
-            label = f"{res.kind} {ns + '/' if ns else ''}{meta.get('name')}"
-            pending[label] = (res, ns, str(meta.get("name")))
+        pending = wait_targets(applied)
         started = time.monotonic()
         last: dict[str, str] = {}
         while pending:
@@ -674,50 +460,6 @@ class KubeCluster:
                 )
             if pending:
                 time.sleep(self._poll_interval)
-
-
-def _patch_body(patch: Mapping[str, Any] | str) -> dict[str, Any]:
-    if not isinstance(patch, str):
-        return dict(patch)
-    try:
-        body = yaml.safe_load(patch)  # JSON is YAML
-    except yaml.YAMLError as exc:
-        problem = Problem(
-            source="patch",
-            document=None,
-            obj=None,
-            path="",
-            expected="a JSON object",
-            found=f"unparsable text ({exc.__class__.__name__})",
-        )
-        raise ManifestError([problem]) from exc
-    if not isinstance(body, dict):
-        problem = Problem(
-            source="patch",
-            document=None,
-            obj=None,
-            path="",
-            expected="a JSON object",
-            found=type(body).__name__,
-        )
-        raise ManifestError([problem])
-    return body
-
-
-def _label(obj: K8sObject) -> str:
-    policy = (obj.raw.get("spec") or {}).get("trafficPolicy")
-    return f"{obj.kind} {obj.name}" + (f": {policy}" if obj.kind == "EgressNetwork" else "")
-
-
-def _summary(objects: Sequence[K8sObject]) -> str:
-    shown = [_label(o) for o in objects if o.kind != "Namespace"] or [_label(o) for o in objects]
-    more = f" (+{len(shown) - 3} more)" if len(shown) > 3 else ""
-    return ", ".join(shown[:3]) + more
-
-
-def _patch_summary(kind: str, name: str, body: Mapping[str, Any]) -> str:
-    policy = (body.get("spec") or {}).get("trafficPolicy") if kind == "EgressNetwork" else None
-    return f"{kind} {name}: {policy}" if policy else f"patch {kind} {name}"
 
 
 def connect_kube(context: str | None = None, **kw: Any) -> KubeCluster:
