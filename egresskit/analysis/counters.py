@@ -17,7 +17,7 @@ Rules (one series = pod + metric + every label column):
   first scrape has no samples at all, and without that list its series would look
   present from the start and be masked. Without it, the list a Scraper stores in
   ``frame.attrs[SCRAPES_ATTR]`` is used, else the frame's own times. The output carries
-  that attribute on, so ``outcomes.reconcile`` finds it too.
+  that attribute on, so ``reconciliation.reconcile`` finds it too.
 * Likewise a series missing from the pod's previous successful scrape and back later was
   re-created (the proxy restarted in between): it counts from 0 again.
 * Only counters: samples named ``*_total`` (Linkerd's counters all carry the suffix in

@@ -27,8 +27,9 @@ import altair as alt
 import pandas as pd
 
 from egresskit.analysis import charts
-from egresskit.analysis.outcomes import PolicyTimeline, classify_requests
+from egresskit.analysis.outcomes import classify_requests
 from egresskit.analysis.scrape import Scraper
+from egresskit.analysis.timeline import PolicyTimeline
 from egresskit.traffic import Traffic
 
 __all__ = ["in_jupyter", "watch"]

@@ -1,15 +1,17 @@
-"""One outcome per request and per metric series, and the two sides reconciled.
+"""One outcome per request and per metric series, seen from the client and the proxy.
 
 Job: say what happened to egress traffic -- ``allowed`` (forwarded to the original
 destination), ``forbidden`` (the EgressNetwork's Deny), ``redirected`` (sent to an
 in-cluster Service, or answered by a RequestRedirect) or ``failed`` (anything else, with
 its reason) -- from the client's side (curl records) and from the proxy's side (counter
-increases), then check that both sides count the same.
+increases); :mod:`egresskit.analysis.reconciliation` checks that both sides count the
+same.
 
 Rules:
 
 * A redirect answers 200 too, so labels and statuses alone are not enough: every answer
-  is judged together with the objects in force at that moment (:class:`PolicyTimeline`).
+  is judged together with the objects in force at that moment
+  (:class:`~egresskit.analysis.timeline.PolicyTimeline`).
 * Proxy side (shared spec sections 3, 4.4, 6.2): default routes by name (``*-egress-deny``
   forbidden, ``*-egress-allow`` allowed); an explicit route is looked up by kind, namespace
   and name in the objects in force at the scrape, and its rules' backends decide
@@ -24,30 +26,24 @@ Rules:
   in ``reason``.
 * One request is one ``*_route_request_statuses_total`` increment (HTTP, gRPC) or one
   ``*_route_close_total`` increment (TLS, TCP: the error label is only known at close).
-* Reconciliation assigns each request to the first scrape at or after it completed, so
-  both sides are counted over the same scrape intervals; requests completed before the
-  first scrape (its counters are masked) or after the last one are left out and counted.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping
 from typing import Literal
 from urllib.parse import urlsplit
 
 import numpy as np
 import pandas as pd
 
-from egresskit.analysis.counters import scrapes_from
-from egresskit.cluster.base import ChangeRecord, Cluster
-from egresskit.errors import BackendError, EgressKitError
-from egresskit.explain import explain, with_cluster_ips
-from egresskit.manifests import load_manifests
-from egresskit.manifests.model import K8sObject, Route
+# Re-exported (see __all__): the tutorial, tests and benchmarks import these from here,
+# though they live in timeline.py and reconciliation.py.
+from egresskit.analysis.reconciliation import Reconciliation, reconcile
+from egresskit.analysis.timeline import PolicyTimeline, objects_from_changes
+from egresskit.errors import EgressKitError
+from egresskit.explain import explain
+from egresskit.manifests.model import Route
 from egresskit.policy.decision import Decision
 from egresskit.policy.snapshot import Snapshot
 
@@ -76,125 +72,6 @@ REQUEST_METRICS: Mapping[str, str] = {
     "outbound_tls_route_close_total": "tls",
     "outbound_tcp_route_close_total": "tcp",
 }
-_EPOCH = datetime.min.replace(tzinfo=UTC)
-
-ObjectsSource = Callable[[], Sequence[K8sObject]]
-
-
-# ------------------------------------------------------------------- objects over time
-
-
-class PolicyTimeline:
-    """The objects in force over time: a list of (from-time, objects) states.
-
-    A state holds from its time until the next one; the first also holds before its time.
-    :meth:`sync` adds a state for new ``cluster.changes`` by calling ``source`` (e.g. the
-    local backend's ``cluster.objects``): when several changes arrive between two syncs
-    only the latest state is known, so it is dated at the latest of them and the others
-    are listed in :attr:`gaps`. Thread-safe.
-    """
-
-    def __init__(
-        self,
-        states: Iterable[tuple[datetime, Sequence[K8sObject]]] = (),
-        *,
-        source: ObjectsSource | None = None,
-        changes: Callable[[], Sequence[ChangeRecord]] | None = None,
-    ) -> None:
-        self._lock = threading.Lock()
-        self._times: list[datetime] = []
-        self._snaps: list[Snapshot] = []
-        self._source = source
-        self._changes = changes
-        self._seen = len(changes()) if changes is not None else 0
-        self.gaps: list[ChangeRecord] = []
-        for at, objects in sorted(states, key=lambda s: s[0]):
-            self.add(at, objects)
-
-    @classmethod
-    def of(cls, cluster: Cluster, objects: ObjectsSource | None = None) -> PolicyTimeline:
-        """Track ``cluster``: the current objects now, then one state per new change.
-
-        ``objects`` defaults to ``cluster.objects`` when the backend has it (local), else
-        to :func:`objects_from_changes`.
-        """
-        source: ObjectsSource = (
-            objects or getattr(cluster, "objects", None) or (objects_from_changes(cluster))
-        )
-        timeline = cls(source=source, changes=lambda: cluster.changes)
-        timeline.add(_EPOCH, source())
-        return timeline
-
-    def add(self, at: datetime, objects: Sequence[K8sObject] | Snapshot) -> None:
-        """Objects in force from ``at`` (timezone-aware) on."""
-        if at.tzinfo is None:
-            raise ValueError(f"at: expected a timezone-aware datetime, found {at.isoformat()}")
-        snap = (
-            objects if isinstance(objects, Snapshot) else Snapshot.build(with_cluster_ips(objects))
-        )
-        with self._lock:
-            i = bisect.bisect_right(self._times, at)
-            self._times.insert(i, at)
-            self._snaps.insert(i, snap)
-
-    def sync(self) -> int:
-        """Record a state for changes made since the last sync; returns how many."""
-        if self._changes is None or self._source is None:
-            return 0
-        changes = list(self._changes())
-        new = changes[self._seen :]
-        if not new:
-            return 0
-        objects = self._source()
-        self._seen = len(changes)
-        self.gaps.extend(new[:-1])
-        self.add(new[-1].at, objects)
-        return len(new)
-
-    @property
-    def times(self) -> list[datetime]:
-        with self._lock:
-            return list(self._times)
-
-    def index_at(self, times: pd.Series) -> np.ndarray:
-        """The state index in force at each time (vectorised)."""
-        with self._lock:
-            if not self._times:
-                raise ValueError("PolicyTimeline: expected at least one state, found none")
-            edges = pd.to_datetime(pd.Series(self._times), utc=True).astype("datetime64[us, UTC]")
-        t = pd.to_datetime(times, utc=True).astype("datetime64[us, UTC]")
-        found = np.searchsorted(edges.to_numpy(), t.to_numpy(), side="right") - 1
-        clipped: np.ndarray = np.clip(found, 0, None).astype("int64")
-        return clipped
-
-    def snapshot(self, index: int) -> Snapshot:
-        with self._lock:
-            return self._snaps[index]
-
-    def snapshot_at(self, at: datetime) -> Snapshot:
-        return self.snapshot(int(self.index_at(pd.Series([at]))[0]))
-
-    def objects_at(self, at: datetime) -> tuple[K8sObject, ...]:
-        return self.snapshot_at(at).objects
-
-
-def objects_from_changes(cluster: Cluster) -> ObjectsSource:
-    """A source for backends without ``objects()``: ``get`` every object any change named
-    ("Kind ns/name"), skipping the ones that are gone (``BackendError``)."""
-
-    def source() -> list[K8sObject]:
-        docs: dict[str, object] = {}
-        for change in cluster.changes:
-            for ref in change.objects:
-                kind, _, rest = ref.partition(" ")
-                ns, _, name = rest.rpartition("/")
-                try:
-                    docs[ref] = cluster.get(kind, name, namespace=ns or None)
-                except BackendError:
-                    docs.pop(ref, None)
-        return load_manifests(list(docs.values())) if docs else []
-
-    return source
 
 
 # ------------------------------------------------------------------------ proxy side
@@ -425,105 +302,3 @@ def classify_requests(
     )
     out = out.merge(combos, on=judged, how="left", sort=False)
     return out.drop(columns=["_s0", "_s1", "_status", "_redirect_body"])
-
-
-# -------------------------------------------------------------------- reconciliation
-
-
-@dataclass(frozen=True, kw_only=True)
-class Reconciliation:
-    """Client and proxy counts per interval and outcome; ``.ok`` when they all agree."""
-
-    table: pd.DataFrame  # interval, outcome, client, proxy, diff
-    #: Requests left out: completed before the first scrape or after the last one.
-    excluded: int
-    scrapes: int
-    notes: tuple[str, ...] = field(default=())
-
-    @property
-    def mismatches(self) -> pd.DataFrame:
-        return self.table[self.table["diff"] != 0]
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.scrapes >= 2 and self.mismatches.empty)
-
-    def __str__(self) -> str:
-        head = "client and proxy agree" if self.ok else "client and proxy DISAGREE"
-        lines = [
-            f"{head}: {len(self.table)} rows over {self.scrapes} scrapes, "
-            f"{self.excluded} requests outside the scraped span"
-        ]
-        for row in self.mismatches.itertuples(index=False):
-            lines.append(
-                f"  {row.interval:%Y-%m-%dT%H:%M:%SZ} {row.outcome}: "
-                f"client {row.client}, proxy {row.proxy} (diff {row.diff:+d})"
-            )
-        lines.extend(f"  note: {n}" for n in self.notes)
-        return "\n".join(lines)
-
-
-def reconcile(
-    requests: pd.DataFrame,
-    series: pd.DataFrame,
-    *,
-    interval: str | None = None,
-    pod: str | None = None,
-    scrapes: pd.DataFrame | None = None,
-) -> Reconciliation:
-    """Compare :func:`classify_requests` counts with :func:`classify_series` increases.
-
-    ``interval`` (a pandas frequency such as ``"30s"``) groups scrape intervals; None
-    compares run totals. ``pod`` selects the proxy's pod (default: the requests' pod).
-    ``scrapes`` lists the successful scrapes (``Scraper.scrapes_frame()``); by default
-    the list carried in ``series.attrs`` (counters.SCRAPES_ATTR), else the times of ``series``.
-    Per-interval counts can differ by one at a boundary when a scrape lands between the
-    proxy recording an answer and curl finishing reading it; totals cannot.
-    """
-    if scrapes is None:
-        scrapes = scrapes_from(series)
-    if pod is None and len(requests) and "pod" in requests.columns:
-        pod = str(requests["pod"].iloc[0])
-    proxy = series if pod is None else series[series["pod"] == pod]
-    known = proxy if scrapes is None else scrapes if pod is None else scrapes[scrapes["pod"] == pod]
-    scrape_times = np.sort(known["scraped_at"].unique()) if len(known) else np.array([])
-    if len(scrape_times) == 0:
-        empty = pd.DataFrame({"interval": [], "outcome": [], "client": [], "proxy": [], "diff": []})
-        return Reconciliation(table=empty, excluded=len(requests), scrapes=0, notes=("no scrapes",))
-    times = pd.Series(pd.to_datetime(scrape_times, utc=True)).astype("datetime64[us, UTC]")
-    done = requests["completed_at"].astype("datetime64[us, UTC]")
-    pos = np.searchsorted(times.to_numpy(), done.to_numpy(), side="left")
-    inside = (done > times.iloc[0]).to_numpy() & (pos < len(times))
-    client = pd.DataFrame(
-        {
-            "scrape": times.to_numpy()[np.clip(pos, 0, len(times) - 1)][inside],
-            "outcome": requests["outcome"].to_numpy()[inside],
-        }
-    )
-    client["n"] = 1
-    proxy = pd.DataFrame(
-        {
-            "scrape": proxy["scraped_at"].to_numpy(),
-            "outcome": proxy["outcome"].to_numpy(),
-            "n": proxy["increase"].fillna(0).to_numpy(),
-        }
-    )
-    proxy = proxy[proxy["scrape"] > times.iloc[0]]
-
-    def bucket(frame: pd.DataFrame) -> pd.Series:
-        at = pd.to_datetime(frame["scrape"], utc=True)
-        return at.dt.floor(interval) if interval else pd.Series(times.iloc[0], index=frame.index)
-
-    counts = []
-    for name, frame in (("client", client), ("proxy", proxy)):
-        grouped = frame.assign(interval=bucket(frame)).groupby(["interval", "outcome"])["n"].sum()
-        counts.append(grouped.rename(name))
-    table = pd.concat(counts, axis=1).fillna(0).astype("int64").reset_index()
-    table["diff"] = table["client"] - table["proxy"]
-    table = table.sort_values(["interval", "outcome"]).reset_index(drop=True)
-    notes: tuple[str, ...] = ()
-    if len(requests) and pod is not None and not (series["pod"] == pod).any():
-        notes = (f"no proxy series for pod {pod}",)
-    return Reconciliation(
-        table=table, excluded=int((~inside).sum()), scrapes=len(times), notes=notes
-    )

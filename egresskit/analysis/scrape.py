@@ -15,7 +15,7 @@ Rules:
   scrapes once more by default so every request made is counted.
 * Deadlines are absolute (``start + k * interval``); ones missed while a scrape ran long
   are skipped. Waiting is ``Event.wait``; ``stop()`` joins with a bound.
-* An optional :class:`~egresskit.analysis.outcomes.PolicyTimeline` is synced on every
+* An optional :class:`~egresskit.analysis.timeline.PolicyTimeline` is synced on every
   tick so the objects in force are captured soon after each change.
 """
 
@@ -33,8 +33,8 @@ from types import TracebackType
 import pandas as pd
 
 from egresskit.analysis.counters import SCRAPES_ATTR
-from egresskit.analysis.outcomes import PolicyTimeline
 from egresskit.analysis.parse import LABEL_COLUMN_ORDER, ParsedScrape, parse_proxy_metrics, to_frame
+from egresskit.analysis.timeline import PolicyTimeline
 from egresskit.cluster.base import Cluster
 from egresskit.errors import EgressKitError, WaitTimeout
 
