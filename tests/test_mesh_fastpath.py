@@ -47,6 +47,20 @@ SCRIPT: dict[str, bytes | list[bytes]] = {
 }
 
 
+def request_heads(server: LocalServer, conn: socket.socket) -> Iterator[bytes]:
+    """Each request head (without its blank line) as it arrives on ``conn``; bodyless
+    requests only. Ends when the connection or the server does."""
+    buf = b""
+    while True:
+        while b"\r\n\r\n" not in buf:
+            data = server.recv(conn)
+            if not data:
+                return
+            buf += data
+        head, buf = buf.split(b"\r\n\r\n", 1)
+        yield head
+
+
 class Upstream:
     """A scripted HTTP/1.1 upstream: answers bodyless requests from :data:`SCRIPT`; ``/n``
     answers a fixed-length counter (same head, different body each time). Records the raw
@@ -62,15 +76,7 @@ class Upstream:
     def _handle(self, server: LocalServer, conn: socket.socket) -> None:
         with server.lock:
             self.connections += 1
-        buf = b""
-        answered = 0
-        while True:
-            while b"\r\n\r\n" not in buf:
-                data = server.recv(conn)
-                if not data:
-                    return
-                buf += data
-            head, buf = buf.split(b"\r\n\r\n", 1)
+        for answered, head in enumerate(request_heads(server, conn), start=1):
             with server.lock:
                 self.received.append(head + b"\r\n\r\n")
                 self.counter += 1
@@ -89,7 +95,6 @@ class Upstream:
                 if i:
                     time.sleep(0.05)  # the next piece comes in a later read
                 conn.sendall(piece)
-            answered += 1
             if self.close_after is not None and answered >= self.close_after:
                 return
 

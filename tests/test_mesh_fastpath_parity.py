@@ -26,7 +26,15 @@ from egresskit.cluster.local import LocalCluster
 from egresskit.mesh import http1
 from egresskit.mesh.proxy import ProxyConfig
 from tests.contract import value
-from tests.test_mesh_fastpath import HOST, HTTP_STATUSES, Client, Upstream, proxy_of, read_response
+from tests.test_mesh_fastpath import (
+    HOST,
+    HTTP_STATUSES,
+    Client,
+    Upstream,
+    proxy_of,
+    read_response,
+    request_heads,
+)
 from tests.test_mesh_faults import FAST, WAIT, LocalServer
 
 NS = guide.NAMESPACE_NAME
@@ -75,14 +83,7 @@ def trickling_upstream(pieces: list[bytes]) -> LocalServer:
     first one too), on one kept-alive connection."""
 
     def handle(server: LocalServer, conn: socket.socket) -> None:
-        buf = b""
-        while True:
-            while b"\r\n\r\n" not in buf:
-                data = server.recv(conn)
-                if not data:
-                    return
-                buf += data
-            head, buf = buf.split(b"\r\n\r\n", 1)
+        for head in request_heads(server, conn):
             if b" /slow " not in head:
                 conn.sendall(OK)
                 continue
