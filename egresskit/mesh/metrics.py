@@ -5,54 +5,57 @@ connections) in Linkerd's ``outbound_*_route_*`` families, and render the admin
 ``/metrics`` text byte for byte the way ``linkerd2-proxy`` does, so a DataFrame built from
 the local mesh lines up column for column with one scraped from a kind cluster.
 
+This module is the recording API, :class:`ProxyMetrics`. Its parts live beside it and
+their public names are re-exported here, so import them from this module:
+
+* ``metrics_families`` -- the families, label keys and label values of shared spec
+  linkerd-egress.md section 6.2, and the checks on recorded values;
+* ``metrics_text`` -- counter and histogram series and their text format (section 6.3,
+  the Rust ``prometheus-client`` crate's encoder).
+
 Rules:
 
 * One :class:`ProxyMetrics` per proxy; there is no global registry. :meth:`render` is a
   pure function of the recorded values (prometheus/client_python's model).
-* Label names, their order and the family names follow shared spec linkerd-egress.md
-  section 6.2; the text format follows section 6.3 and the Rust ``prometheus-client``
-  crate's text encoder (``prometheus/client_rust@0575a56:src/encoding/text.rs``), which
-  Linkerd's admin server uses for these families:
-
-  - ``# HELP <family> <help>.`` (the crate appends the full stop: ``Descriptor::new`` /
-    ``Metadata::new`` do ``help + "."``), ``# TYPE <family> <type>``, and for families
-    registered with a unit ``# UNIT <family> <unit>``;
-  - a counter family is typed without ``_total`` and its samples carry it; values are
-    integers; no ``_created`` series;
-  - a histogram prints ``_sum`` (float), ``_count`` (integer), then cumulative
-    ``_bucket`` lines; the ``le`` label comes FIRST, before the family labels
-    (``MetricEncoder::encode_labels`` writes "additional" labels before family labels),
-    and bounds are printed by ``dtoa`` (``le="1.0"``, ``le="10.0"``). A real dump shows
-    exactly this (``olix0r/schlep`` README, ``linkerd diagnostics proxy-metrics``);
-  - the text ends with ``# EOF``: Linkerd encodes its prometheus-client registry with
-    ``encoding::text::encode`` (registry + EOF) and emits it last on purpose
-    (``linkerd2-proxy:linkerd/app/src/lib.rs``: "The prom registry reports an "# EOF" at
-    the end of its export, so it should be emitted last"; ``linkerd/metrics/src/lib.rs``
-    ``impl FmtMetrics for prom::Report``).
-
+* The text ends with ``# EOF``: Linkerd encodes its prometheus-client registry with
+  ``encoding::text::encode`` (registry + EOF) and emits it last on purpose
+  (``linkerd2-proxy:linkerd/app/src/lib.rs``: "The prom registry reports an "# EOF" at
+  the end of its export, so it should be emitted last"; ``linkerd/metrics/src/lib.rs``
+  ``impl FmtMetrics for prom::Report``).
 * Recording sits on the proxy's hot path: label text is encoded once per distinct label
   set and cached; one lock per registry guards plain dicts and ints.
-
-Deliberate omissions (say so rather than fake them):
-
-* ``*_frame_size_bytes`` histograms are left out: they observe the size of every body
-  data frame (``linkerd/http/prom/src/body_data``, buckets 128, 1024, 10240), and frame
-  boundaries are an artefact of hyper's reads that a Python proxy cannot reproduce.
-* ``*_retry_*`` families are left out: the local mesh does not retry, and their label
-  set is not verified (shared spec section 11).
-* Legacy families (``request_total``, ``tcp_open_total``, ...) are not emitted.
+  :meth:`ProxyMetrics.count_exchange` runs once per proxied request and inlines its
+  work on purpose.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import threading
 from bisect import bisect_left
 from collections.abc import Mapping
-from decimal import Decimal
 
-from egresskit.policy.decision import BACKEND_LABELS, PARENT_LABELS, ROUTE_LABELS
+from egresskit.mesh.metrics_families import (
+    _BACKEND_DURATION_BOUNDS,
+    _ROUTE_DURATION_BOUNDS,
+    BACKEND_LABEL_KEYS,
+    GRPC_STATUS_NAMES,
+    HOSTNAME_LABELS_ANNOTATION,
+    HTTP_ERRORS,
+    ROUTE_LABEL_KEYS,
+    TRANSPORT_ERRORS,
+    ExchangeSeries,
+    _check_duration,
+    _check_error,
+    _grpc,
+    _http,
+    _is_ip_literal,
+    _RouteFamilies,
+    _transport_error,
+    _TransportFamilies,
+    hostname_labels_enabled,
+)
+from egresskit.mesh.metrics_text import _Counter, _encoded, _label, format_f64
 
 __all__ = [
     "BACKEND_LABEL_KEYS",
@@ -61,353 +64,13 @@ __all__ = [
     "HTTP_ERRORS",
     "ROUTE_LABEL_KEYS",
     "TRANSPORT_ERRORS",
+    "ExchangeSeries",
     "ProxyMetrics",
     "format_f64",
     "hostname_labels_enabled",
 ]
 
-#: P + R and B, in the order the proxy emits them: one definition, the policy engine's
-#: (shared spec 6.2; linkerd2-proxy ``app/outbound/src/metrics.rs``).
-ROUTE_LABEL_KEYS: tuple[str, ...] = PARENT_LABELS + ROUTE_LABELS
-BACKEND_LABEL_KEYS: tuple[str, ...] = BACKEND_LABELS
-#: The HTTP/gRPC ``error`` label values; "" means the stream ended normally (spec 6.2).
-HTTP_ERRORS: frozenset[str] = frozenset(
-    {
-        "",
-        "FAIL_FAST",
-        "LOAD_SHED",
-        "REQUEST_TIMEOUT",
-        "RESPONSE_HEADERS_TIMEOUT",
-        "RESPONSE_STREAM_TIMEOUT",
-        "IDLE_TIMEOUT",
-        "CANCEL",
-        "REFUSED",
-        "ENHANCE_YOUR_CALM",
-        "RESET",
-        "GO_AWAY",
-        "IO",
-        "UNKNOWN",
-    }
-)
-#: TLS/TCP ``close_total`` error values, in the order their zero series are created
-#: (``linkerd2-proxy:app/outbound/src/metrics/transport.rs`` ``metrics()``; spec 6.2).
-TRANSPORT_ERRORS: tuple[str, ...] = (
-    "",
-    "forbidden",
-    "invalid_backend",
-    "invalid_policy",
-    "unexpected",
-)
-#: gRPC status codes by the upper-case names the proxy prints (spec 6.2).
-GRPC_STATUS_NAMES: frozenset[str] = frozenset(
-    {
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    }
-)
-#: Pod (or namespace) annotation that turns hostname labels on in Linkerd 2.18+ (spec 6.2).
-HOSTNAME_LABELS_ANNOTATION = "config.linkerd.io/proxy-metrics-hostname-labels"
-
-# Histogram bounds (spec 6.2; linkerd2-proxy route/metrics.rs and route/backend/metrics.rs).
-_ROUTE_DURATION_BOUNDS = (0.05, 0.5, 1.0, 10.0)
-_BACKEND_DURATION_BOUNDS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 10.0)
-
-# HELP texts as registered in linkerd2-proxy (linkerd/http/prom/src/record_response/*.rs,
-# app/outbound/src/metrics/transport.rs); the crate appends the full stop when rendering.
-_HELP_REQUEST_DURATION = "The time between request initialization and response completion"
-_HELP_REQUEST_STATUSES = "Completed request-response streams"
-_HELP_BACKEND_REQUESTS = "The total number of requests dispatched"
-_HELP_BACKEND_DURATION = "The time between request completion and response completion"
-_HELP_BACKEND_STATUSES = "Completed responses"
-_HELP_OPEN = "The number of connections opened"
-_HELP_CLOSE = "The number of connections closed"
-
-
-def hostname_labels_enabled(
-    pod_annotations: Mapping[str, str],
-    namespace_annotations: Mapping[str, str] | None = None,
-) -> bool:
-    """Whether a pod's proxy exports real ``hostname`` labels (Linkerd 2.18+, spec 6.2).
-
-    The pod annotation wins over the namespace one (Linkerd's inject precedence); the
-    default is off. Only ``"true"`` (any case) enables it -- an assumption: the proxy
-    reads the value as a boolean environment variable.
-    """
-    for source in (pod_annotations, namespace_annotations or {}):
-        value = source.get(HOSTNAME_LABELS_ANNOTATION)
-        if value is not None:
-            return value.strip().lower() == "true"
-    return False
-
-
-def format_f64(value: float) -> str:
-    """Render a float as the ``dtoa`` crate does (used for ``_sum`` values and ``le``).
-
-    Shortest round-trip digits laid out by dtoa's ``prettify`` rules: integers keep a
-    ``.0`` (``1.0``, ``10.0``), small magnitudes down to 1e-6 stay positional
-    (``0.000012``), beyond 21 digits or below that it switches to ``1.5e-7`` (no ``+``,
-    no zero padding). Assumption: Python's shortest repr and dtoa's Grisu output agree on
-    the digits; Grisu is occasionally one or two digits longer (``280.96408839699998``).
-    """
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "inf" if value > 0 else "-inf"
-    if value == 0:
-        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
-    sign, digit_tuple, exponent = Decimal(repr(value)).as_tuple()
-    assert isinstance(exponent, int)  # finite values only past this point
-    digits = "".join(map(str, digit_tuple)).rstrip("0")
-    exponent += len(digit_tuple) - len(digits)
-    prefix = "-" if sign else ""
-    length = len(digits)
-    kk = length + exponent  # 10^(kk-1) <= |value| < 10^kk
-    if exponent >= 0 and kk <= 21:
-        text = digits + "0" * exponent + ".0"
-    elif 0 < kk <= 21:
-        text = digits[:kk] + "." + digits[kk:]
-    elif -6 < kk <= 0:
-        text = "0." + "0" * -kk + digits
-    elif length == 1:
-        text = f"{digits}e{kk - 1}"
-    else:
-        text = f"{digits[0]}.{digits[1:]}e{kk - 1}"
-    return prefix + text
-
-
-def _escape(value: str) -> str:
-    # The crate writes label values verbatim; we escape as the Prometheus text format
-    # requires so the output always parses. For values Linkerd can produce (DNS names,
-    # Kubernetes names, numbers) the two are identical.
-    if "\\" in value or '"' in value or "\n" in value:
-        value = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return value
-
-
-def _label(name: str, value: str) -> str:
-    return f'{name}="{_escape(value)}"'
-
-
-def _encoded(
-    what: str,
-    labels: Mapping[str, str],
-    expected: tuple[str, ...],
-    cache: dict[tuple[str, ...], str],
-) -> tuple[tuple[str, ...], str]:
-    """The label values as a key, and their ``k="v",...`` text (encoded once, then cached)."""
-    _check_label_set(what, labels, expected)
-    values = tuple(labels.values())
-    text = cache.get(values)
-    if text is None:
-        for key, value in zip(expected, values, strict=True):
-            if not isinstance(value, str):
-                raise TypeError(
-                    f"{what}[{key!r}]: expected a str label value, "
-                    f"found {type(value).__name__} {value!r}"
-                )
-        text = cache[values] = ",".join(_label(k, v) for k, v in zip(expected, values, strict=True))
-    return values, text
-
-
-def _check_label_set(what: str, labels: Mapping[str, str], expected: tuple[str, ...]) -> None:
-    keys = tuple(labels)
-    if keys == expected:
-        return
-    order = ", ".join(expected)
-    for key in expected:
-        if key not in labels:
-            raise ValueError(f"{what}: missing key {key!r}; expected keys in this order: {order}")
-    for key in keys:
-        if key not in expected:
-            raise ValueError(f"{what}: unexpected key {key!r}; expected exactly: {order}")
-    for position, (found, wanted) in enumerate(zip(keys, expected, strict=True)):
-        if found != wanted:
-            raise ValueError(
-                f"{what}: key {found!r} is misplaced: position {position} must hold "
-                f"{wanted!r}; expected keys in this order: {order}"
-            )
-
-
-class _Counter:
-    __slots__ = ("labels", "value")
-
-    def __init__(self, labels: str) -> None:
-        self.labels = labels
-        self.value = 0
-
-
-class _Histogram:
-    __slots__ = ("buckets", "count", "labels", "sum")
-
-    def __init__(self, labels: str, size: int) -> None:
-        self.labels = labels
-        self.buckets = [0] * size  # per bucket, not cumulative; the last one is +Inf
-        self.sum = 0.0
-        self.count = 0
-
-
-class _CounterFamily:
-    def __init__(self, name: str, help_text: str) -> None:
-        self.name = name
-        self.help = help_text
-        self.series: dict[tuple[object, ...], _Counter] = {}
-
-    def get(self, key: tuple[object, ...], labels: str) -> _Counter:
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = _Counter(labels)
-        return series
-
-    def render(self, out: list[str]) -> None:
-        out.append(f"# HELP {self.name} {self.help}.")
-        out.append(f"# TYPE {self.name} counter")
-        total = self.name + "_total"
-        for series in self.series.values():
-            out.append(f"{total}{{{series.labels}}} {series.value}")
-
-
-class _HistogramFamily:
-    def __init__(self, name: str, help_text: str, bounds: tuple[float, ...]) -> None:
-        self.name = name
-        self.help = help_text
-        self.bounds = bounds
-        self.le = [f'le="{format_f64(b)}"' for b in bounds] + ['le="+Inf"']
-        self.series: dict[tuple[object, ...], _Histogram] = {}
-
-    def observe(self, key: tuple[object, ...], labels: str, value: float) -> None:
-        _observe(self.series_for(key, labels), self.bounds, value)
-
-    def series_for(self, key: tuple[object, ...], labels: str) -> _Histogram:
-        series = self.series.get(key)
-        if series is None:
-            series = self.series[key] = _Histogram(labels, len(self.bounds) + 1)
-        return series
-
-    def render(self, out: list[str]) -> None:
-        name = self.name
-        out.append(f"# HELP {name} {self.help}.")
-        out.append(f"# TYPE {name} histogram")
-        out.append(f"# UNIT {name} seconds")
-        for s in self.series.values():
-            out.append(f"{name}_sum{{{s.labels}}} {format_f64(s.sum)}")
-            out.append(f"{name}_count{{{s.labels}}} {s.count}")
-            cumulative = 0
-            for le, n in zip(self.le, s.buckets, strict=True):
-                cumulative += n
-                out.append(f"{name}_bucket{{{le},{s.labels}}} {cumulative}")
-
-
-def _observe(series: _Histogram, bounds: tuple[float, ...], value: float) -> None:
-    # The crate counts v into the first bucket whose upper bound is >= v.
-    series.buckets[bisect_left(bounds, value)] += 1
-    series.sum += value
-    series.count += 1
-
-
-class ExchangeSeries:
-    """The series one kind of HTTP exchange records into (see ``http_exchange``)."""
-
-    __slots__ = (
-        "backend_duration",
-        "backend_labels",
-        "backend_requests",
-        "backend_statuses",
-        "duration",
-        "route_labels",
-        "statuses",
-    )
-
-    def __init__(
-        self,
-        route_labels: Mapping[str, str],
-        backend_labels: Mapping[str, str] | None,
-        duration: _Histogram,
-        statuses: _Counter,
-    ) -> None:
-        self.route_labels = route_labels
-        self.backend_labels = backend_labels
-        self.duration = duration
-        self.statuses = statuses
-        self.backend_requests: _Counter | None = None
-        self.backend_duration: _Histogram | None = None
-        self.backend_statuses: _Counter | None = None
-
-
 _EXCHANGE_CACHE_SIZE = 4096
-
-
-class _RouteFamilies:
-    """The five HTTP or gRPC route families (``outbound_{http,grpc}_route_*``)."""
-
-    def __init__(self, protocol: str) -> None:
-        prefix = f"outbound_{protocol}_route_"
-        self.request_duration = _HistogramFamily(
-            prefix + "request_duration_seconds", _HELP_REQUEST_DURATION, _ROUTE_DURATION_BOUNDS
-        )
-        self.request_statuses = _CounterFamily(prefix + "request_statuses", _HELP_REQUEST_STATUSES)
-        self.backend_requests = _CounterFamily(prefix + "backend_requests", _HELP_BACKEND_REQUESTS)
-        self.backend_duration = _HistogramFamily(
-            prefix + "backend_response_duration_seconds",
-            _HELP_BACKEND_DURATION,
-            _BACKEND_DURATION_BOUNDS,
-        )
-        self.backend_statuses = _CounterFamily(
-            prefix + "backend_response_statuses", _HELP_BACKEND_STATUSES
-        )
-
-    def render(self, out: list[str]) -> None:
-        # Registration order in linkerd2-proxy: route-level request metrics, then the
-        # backend families (as in the real dump cited in the module docstring).
-        self.request_duration.render(out)
-        self.request_statuses.render(out)
-        self.backend_requests.render(out)
-        self.backend_duration.render(out)
-        self.backend_statuses.render(out)
-
-
-class _TransportFamilies:
-    """``outbound_{tls,tcp}_route_{open,close}_total``."""
-
-    def __init__(self, protocol: str) -> None:
-        self.open = _CounterFamily(f"outbound_{protocol}_route_open", _HELP_OPEN)
-        self.close = _CounterFamily(f"outbound_{protocol}_route_close", _HELP_CLOSE)
-        self.targets: dict[tuple[object, ...], tuple[_Counter, list[_Counter]]] = {}
-
-    def target(self, key: tuple[object, ...], labels: str) -> tuple[_Counter, list[_Counter]]:
-        """Create the open counter and all five close counters of one target together, as
-        the proxy does when it builds a route's service, so they show up as 0 (spec 6.2;
-        transport.rs ``TransportRouteMetricsFamily::metrics``)."""
-        counters = (
-            self.open.get(key, labels),
-            [
-                self.close.get((*key, error), f"{labels},{_label('error', error)}")
-                for error in TRANSPORT_ERRORS
-            ],
-        )
-        self.targets[key] = counters
-        return counters
-
-    def render(self, out: list[str]) -> None:
-        self.open.render(out)
-        self.close.render(out)
-
-
-_TRANSPORT_ERROR_INDEX = {error: i for i, error in enumerate(TRANSPORT_ERRORS)}
 
 
 class ProxyMetrics:
@@ -782,52 +445,3 @@ class ProxyMetrics:
             self._tcp.render(out)
         out.append("# EOF")
         return "\n".join(out) + "\n"
-
-
-def _http(status: int | None) -> str:
-    if status is None:
-        return ""
-    if isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 599:
-        raise ValueError(f"http_status: expected an int in 100..599 or None, found {status!r}")
-    return str(status)
-
-
-def _grpc(status: str | None) -> str:
-    if status is None:
-        return "UNKNOWN"
-    if status not in GRPC_STATUS_NAMES:
-        raise ValueError(
-            f"grpc_status: expected an upper-case gRPC code name such as OK or "
-            f"PERMISSION_DENIED, found {status!r}"
-        )
-    return status
-
-
-def _check_error(error: str) -> None:
-    if error not in HTTP_ERRORS:
-        expected = ", ".join(sorted(e or '""' for e in HTTP_ERRORS))
-        raise ValueError(f"error: expected one of {expected}; found {error!r}")
-
-
-def _transport_error(error: str) -> int:
-    index = _TRANSPORT_ERROR_INDEX.get(error)
-    if index is None:
-        expected = ", ".join(e or '""' for e in TRANSPORT_ERRORS)
-        raise ValueError(f"error: expected one of {expected}; found {error!r}")
-    return index
-
-
-def _check_duration(duration_s: float) -> None:
-    if not (duration_s >= 0 and math.isfinite(duration_s)):
-        raise ValueError(f"duration_s: expected a finite number >= 0, found {duration_s!r}")
-
-
-def _is_ip_literal(host: str) -> bool:
-    # Cheap pre-check first: DNS names start with a letter far more often than not.
-    if not host or not (host[0].isdigit() or host[0] == "[" or ":" in host):
-        return False
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
