@@ -174,14 +174,39 @@ class _Messages:
 
 
 class RequestParser(_Messages):
-    """The client side: request heads, with the head size bounded (431)."""
+    """The client side: request heads, with the head size bounded (431).
+
+    The bound holds however the head is cut into chunks. A head that starts at a chunk's
+    first byte (the parser was between messages) or goes on from the last chunk is
+    counted in raw bytes: every byte of it up to its blank line (found in the chunk: the
+    parser does not say where the head ended). A head that starts mid-chunk (pipelined
+    behind a body or another request) is counted by what the callbacks saw while it
+    completes in that chunk; if it goes on past it, by the rest of that chunk (less what
+    earlier messages in it are known to have used, never more than they did), then in raw
+    bytes. Either way a head over the limit, complete or not, is a 431, and an over-long
+    complete head is never queued as a request.
+    """
 
     def __init__(self, limit: int) -> None:
         super().__init__(httptools.HttpRequestParser)
         self.limit = limit
         self.head_size = 0
-        self._count_raw = False
+        #: The open head is counted in raw bytes (see the class docstring).
+        self._raw = False
+        #: The next head to begin starts at the current chunk's first byte.
+        self._at_start = False
+        #: The chunk being parsed, and the end of the previous one while a head was open
+        #: across them (a blank line may straddle the two).
+        self._chunk = b""
+        self._tail = b""
+        #: Bytes of the chunk known to belong to earlier messages (at most what they used).
+        self._used = 0
         self._body_open = False
+
+    def on_body(self, body: bytes) -> None:
+        if self._body_open:
+            self._used += len(body)
+        super().on_body(body)
 
     def on_message_complete(self) -> None:
         self._body_open = False
@@ -194,27 +219,30 @@ class RequestParser(_Messages):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.head_size = 0
+        self._raw = self._at_start
+        self._at_start = False  # another head in this chunk starts mid-chunk
+        self._tail = b""
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if not self._count_raw:
-            self.head_size += len(url)
-            if self.head_size > self.limit:
-                self.too_large = True
-                raise HeadTooLarge()
+        if not self._raw:
+            self._count(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_body:
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
-        if not self._count_raw:
-            self.head_size += len(name) + len(value) + 4
-            if self.head_size > self.limit:
-                self.too_large = True
-                raise HeadTooLarge()
+        if not self._raw:
+            self._count(len(name) + len(value) + 4)
 
     def on_headers_complete(self) -> None:
+        if self._raw:
+            part = _head_part(self._tail, self._chunk)
+            self._count(part)
+            self._used += part
+        else:
+            self._used += self.head_size
         parser = self.parser
         assert isinstance(parser, httptools.HttpRequestParser)
         self.head_open = False
@@ -230,25 +258,54 @@ class RequestParser(_Messages):
             )
         )
 
+    def _count(self, n: int) -> None:
+        self.head_size += n
+        if self.head_size > self.limit:
+            self.too_large = True
+            raise HeadTooLarge()  # from a callback: the parser stops, feed() answers 431
+
     def feed(self, data: bytes) -> None:
-        # A head still open after a whole chunk counts the chunk's bytes (the parser
-        # keeps partial header lines to itself); one that began in this chunk counts what
-        # the callbacks saw. Either way a head over the limit, complete or not, is a 431.
         was_open = self.head_open
-        self._count_raw = was_open
         if not self._body_open:
             # llhttp refuses a bare LF after the request line even when lenient; h11 and
             # httparse take it. Rewritten only when the chunk's first LF is bare, so the
             # usual CRLF head costs one find().
+            # An LF first in the chunk is bare unless the last chunk ended in its CR.
             lf = data.find(b"\n")
-            if lf == 0 or (lf > 0 and data[lf - 1] != 13):
+            if (lf == 0 and not self._tail.endswith(b"\r")) or (lf > 0 and data[lf - 1] != 13):
                 data = _crlf_head(data)
+        self._at_start = not (was_open or self._body_open)
+        self._chunk = data
+        self._used = 0
         super().feed(data)
-        if was_open and self.head_open and not self.dead:
-            self.head_size += len(data)
+        if self.head_open and not self.dead:
+            # The head goes on past this chunk.
+            if self._raw:
+                self.head_size += len(data)  # all of the chunk is head
+            else:
+                # It began mid-chunk: the rest of the chunk after earlier messages.
+                self.head_size = max(self.head_size, len(data) - self._used)
+                self._raw = True
+            self._tail = data[-3:]
             if self.head_size > self.limit:
                 self.dead = True
                 self.events.append(Fault(431))
+        self._chunk = b""
+
+
+def _head_part(tail: bytes, chunk: bytes) -> int:
+    """How many bytes of ``chunk`` belong to a head that ends in it: up to and including
+    the first blank line (CRLF CRLF, or the bare-LF forms hyper takes), which may begin in
+    ``tail``, the end of the previous chunk. A head that starts in ``chunk`` (``tail``
+    empty) may have blank lines before it, which are skipped."""
+    buf = tail + chunk
+    start = 0 if tail else len(chunk) - len(chunk.lstrip(b"\r\n"))
+    ends = [
+        i + len(blank)
+        for blank in (b"\r\n\r\n", b"\n\n", b"\n\r\n")
+        if (i := buf.find(blank, start)) >= 0
+    ]
+    return max(0, (min(ends) if ends else len(buf)) - len(tail))
 
 
 class ResponseParser(_Messages):

@@ -1,0 +1,103 @@
+"""The proxy's HTTP/1 wire core (egresskit.mesh.http1_wire), without sockets.
+
+The request head bound (431 over ``max_header_bytes``, as hyper answers) must not depend
+on how TCP cuts the bytes into chunks: the same head is refused or accepted whatever the
+chunking. A fault test once passed or failed by the machine's load because the chunk that
+completed a head went uncounted.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from egresskit.mesh.http1_wire import End, Fault, Request, RequestParser
+
+LIMIT = 64 * 1024
+
+
+def head(value_size: int, *, headers: int = 1) -> bytes:
+    lines = b"".join(b"X-H%d: %s\r\n" % (i, b"y" * value_size) for i in range(headers))
+    return b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\n" + lines + b"\r\n"
+
+
+def chunked(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = [0, *sorted(c for c in cuts if 0 < c < len(data)), len(data)]
+    return [data[a:b] for a, b in itertools.pairwise(points) if b > a]
+
+
+def events_for(chunks: list[bytes]) -> list[object]:
+    parser = RequestParser(LIMIT)
+    for chunk in chunks:
+        parser.feed(chunk)
+        if parser.dead:
+            break
+    return list(parser.events)
+
+
+def cut_sets(size: int) -> dict[str, list[int]]:
+    """Ways to cut ``size`` bytes: whole, near the start, near the end, in the middle,
+    right before the blank line, in fixed steps of several sizes."""
+    return {
+        "whole": [],
+        "after-10": [10],
+        "before-last-2": [size - 2],
+        "before-last-3": [size - 3],
+        "before-last-1": [size - 1],
+        "middle": [size // 2],
+        "near-start-and-end": [50, size - 100],
+        "steps-1000": list(range(1000, size, 1000)),
+        "steps-7000": list(range(7000, size, 7000)),
+        "steps-16384": list(range(16384, size, 16384)),
+        "steps-65536": list(range(65536, size, 65536)),
+    }
+
+
+BIG_ONE = head(70 * 1024)
+BIG_MANY = head(1000, headers=200)
+NEAR_LIMIT = head(LIMIT - 200)
+assert len(NEAR_LIMIT) < LIMIT
+
+
+@pytest.mark.parametrize(
+    "cuts", list(cut_sets(len(BIG_ONE)).values()), ids=list(cut_sets(len(BIG_ONE)))
+)
+@pytest.mark.parametrize("data", [BIG_ONE, BIG_MANY], ids=["one-70KiB-header", "200KiB-of-headers"])
+def test_an_oversized_head_is_431_however_it_is_chunked(data: bytes, cuts: list[int]) -> None:
+    events = events_for(chunked(data, cuts))
+    assert not any(isinstance(e, Request) for e in events), "an oversized head was queued"
+    assert any(isinstance(e, Fault) and e.status == 431 for e in events), events
+
+
+@pytest.mark.parametrize(
+    "cuts", list(cut_sets(len(NEAR_LIMIT)).values()), ids=list(cut_sets(len(NEAR_LIMIT)))
+)
+def test_a_head_just_under_the_limit_is_accepted_however_it_is_chunked(cuts: list[int]) -> None:
+    events = events_for(chunked(NEAR_LIMIT, cuts))
+    assert [type(e) for e in events] == [Request, End]
+
+
+def test_a_body_in_the_same_chunk_does_not_count_towards_the_head() -> None:
+    body = b"z" * (LIMIT * 2)
+    data = b"POST /post HTTP/1.1\r\nHost: httpbin.org\r\nContent-Length: %d\r\n\r\n" % len(body)
+    for cuts in ([], [20], [len(data) - 2]):
+        events = events_for(chunked(data + body, cuts))
+        assert isinstance(events[0], Request)
+        assert isinstance(events[-1], End)
+
+
+def test_a_pipelined_head_after_a_body_is_bounded_too() -> None:
+    # The second head starts mid-chunk (behind the first request's body).
+    first = b"POST /post HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc"
+    for cuts in ([], [len(first) + 10], [len(first) + 40_000]):
+        events = events_for(chunked(first + BIG_ONE, cuts))
+        assert [type(e) for e in events[:3]] == [Request, bytes, End]
+        assert not any(isinstance(e, Request) for e in events[3:])
+        assert isinstance(events[-1], Fault) and events[-1].status == 431
+
+
+def test_blank_lines_before_a_request_do_not_end_its_head_early() -> None:
+    # RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request line.
+    events = events_for([b"\r\n\r\n" + BIG_ONE[:40_000], BIG_ONE[40_000:]])
+    assert isinstance(events[-1], Fault) and events[-1].status == 431
