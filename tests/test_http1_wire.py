@@ -9,6 +9,7 @@ completed a head went uncounted.
 from __future__ import annotations
 
 import itertools
+import random
 
 import pytest
 
@@ -101,3 +102,48 @@ def test_blank_lines_before_a_request_do_not_end_its_head_early() -> None:
     # RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request line.
     events = events_for([b"\r\n\r\n" + BIG_ONE[:40_000], BIG_ONE[40_000:]])
     assert isinstance(events[-1], Fault) and events[-1].status == 431
+
+
+def describe(events: list[object]) -> list[object]:
+    """Events in comparable form (body pieces joined: their cuts follow the chunks)."""
+    out: list[object] = []
+    for e in events:
+        if isinstance(e, bytes):
+            if out and isinstance(out[-1], bytes):
+                out[-1] += e
+            else:
+                out.append(e)
+        elif isinstance(e, Request):
+            out.append(("request", e.method, e.target, e.version, tuple(e.headers), e.body))
+        elif isinstance(e, End):
+            out.append(("end", tuple(e.trailers)))
+        else:
+            out.append(("fault", getattr(e, "status", None)))
+    return out
+
+
+#: A valid stream a client may pipeline: heads of several sizes, a body by length, a
+#: chunked body with a trailer, a head of 60 KiB (under the bound), blank lines between.
+STREAM = b"".join(
+    [
+        b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n",
+        b"POST /b HTTP/1.1\r\nHost: h\r\nContent-Length: 10\r\n\r\n0123456789",
+        b"\r\n",
+        b"PUT /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nhello\r\n3\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n",
+        head(60 * 1024),
+        b"GET /d HTTP/1.1\r\nHost: h\r\nX-Many: 1\r\nX-Many: 2\r\n\r\n",
+    ]
+)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_any_chunking_of_a_valid_stream_parses_as_the_whole(seed: int) -> None:
+    rng = random.Random(seed)
+    cuts = rng.sample(range(1, len(STREAM)), rng.choice([1, 3, 10, 60, 400]))
+    # Some cuts right inside a CRLF, where a split line ending must stay a CRLF.
+    crlfs = [i + 1 for i in range(len(STREAM) - 1) if STREAM[i : i + 2] == b"\r\n"]
+    cuts += rng.sample(crlfs, 5)
+    whole = describe(events_for([STREAM]))
+    assert [e[0] for e in whole if isinstance(e, tuple)].count("request") == 5
+    assert describe(events_for(chunked(STREAM, cuts))) == whole
