@@ -211,62 +211,65 @@ def _egress_policy(
     # TCP: only the FIRST TCPRoute is used and it replaces the default (spec 4.5, D18).
     tcp = ctx.l4_route(tcp_routes[0], "tcp") if tcp_routes else ctx.default_l4("tcp")
 
-    opaque = port in snap.opaque_ports_for(obj)
-    if opaque:
-        # Opaque ports ignore HTTP/gRPC/TLS routes (5.2; surprise 7).
-        reasons.append(f"port {port} is opaque: HTTP, gRPC and TLS routes do not apply")
+    def policy_for(
+        protocol: PortProtocol,
+        why: str,
+        *,
+        http: HostTable | None = None,
+        grpc: HostTable | None = None,
+        tls: HostTable | None = None,
+        l4: Decision = tcp,
+    ) -> PortPolicy:
+        reasons.append(why)
         return PortPolicy(
-            protocol="opaque", parent=parent, parent_labels=labels, tcp=tcp, reasons=tuple(reasons)
+            protocol=protocol,
+            parent=parent,
+            parent_labels=labels,
+            http=http,
+            grpc=grpc,
+            tls=tls,
+            tcp=l4,
+            reasons=tuple(reasons),
+        )
+
+    # The first kind attached decides the port's protocol, in the order of Linkerd's kind
+    # conflicts (GRPC > HTTP > TLS > TCP, spec 4.8); opaque ports come before all (5.2).
+    if port in snap.opaque_ports_for(obj):
+        # Opaque ports ignore HTTP/gRPC/TLS routes (5.2; surprise 7).
+        return policy_for(
+            "opaque", f"port {port} is opaque: HTTP, gRPC and TLS routes do not apply"
         )
     if grpc_routes:
-        reasons.append("a GRPCRoute is attached: the port is HTTP/2 without detection")
         grpc = [ctx.http_route(r, "grpc") for r in grpc_routes]
         grpc.append(ctx.default_http("grpc"))
-        return PortPolicy(
-            protocol="grpc",
-            parent=parent,
-            parent_labels=labels,
+        return policy_for(
+            "grpc",
+            "a GRPCRoute is attached: the port is HTTP/2 without detection",
             grpc=HostTable.of(grpc),
-            tcp=tcp,
-            reasons=tuple(reasons),
         )
     if http_routes:
-        reasons.append("an HTTPRoute is attached: HTTP is detected, other bytes are opaque")
         http = [ctx.http_route(r, "http") for r in http_routes]
         http.append(ctx.default_http("http"))
-        return PortPolicy(
-            protocol="detect",
-            parent=parent,
-            parent_labels=labels,
+        return policy_for(
+            "detect",
+            "an HTTPRoute is attached: HTTP is detected, other bytes are opaque",
             http=HostTable.of(http),
-            tcp=ctx.default_l4("tcp"),
-            reasons=tuple(reasons),
+            l4=ctx.default_l4("tcp"),
         )
     if tls_routes:
-        reasons.append("a TLSRoute is attached: the port requires TLS with an SNI")
         tls = [ctx.tls_route(r) for r in tls_routes]
         tls.append(ctx.default_tls())
-        return PortPolicy(
-            protocol="tls",
-            parent=parent,
-            parent_labels=labels,
+        return policy_for(
+            "tls",
+            "a TLSRoute is attached: the port requires TLS with an SNI",
             tls=HostTable.of(tls),
-            tcp=tcp,
-            reasons=tuple(reasons),
         )
     if tcp_routes:
-        reasons.append("a TCPRoute is attached: the port is opaque")
-        return PortPolicy(
-            protocol="opaque", parent=parent, parent_labels=labels, tcp=tcp, reasons=tuple(reasons)
-        )
-    reasons.append("no routes attached: HTTP is detected, other bytes are opaque")
-    return PortPolicy(
-        protocol="detect",
-        parent=parent,
-        parent_labels=labels,
+        return policy_for("opaque", "a TCPRoute is attached: the port is opaque")
+    return policy_for(
+        "detect",
+        "no routes attached: HTTP is detected, other bytes are opaque",
         http=HostTable.of([ctx.default_http("http")]),
-        tcp=tcp,
-        reasons=tuple(reasons),
     )
 
 

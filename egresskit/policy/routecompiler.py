@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from egresskit.manifests.model import (
     BackendRef,
@@ -33,7 +34,7 @@ from egresskit.manifests.model import (
     TLSRoute,
 )
 from egresskit.policy.compiledrule import CompiledRule
-from egresskit.policy.decision import Decision, HeaderEdit, Ref, RouteFamily
+from egresskit.policy.decision import Decision, HeaderEdit, Outcome, Ref, RouteFamily
 from egresskit.policy.routetable import CompiledRoute
 from egresskit.policy.snapshot import Snapshot
 
@@ -91,6 +92,36 @@ class RouteCompiler:
 
     # -- defaults ----------------------------------------------------------------------
 
+    def _decision(
+        self,
+        outcome: Outcome,
+        family: RouteFamily,
+        route: Ref,
+        reason: str,
+        *,
+        backend: Ref | None = None,
+        backend_port: str = "",
+        target: Literal["original", "service"] | None = None,
+        rule_index: int | None = None,
+    ) -> Decision:
+        """A decision of ``route`` under this parent: the route's label set (P + R), and the
+        backend's (B) when there is one, in Linkerd's order (6.2)."""
+        return Decision(
+            outcome=outcome,
+            protocol=None,
+            family=family,
+            parent=self.parent,
+            route=route,
+            backend=backend,
+            target=target,
+            labels=self.parent_labels | route_labels_of(route),
+            backend_labels=(
+                backend_labels_of(backend, port_label=backend_port) if backend is not None else {}
+            ),
+            rule_index=rule_index,
+            reason=reason,
+        )
+
     def _default_ref(self, family: RouteFamily) -> Ref:
         name = DEFAULT_ROUTE_NAMES[family][self.policy]
         return Ref(group="", kind="default", namespace="", name=name)
@@ -106,32 +137,23 @@ class RouteCompiler:
         # Forward to the original destination; backend metadata is the EgressNetwork with
         # the original port (default_backend / egress_net_meta in outbound.rs; 4.4).
         port = port_label if port_label is not None else self.port
-        backend = replace(self.parent, port=port)
-        return Decision(
-            outcome="allowed",
-            protocol=None,
-            family=family,
-            parent=self.parent,
-            route=route,
-            backend=backend,
+        return self._decision(
+            "allowed",
+            family,
+            route,
+            "forwarded to the original destination",
+            backend=replace(self.parent, port=port),
+            backend_port=str(port),
             target="original",
-            labels=self.parent_labels | route_labels_of(route),
-            backend_labels=backend_labels_of(backend, port_label=str(port)),
             rule_index=rule_index,
-            reason="forwarded to the original destination",
         )
 
     def _deny(self, family: RouteFamily, route: Ref) -> Decision:
-        labels = self.parent_labels | route_labels_of(route)
-        base = Decision(
-            outcome="forbidden",
-            protocol=None,
-            family=family,
-            parent=self.parent,
-            route=route,
-            backend=None,
-            labels=labels,
-            reason=f"trafficPolicy Deny: {route.name} rejects what no explicit route allows",
+        base = self._decision(
+            "forbidden",
+            family,
+            route,
+            f"trafficPolicy Deny: {route.name} rejects what no explicit route allows",
         )
         if family == "http":
             # Route-level failure injector: 403 with l5d-proxy-error (spec 3).
@@ -296,21 +318,17 @@ class RouteCompiler:
                 return self._invalid(
                     route, family, b, rule_index, f"missing port for backend Service {b.name}"
                 )
-            backend = Ref(
-                group="core", kind="Service", namespace=b.namespace, name=b.name, port=b.port
-            )
-            return Decision(
-                outcome="redirected",
-                protocol=None,
-                family=family,
-                parent=self.parent,
-                route=route,
-                backend=backend,
+            return self._decision(
+                "redirected",
+                family,
+                route,
+                f"sent to the in-cluster Service {b.namespace}/{b.name}:{b.port}",
+                backend=Ref(
+                    group="core", kind="Service", namespace=b.namespace, name=b.name, port=b.port
+                ),
+                backend_port=str(b.port),
                 target="service",
-                labels=self.parent_labels | route_labels_of(route),
-                backend_labels=backend_labels_of(backend, port_label=str(b.port)),
                 rule_index=rule_index,
-                reason=f"sent to the in-cluster Service {b.namespace}/{b.name}:{b.port}",
             )
         return self._invalid(
             route, family, b, rule_index, f"unsupported backend type {b.group or 'core'} {b.kind}"
@@ -320,22 +338,17 @@ class RouteCompiler:
         self, route: Ref, family: RouteFamily, b: BackendRef | None, rule_index: int, message: str
     ) -> Decision:
         backend = None
-        blabels: dict[str, str] = {}
         if b is not None:
             group = "core" if b.is_service else b.group
             backend = Ref(group=group, kind=b.kind, namespace=b.namespace, name=b.name, port=b.port)
-            blabels = backend_labels_of(backend, port_label="" if b.port is None else str(b.port))
-        base = Decision(
-            outcome="invalid",
-            protocol=None,
-            family=family,
-            parent=self.parent,
-            route=route,
+        base = self._decision(
+            "invalid",
+            family,
+            route,
+            message,
             backend=backend,
-            labels=self.parent_labels | route_labels_of(route),
-            backend_labels=blabels,
+            backend_port="" if b is None or b.port is None else str(b.port),
             rule_index=rule_index,
-            reason=message,
         )
         if family == "http":
             # Backend-level failure injector: HTTP 500 (D10), recorded with error="" (6.2).
