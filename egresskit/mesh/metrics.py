@@ -209,7 +209,7 @@ class ProxyMetrics:
                 or entry.route_labels is not route_labels
                 or entry.backend_labels is not backend_labels
             ):
-                entry = self._exchange(route_labels, backend_labels, hostname, http_status, error)
+                entry = self._new_exchange(route_labels, backend_labels, key)
                 if len(self._exchanges) >= _EXCHANGE_CACHE_SIZE:
                     self._exchanges.clear()  # new policies make new dicts: stay bounded
                 self._exchanges[key] = entry
@@ -235,16 +235,17 @@ class ProxyMetrics:
                 backend.count += 1
                 entry.backend_statuses.value += 1
 
-    def _exchange(
+    def _new_exchange(
         self,
         route_labels: Mapping[str, str],
         backend_labels: Mapping[str, str] | None,
-        hostname: str,
-        http_status: int | None,
-        error: str,
+        cache_key: tuple[int, int, str, int | None, str],
     ) -> ExchangeSeries:
         """The series one exchange touches (lock held): the very series, keys and label
-        text the three separate calls use, so both APIs add up in one place."""
+        text the three separate calls use, so both APIs add up in one place. ``cache_key`` is
+        :meth:`exchange_series`'s cache key: (ids of the label dicts, hostname, status,
+        error)."""
+        _, _, hostname, http_status, error = cache_key
         status = _http(http_status)
         _check_error(error)
         families = self._http

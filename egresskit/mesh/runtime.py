@@ -267,6 +267,15 @@ class Channel(asyncio.Protocol):
 
     # -- reading and writing --------------------------------------------------------
 
+    def _waiter(self, deadline: float | None) -> asyncio.Future[None]:
+        """A future for one wait (read or drain), with the deadline moved to ``deadline``
+        (None: no deadline); the timer fails the future with ``TimeoutError``."""
+        if deadline is not None:
+            self._arm(deadline)
+        else:
+            self._deadline = None
+        return self._loop.create_future()
+
     async def read(self, deadline: float | None = None) -> bytes:
         """Every buffered byte, waiting for some first; b"" at EOF."""
         if not self._chunks:
@@ -274,11 +283,7 @@ class Channel(asyncio.Protocol):
                 if self._exc is not None:
                     raise self._exc
                 return b""
-            waiter = self._reader = self._loop.create_future()
-            if deadline is not None:
-                self._arm(deadline)
-            else:
-                self._deadline = None
+            waiter = self._reader = self._waiter(deadline)
             try:
                 await waiter
             finally:
@@ -307,11 +312,7 @@ class Channel(asyncio.Protocol):
             raise ConnectionResetError("connection lost")
         if not self._write_paused:
             return
-        waiter = self._drainer = self._loop.create_future()
-        if deadline is not None:
-            self._arm(deadline)
-        else:
-            self._deadline = None
+        waiter = self._drainer = self._waiter(deadline)
         try:
             await waiter
         finally:
