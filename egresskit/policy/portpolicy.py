@@ -18,13 +18,14 @@ Rules (shared spec linkerd-egress.md sections 2, 4.5 and 5.2):
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from egresskit.manifests.model import GRPCRoute, HTTPRoute, HTTPRouteMatch, TCPRoute, TLSRoute
 from egresskit.policy import networks as nets
 from egresskit.policy.compiledrule import CompiledRule
-from egresskit.policy.decision import Decision, PortProtocol, Ref
+from egresskit.policy.decision import Decision, PortProtocol, Ref, RouteFamily
 from egresskit.policy.routecompiler import (
     RouteCompiler,
     backend_labels_of,
@@ -239,21 +240,24 @@ def _egress_policy(
         return policy_for(
             "opaque", f"port {port} is opaque: HTTP, gRPC and TLS routes do not apply"
         )
+
+    def http_table(routes: Sequence[HTTPRoute | GRPCRoute], family: RouteFamily) -> HostTable:
+        # The routes, then the EgressNetwork's default route for what none of them matches.
+        return HostTable.of(
+            [*(ctx.http_route(r, family) for r in routes), ctx.default_http(family)]
+        )
+
     if grpc_routes:
-        grpc = [ctx.http_route(r, "grpc") for r in grpc_routes]
-        grpc.append(ctx.default_http("grpc"))
         return policy_for(
             "grpc",
             "a GRPCRoute is attached: the port is HTTP/2 without detection",
-            grpc=HostTable.of(grpc),
+            grpc=http_table(grpc_routes, "grpc"),
         )
     if http_routes:
-        http = [ctx.http_route(r, "http") for r in http_routes]
-        http.append(ctx.default_http("http"))
         return policy_for(
             "detect",
             "an HTTPRoute is attached: HTTP is detected, other bytes are opaque",
-            http=HostTable.of(http),
+            http=http_table(http_routes, "http"),
             l4=ctx.default_l4("tcp"),
         )
     if tls_routes:

@@ -155,20 +155,7 @@ class RouteCompiler:
             route,
             f"trafficPolicy Deny: {route.name} rejects what no explicit route allows",
         )
-        if family == "http":
-            # Route-level failure injector: 403 with l5d-proxy-error (spec 3).
-            return replace(
-                base, http_status=403, response_headers=(("l5d-proxy-error", DENY_MESSAGE),)
-            )
-        if family == "grpc":
-            return replace(
-                base,
-                http_status=200,
-                grpc_status="PERMISSION_DENIED",
-                response_headers=(("grpc-status", "7"), ("grpc-message", DENY_MESSAGE)),
-            )
-        # TLS/TCP: the Forbidden filter closes the connection, error="forbidden".
-        return replace(base, error="forbidden")
+        return _failure(base, DENY_MESSAGE)
 
     def default_http(self, family: RouteFamily) -> CompiledRoute:
         ref = self._default_ref(family)
@@ -350,18 +337,36 @@ class RouteCompiler:
             backend_port="" if b is None or b.port is None else str(b.port),
             rule_index=rule_index,
         )
-        if family == "http":
-            # Backend-level failure injector: HTTP 500 (D10), recorded with error="" (6.2).
-            return replace(base, http_status=500, response_headers=(("l5d-proxy-error", message),))
-        if family == "grpc":
-            # The controller injects grpc-status 500, not a valid gRPC code (D10).
-            return replace(
-                base,
-                http_status=200,
-                grpc_status="UNKNOWN",
-                response_headers=(("grpc-status", "500"), ("grpc-message", message)),
-            )
-        return replace(base, error="invalid_backend")
+        return _failure(base, message)
+
+
+#: How the proxy answers an exchange it refuses, by outcome: (HTTP status, gRPC status
+#: recorded, the grpc-status it sends, the TLS/TCP close ``error`` label).
+_FAILURE_ANSWERS: dict[str, tuple[int, str, str, str]] = {
+    # Deny: the route-level failure injector, 403 with l5d-proxy-error; gRPC
+    # PERMISSION_DENIED (7); TLS/TCP: the Forbidden filter closes the connection (spec 3).
+    "forbidden": (403, "PERMISSION_DENIED", "7", "forbidden"),
+    # Invalid backend: the backend-level failure injector, HTTP 500 recorded with error=""
+    # (6.2); the controller injects grpc-status 500, not a valid gRPC code (D10).
+    "invalid": (500, "UNKNOWN", "500", "invalid_backend"),
+}
+
+
+def _failure(base: Decision, message: str) -> Decision:
+    """``base`` (a forbidden or invalid decision) with the answer its family gets."""
+    http_status, grpc_status, grpc_code, l4_error = _FAILURE_ANSWERS[base.outcome]
+    if base.family == "http":
+        return replace(
+            base, http_status=http_status, response_headers=(("l5d-proxy-error", message),)
+        )
+    if base.family == "grpc":
+        return replace(
+            base,
+            http_status=200,
+            grpc_status=grpc_status,
+            response_headers=(("grpc-status", grpc_code), ("grpc-message", message)),
+        )
+    return replace(base, error=l4_error)
 
 
 def _header_edits(filters: Sequence[Filter]) -> tuple[HeaderEdit | None, HeaderEdit | None]:
