@@ -4,7 +4,7 @@ Rules of the measurement (egresskit issue 2):
 
 * One EgressNetwork (trafficPolicy Deny, an allow-list, the way egress policy is usually
   written) in the global egress namespace; clients in two other namespaces, so every route
-  is a producer route that applies to both (shared spec 2.3, 4.7).
+  is a producer route that applies to both (docs/facts/linkerd-egress.md 2.3, 4.7).
 * N HTTPRoutes on port 80 and N TLSRoutes on port 443. Each HTTPRoute has its own hostname,
   1-3 rules with path prefixes, some with a header or method; every 10th route uses a
   wildcard hostname; ``max(1, N // 20)`` routes (~5%) have no hostnames.
@@ -52,11 +52,11 @@ TARGET_SIZE = 1_000
 TARGET_DPS = 200_000
 MAX_SLOWDOWN = 2.0
 
-EN_NAMESPACE = "linkerd-egress"  # the global egress namespace (shared spec 2.3)
+EN_NAMESPACE = "linkerd-egress"  # the global egress namespace (docs/facts/linkerd-egress.md 2.3)
 EN_NAME = "egress"
 CLIENT_NAMESPACES = ("shop", "billing")
 #: Destinations outside the cluster networks, so the EgressNetwork (no ``networks``: all
-#: but the cluster networks) is the parent (shared spec 1, 2.3).
+#: but the cluster networks) is the parent (docs/facts/linkerd-egress.md 1, 2.3).
 DST_IPS = tuple(f"203.0.113.{i}" for i in range(1, 9)) + tuple(
     f"198.51.100.{i}" for i in range(1, 9)
 )
@@ -133,7 +133,7 @@ def manifests(specs: Sequence[RouteSpec]) -> list[dict[str, Any]]:
         # TLSRoutes get a hostname each: a hostname-less one would take every SNI.
         sni = spec.hostname or host_of(spec.index)
         # A TLSRoute rule needs backendRefs; the parent itself means "the original
-        # destination", as in the guide's tls-egress route (shared spec 4.4).
+        # destination", as in the guide's tls-egress route (docs/facts/linkerd-egress.md 4.4).
         to_parent = {"group": "policy.linkerd.io", "kind": "EgressNetwork", "name": EN_NAME}
         tls_rules = [{"backendRefs": [to_parent]}]
         docs.append(_route("TLSRoute", f"tls-{spec.index:05d}", TLS_PORT, sni, tls_rules))
@@ -291,7 +291,7 @@ def baseline_lookup(table: dict[int, int], req: Request) -> int | None:
 
 
 def is_hit(d: Decision) -> bool:
-    """Served by an explicit route rather than a synthesised default (shared spec 3)."""
+    """Served by an explicit route rather than a synthesised default (docs/facts/linkerd-egress.md 3)."""
     return d.route is not None and d.route.kind != "default"
 
 

@@ -1,11 +1,12 @@
 """The guide's manifests, one constant per step of "Managing egress traffic".
 
-Faithful to /work/shared/guide/managing-egress-traffic.md (namespace ``egress-test``,
-names exactly as there), with two deliberate changes:
+Faithful to the Linkerd guide "Managing egress traffic" (linkerd/website,
+``linkerd.io/2/tasks/managing-egress-traffic``; namespace ``egress-test``, names exactly as
+there), with two deliberate changes:
 
 1. ``CLIENT_POD`` carries ``config.linkerd.io/proxy-metrics-hostname-labels: "true"``:
    since Linkerd 2.18 the ``hostname`` metric label is empty unless this is set, and the
-   guide's metric output shows it (shared spec linkerd-egress.md section 10, item 9).
+   guide's metric output shows it (docs/facts/linkerd-egress.md section 10, item 9).
 2. HTTPRoutes use ``gateway.networking.k8s.io/v1``: Gateway API v1.1+ no longer serves
    ``v1alpha2`` HTTPRoutes, which the guide uses (linkerd-egress.md 7.4). The guide's
    literal text is kept as ``*_V1ALPHA2`` so tests can show the difference.

@@ -19,7 +19,7 @@ KIND_NODE_IMAGE = (
 #: kubectl matching the node's minor version (skew policy: within one minor).
 KUBECTL_VERSION = "v1.34.0"
 
-#: Linkerd 2.19 = edge-25.10.7 (shared spec linkerd-egress.md section 0). Open-source Linkerd
+#: Linkerd 2.19 = edge-25.10.7 (docs/facts/linkerd-egress.md section 0). Open-source Linkerd
 #: ships as edge builds; the CLI decides what ``linkerd install`` renders.
 LINKERD_RELEASE = "edge-25.10.7"
 LINKERD_STABLE = "2.19"

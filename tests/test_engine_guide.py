@@ -1,4 +1,4 @@
-"""The guide's expectations (shared spec linkerd-egress.md 8.5, G1-G12) at engine level.
+"""The guide's expectations (docs/facts/linkerd-egress.md 8.5, G1-G12) at engine level.
 
 Each row: the state of the guide, the request from egress-test/client, and what Linkerd
 does: outcome, route, status, and the metric labels the guide shows.

@@ -3,7 +3,7 @@
 Conformance routes are attached to an EgressNetwork on port 80 with ``trafficPolicy:
 Allow``; their backends are the Services v1, v2, v3. Where the conformance suite expects
 404 (nothing matches), the EgressNetwork's default route catches the request instead:
-``http-egress-allow`` (shared spec 4.5: never a 404 for an EgressNetwork).
+``http-egress-allow`` (docs/facts/linkerd-egress.md 4.5: never a 404 for an EgressNetwork).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Choosing ONE EgressNetwork (shared spec linkerd-egress.md 2.2-2.4), as tables."""
+"""Choosing ONE EgressNetwork (docs/facts/linkerd-egress.md 2.2-2.4), as tables."""
 
 from __future__ import annotations
 

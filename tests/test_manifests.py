@@ -1,7 +1,7 @@
 """Manifest loading: defaults as the API server applies them, and every rejection.
 
 Tables read like the specs: gateway-api-matching.md 1.1 (defaults), linkerd-egress.md
-sections 1, 4.2 and 4.8 (Linkerd's admission webhook), the CRDs in ../shared/crds.
+sections 1, 4.2 and 4.8 (Linkerd's admission webhook), the CRDs in egresskit/crds.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Real sockets everywhere: the real curl through the facade, raw ``socket`` clients for
 malformed traffic, and small local servers (:class:`LocalServer`) standing behind
 hostnames via ``LocalCluster(upstreams=...)``. Each fault is answered as Linkerd's
-hyper-based proxy answers it (status or close, metric ``error`` label; shared spec
+hyper-based proxy answers it (status or close, metric ``error`` label; docs/facts/linkerd-egress.md
 linkerd-egress.md sections 3, 5.2, 6.2), within a small ``ProxyConfig`` bound, and the
 same proxy keeps serving a normal request afterwards.
 """

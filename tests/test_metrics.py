@@ -1,4 +1,4 @@
-"""ProxyMetrics renders Linkerd's route families exactly (shared spec linkerd-egress.md 6.2/6.3).
+"""ProxyMetrics renders Linkerd's route families exactly (docs/facts/linkerd-egress.md 6.2/6.3).
 
 Expected texts are written by hand from the guide's examples, with labels on one line in
 the proxy's order, the crate's histogram layout (``_sum``, ``_count``, then ``_bucket``

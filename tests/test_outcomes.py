@@ -1,4 +1,4 @@
-"""Outcomes for every guide step (shared spec 8.5, G1-G12), both sides, and reconciliation."""
+"""Outcomes for every guide step (docs/facts/linkerd-egress.md 8.5, G1-G12), both sides, and reconciliation."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def tcp(kind: str, name: str, error: str = "") -> dict[str, object]:
     return series_row(TCP_CLOSE, 443, kind, name, error=error)
 
 
-# (id, state, series labels, expected outcome) -- shared spec 8.5.
+# (id, state, series labels, expected outcome) -- docs/facts/linkerd-egress.md 8.5.
 SERIES_CASES = [
     ("G1", "allow", h("default", "http-egress-allow", "200"), "allowed"),
     ("G2", "allow", tcp("default", "tcp-egress-allow"), "allowed"),
@@ -205,7 +205,7 @@ def r(
     return request_row(url, status=status, exit_code=exit_code, body=body, error=error)
 
 
-# (id, state, request as curl saw it, outcome, route the engine names) -- shared spec 8.5.
+# (id, state, request as curl saw it, outcome, route the engine names) -- docs/facts/linkerd-egress.md 8.5.
 REQUEST_CASES = [
     ("G1", "allow", r(f"{HB}/get"), "allowed", "http-egress-allow"),
     ("G2", "allow", r(f"{HBS}/get"), "allowed", "tcp-egress-allow"),

@@ -2,7 +2,7 @@
 
 Real curl, real proxies (the local backend; a kube cluster too under the ``kube`` marker):
 the client sees 200s then 403s / closed TLS connections, the proxy's counters say the same,
-and both sides reconcile exactly (shared spec 3 and 8.5, G1-G4).
+and both sides reconcile exactly (docs/facts/linkerd-egress.md 3 and 8.5, G1-G4).
 """
 
 from __future__ import annotations

@@ -63,7 +63,7 @@ OUTCOME_COLOURS: dict[str, str] = {
     "redirected": "#8250df",
     "failed": "#6e7781",
 }
-#: The guide's label order (shared spec 6.2) for the counters table.
+#: The guide's label order (docs/facts/linkerd-egress.md 6.2) for the counters table.
 _GUIDE_LABELS = (
     "parent_group", "parent_kind", "parent_namespace", "parent_name", "parent_port",
     "parent_section_name", "route_group", "route_kind", "route_namespace", "route_name",
@@ -73,7 +73,7 @@ _GUIDE_LABELS = (
 )  # fmt: skip
 _ALWAYS = _GUIDE_LABELS[:10]  # P + R: every route family has them
 _B = _GUIDE_LABELS[10:16]
-#: Labels after P + R, per sample name suffix (shared spec 6.2); the long frame cannot
+#: Labels after P + R, per sample name suffix (docs/facts/linkerd-egress.md 6.2); the long frame cannot
 #: tell an empty label from a missing one, so the family decides (``error=""`` shows).
 _FAMILY_EXTRA: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("_route_request_statuses_total", ("hostname", "http_status", "grpc_status", "error")),

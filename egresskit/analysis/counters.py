@@ -11,7 +11,7 @@ Rules (one series = pod + metric + every label column):
   happened before the run is unknown.
 * A series born mid-run -- absent from earlier successful scrapes of its pod, e.g. the
   first ``http_status="403"`` series after the guide's Deny patch -- counts its first value
-  from 0: the proxy creates a series on its first event (shared spec 6.2/6.3).
+  from 0: the proxy creates a series on its first event (docs/facts/linkerd-egress.md 6.2/6.3).
 * Which scrapes of a pod succeeded comes from ``scrapes`` (``pod``, ``scraped_at``; see
   :meth:`egresskit.analysis.scrape.Scraper.scrapes_frame`) when given: a fresh proxy's
   first scrape has no samples at all, and without that list its series would look

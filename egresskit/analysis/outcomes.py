@@ -12,7 +12,7 @@ Rules:
 * A redirect answers 200 too, so labels and statuses alone are not enough: every answer
   is judged together with the objects in force at that moment
   (:class:`~egresskit.analysis.timeline.PolicyTimeline`).
-* Proxy side (shared spec sections 3, 4.4, 6.2): default routes by name (``*-egress-deny``
+* Proxy side (docs/facts/linkerd-egress.md sections 3, 4.4, 6.2): default routes by name (``*-egress-deny``
   forbidden, ``*-egress-allow`` allowed); an explicit route is looked up by kind, namespace
   and name in the objects in force at the scrape, and its rules' backends decide
   (Service -> redirected, none or the parent EgressNetwork -> allowed, anything else
@@ -80,7 +80,7 @@ REQUEST_METRICS: Mapping[str, str] = {
 def route_outcome(
     route: Route, *, parent_namespace: str, parent_name: str, snap: Snapshot
 ) -> tuple[Outcome, str]:
-    """What an explicit route does with what it matches (shared spec 4.4)."""
+    """What an explicit route does with what it matches (docs/facts/linkerd-egress.md 4.4)."""
     found: dict[Outcome, list[str]] = {}
     rules = route.rules or ()
     for rule in rules:
@@ -124,7 +124,7 @@ def _series_outcome(
     if labels.get("parent_kind", "") != "EgressNetwork":
         return "allowed", f"not egress traffic (parent {labels.get('parent_kind', '')})"
     if kind == "default":
-        # Default route names: shared spec section 3.
+        # Default route names: docs/facts/linkerd-egress.md section 3.
         if name.endswith("-egress-deny"):
             return (
                 "forbidden",

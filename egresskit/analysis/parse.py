@@ -6,7 +6,7 @@ samples, then into one long-form DataFrame whose columns line up whatever the so
 
 Rules:
 
-* Input layout (shared spec linkerd-egress.md 6.1/6.3; ``linkerd2:cli/cmd/metrics.go``):
+* Input layout (docs/facts/linkerd-egress.md 6.1/6.3; ``linkerd2:cli/cmd/metrics.go``):
   for each pod, ``#`` / ``# POD <name> (<i> of <n>)`` / ``#`` then that pod's text; a pod
   that failed is a ``# ERROR <message>`` line (newer CLIs print ``# ERROR: <message>``)
   and the command still exits 0. Text without any ``# POD`` header is one pod's text.

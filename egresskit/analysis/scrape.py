@@ -41,7 +41,7 @@ from egresskit.errors import EgressKitError, WaitTimeout
 __all__ = ["ScrapeFailure", "Scraper"]
 
 _names = itertools.count(1)
-_JOIN_BOUND = 35.0  # linkerd dg proxy-metrics waits 30 s at most (shared spec 6.1)
+_JOIN_BOUND = 35.0  # linkerd dg proxy-metrics waits 30 s at most (docs/facts/linkerd-egress.md 6.1)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,7 +6,7 @@ Job: the rules :class:`~egresskit.cluster.kube.KubeCluster` waits on after ``app
 Rules:
 
 - EgressNetworks carry an ``Accepted`` condition; routes are ``Accepted=True`` for each
-  EgressNetwork parent (the outbound index ignores a route until then: shared spec
+  EgressNetwork parent (the outbound index ignores a route until then: docs/facts/linkerd-egress.md
   linkerd-egress.md 4.3); Pods are Ready; Deployments available, rollout observed.
 - A condition from an older generation (``observedGeneration`` below ``generation``) does
   not count: it describes the object before the change.

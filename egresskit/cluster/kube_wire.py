@@ -30,7 +30,7 @@ from egresskit.errors import BackendError, ManifestError, Problem
 from egresskit.manifests.model import POLICY_GROUP, K8sObject
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
-#: Linkerd's proxy admin server (Helm ``proxy.ports.admin``): shared spec linkerd-egress.md 6.1.
+#: Linkerd's proxy admin server (Helm ``proxy.ports.admin``): docs/facts/linkerd-egress.md 6.1.
 PROXY_ADMIN_PORT = 4191
 
 #: Which version ``get``/``patch``/``delete`` use for a bare kind when this instance has not

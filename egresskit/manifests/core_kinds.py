@@ -2,7 +2,7 @@
 
 Job: read the fields egresskit uses from the core API kinds (with the API server's own
 defaulting and validation) and from Linkerd's ``policy.linkerd.io`` EgressNetwork (its CRD
-schema and the admission webhook's network checks: shared spec linkerd-egress.md section 1).
+schema and the admission webhook's network checks: docs/facts/linkerd-egress.md section 1).
 :data:`CORE_PARSERS` maps each (apiVersion, kind) to its parser.
 """
 

@@ -57,7 +57,7 @@ class ParentRef:
     @property
     def is_egress_network(self) -> bool:
         # Linkerd compares group and kind case-insensitively and does NOT default a
-        # missing group to policy.linkerd.io: shared spec linkerd-egress.md 4.1.
+        # missing group to policy.linkerd.io: docs/facts/linkerd-egress.md 4.1.
         return self.kind.lower() == "egressnetwork" and self.group.lower() == POLICY_GROUP
 
 
@@ -272,7 +272,7 @@ class Network:
 class EgressNetwork(K8sObject):
     traffic_policy: TrafficPolicy
     #: ``None`` when ``spec.networks`` is omitted: the engine then uses "all but the
-    #: cluster networks" (shared spec linkerd-egress.md section 1).
+    #: cluster networks" (docs/facts/linkerd-egress.md section 1).
     networks: tuple[Network, ...] | None = None
 
 

@@ -3,7 +3,7 @@
 Job: read the fields egresskit uses from Namespace, Pod, Service, Deployment, EgressNetwork
 and the route kinds; fill in the defaults the API server would (CRD ``default`` values, the
 core API's defaulting); reject what a real cluster would reject (CRD schema, the CEL rules
-that matter here, and Linkerd's admission webhook: shared spec linkerd-egress.md sections 1,
+that matter here, and Linkerd's admission webhook: docs/facts/linkerd-egress.md sections 1,
 4.2 and 4.8). This module reads what every object has (apiVersion, kind, metadata) and hands
 the rest to the parser for its (apiVersion, kind).
 

@@ -8,7 +8,7 @@ the local mesh lines up column for column with one scraped from a kind cluster.
 This module is the recording API, :class:`ProxyMetrics`. Its parts live beside it and
 their public names are re-exported here, so import them from this module:
 
-* ``metrics_families`` -- the families, label keys and label values of shared spec
+* ``metrics_families`` -- the families, label keys and label values of docs/facts/linkerd-egress.md
   linkerd-egress.md section 6.2, and the checks on recorded values;
 * ``metrics_text`` -- counter and histogram series and their text format (section 6.3,
   the Rust ``prometheus-client`` crate's encoder).
@@ -80,7 +80,7 @@ class ProxyMetrics:
     produces (:data:`ROUTE_LABEL_KEYS`, :data:`BACKEND_LABEL_KEYS`); a wrong, missing or
     misplaced key raises ``ValueError``. ``hostname_labels=False`` (Linkerd 2.18+'s
     default) records ``hostname=""`` everywhere; hostnames that are IP literals are
-    always recorded as "" (proxy PR #3258, shared spec 6.2 -- not re-verified in code).
+    always recorded as "" (proxy PR #3258, docs/facts/linkerd-egress.md 6.2 -- not re-verified in code).
     ``hostname`` is the bare host: no port, no brackets needed.
     """
 

@@ -1,4 +1,4 @@
-"""Linkerd's outbound route families and label vocabulary, as shared spec 6.2 defines them.
+"""Linkerd's outbound route families and label vocabulary, as docs/facts/linkerd-egress.md 6.2 defines them.
 
 Job: name what :class:`~egresskit.mesh.metrics.ProxyMetrics` records -- the
 ``outbound_{http,grpc}_route_*`` and ``outbound_{tls,tcp}_route_*`` families with their
@@ -9,7 +9,7 @@ kept by the proxy's fast path) live here too.
 
 Rules:
 
-* Label names, their order and the family names follow shared spec linkerd-egress.md
+* Label names, their order and the family names follow docs/facts/linkerd-egress.md
   section 6.2 and linkerd2-proxy; each definition cites where it comes from.
 * Underscore names are private to the ``egresskit.mesh.metrics*`` modules; the public
   names are re-exported by :mod:`egresskit.mesh.metrics`, which is where to import them.
@@ -20,7 +20,7 @@ Deliberate omissions (say so rather than fake them):
   data frame (``linkerd/http/prom/src/body_data``, buckets 128, 1024, 10240), and frame
   boundaries are an artefact of hyper's reads that a Python proxy cannot reproduce.
 * ``*_retry_*`` families are left out: the local mesh does not retry, and their label
-  set is not verified (shared spec section 11).
+  set is not verified (docs/facts/linkerd-egress.md section 11).
 * Legacy families (``request_total``, ``tcp_open_total``, ...) are not emitted.
 """
 
@@ -40,7 +40,7 @@ from egresskit.mesh.metrics_text import (
 from egresskit.policy.decision import BACKEND_LABELS, PARENT_LABELS, ROUTE_LABELS
 
 #: P + R and B, in the order the proxy emits them: one definition, the policy engine's
-#: (shared spec 6.2; linkerd2-proxy ``app/outbound/src/metrics.rs``).
+#: (docs/facts/linkerd-egress.md 6.2; linkerd2-proxy ``app/outbound/src/metrics.rs``).
 ROUTE_LABEL_KEYS: tuple[str, ...] = PARENT_LABELS + ROUTE_LABELS
 BACKEND_LABEL_KEYS: tuple[str, ...] = BACKEND_LABELS
 #: The HTTP/gRPC ``error`` label values; "" means the stream ended normally (spec 6.2).

@@ -6,7 +6,7 @@ and samples. Nothing here knows Linkerd's family names; see ``metrics_families``
 
 Rules:
 
-* The format follows shared spec linkerd-egress.md section 6.3 and the Rust
+* The format follows docs/facts/linkerd-egress.md section 6.3 and the Rust
   ``prometheus-client`` crate's text encoder (``prometheus/client_rust@0575a56:
   src/encoding/text.rs``), which Linkerd's admin server uses for these families:
 

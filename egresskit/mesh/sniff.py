@@ -1,7 +1,7 @@
 """Pure sniffers for the first bytes a client sends: protocol detection and the TLS ClientHello.
 
 The local egress proxy must look at a connection's first bytes before it can pick a policy
-(shared spec ``linkerd-egress.md``, section 5.2): a port with HTTPRoutes (or none) is
+(docs/facts/linkerd-egress.md, section 5.2): a port with HTTPRoutes (or none) is
 ``Detect``: HTTP/1 and HTTP/2 go to the HTTP routes, anything else is opaque and goes to
 ``tcp-egress-*``; a port with TLSRoutes requires an SNI in the ClientHello, and a connection
 without one fails ("Could not find SNI",
@@ -330,7 +330,7 @@ _Verdict = bool | str | NeedMore
 
 
 def detect_protocol(data: bytes) -> NeedMore | Detected:
-    """Classify a connection as Linkerd's ``Detect`` does (shared spec, section 5.2).
+    """Classify a connection as Linkerd's ``Detect`` does (docs/facts/linkerd-egress.md, section 5.2).
 
     HTTP/2 needs the whole prior-knowledge preface; HTTP/1 needs a whole request line
     ``method SP request-target SP HTTP/1.0|1.1 CRLF`` (LF alone is accepted, as httparse

@@ -4,7 +4,7 @@ Rules:
 
 * A rule holds one (cumulative weight bound, decision) pair per usable backendRef, in
   order; a request's ``backend_pick`` takes the first bound above it (weighted random
-  choice: shared spec linkerd-egress.md 4.4, gateway-api-matching.md D22).
+  choice: docs/facts/linkerd-egress.md 4.4, gateway-api-matching.md D22).
 * Path-only matches, and matches with exact headers and/or a method, are compiled once
   into tuples and summarised without a :func:`~egresskit.policy.httpmatch.match_summary`
   call per match, by the same rules (gateway-api-matching.md D1, D2, D3, D7). Any other

@@ -2,7 +2,7 @@
 
 Everything here is frozen and plain: no sockets, no clock. A :class:`Decision` says what
 Linkerd's outbound proxy does with one request or connection, and carries the exact label
-sets the proxy would put on its route and backend metrics (shared spec
+sets the proxy would put on its route and backend metrics (docs/facts/linkerd-egress.md
 linkerd-egress.md section 6.2), in Linkerd's label order.
 """
 
@@ -17,7 +17,7 @@ RouteFamily = Literal["http", "grpc", "tls", "tcp"]
 PortProtocol = Literal["detect", "grpc", "tls", "opaque"]
 
 #: Label names in the order the proxy emits them (linkerd2-proxy metrics.rs
-#: ``prom_encode_service_labels`` / ``prom_encode_meta_labels``; shared spec 6.2).
+#: ``prom_encode_service_labels`` / ``prom_encode_meta_labels``; docs/facts/linkerd-egress.md 6.2).
 PARENT_LABELS = (
     "parent_group",
     "parent_kind",
@@ -142,7 +142,7 @@ class Decision:
     http_status: int | None = None
     grpc_status: str | None = None
     #: The metric ``error`` label: "" for HTTP policy answers; ``forbidden``,
-    #: ``invalid_backend`` for TLS/TCP closes (shared spec 6.2).
+    #: ``invalid_backend`` for TLS/TCP closes (docs/facts/linkerd-egress.md 6.2).
     error: str = ""
     #: The route metric's label set (P + R) in Linkerd's order; empty when no route applies.
     labels: dict[str, str] = field(default_factory=dict)

@@ -2,7 +2,7 @@
 
 ``decide(snapshot, request)`` answers what Linkerd's outbound proxy does with one HTTP
 request, TLS connection or opaque TCP connection from a meshed client. It follows the
-controller and the proxy step by step (shared spec linkerd-egress.md):
+controller and the proxy step by step (docs/facts/linkerd-egress.md):
 
 1. parent: a Service ClusterIP, else an EgressNetwork (2.3), else the egress fallback for
    IPs outside the cluster networks (2.4), else nothing (the proxy forwards as is);

@@ -9,7 +9,7 @@ Rules (gateway-api-matching.md 1.9, D1, D2, D3, D7, D8, D14, D16):
 * No matching route gives 404 or gRPC NOT_FOUND (D8).
 * A RequestRedirect filter answers with the ``Location`` Linkerd's proxy builds (D14).
 * A gRPC client that meets the synthetic 403 of an HTTP port gets grpc-status
-  FAILED_PRECONDITION (shared spec linkerd-egress.md 3).
+  FAILED_PRECONDITION (docs/facts/linkerd-egress.md 3).
 """
 
 from __future__ import annotations

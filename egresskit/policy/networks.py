@@ -1,6 +1,6 @@
 """EgressNetwork networks: containment, size, status, and choosing ONE EgressNetwork.
 
-Rules (shared spec linkerd-egress.md sections 1 and 2):
+Rules (docs/facts/linkerd-egress.md sections 1 and 2):
 
 * ``networks`` omitted means ``0.0.0.0/0`` and ``::/0``, each except the cluster networks.
 * A network matches an IP when its CIDR contains it and no ``except`` entry does.
@@ -66,7 +66,7 @@ def resolve_networks(
     """The networks an EgressNetwork covers, with the default applied."""
     if en.networks is None:
         # EgressNetwork::from_resource: two networks, each except the cluster networks of
-        # its family (shared spec section 1).
+        # its family (docs/facts/linkerd-egress.md section 1).
         out = []
         for everything in (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")):
             excepts = tuple(n for n in cluster_networks if n.version == everything.version)
@@ -86,7 +86,7 @@ def overlaps_cluster(
     networks: Iterable[ResolvedNetwork], cluster_networks: Sequence[IPNetwork]
 ) -> bool:
     """``Network::intersect``: either CIDR contains the other, and the cluster network is
-    not wholly covered by one of the ``except`` entries (shared spec section 1)."""
+    not wholly covered by one of the ``except`` entries (docs/facts/linkerd-egress.md section 1)."""
     for net in networks:
         for cluster in cluster_networks:
             if cluster.version != net.cidr.version:
@@ -150,7 +150,7 @@ def candidates_for(
     local = by_namespace.get(client_namespace)
     if local:
         # Any local EgressNetwork shadows the global namespace, even one that does not
-        # contain the IP (shared spec 2.3 item 1; surprise 10.2).
+        # contain the IP (docs/facts/linkerd-egress.md 2.3 item 1; surprise 10.2).
         return local, f"namespace {client_namespace} has EgressNetworks, so only those count"
     return (
         by_namespace.get(global_namespace, []),

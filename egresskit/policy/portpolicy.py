@@ -1,7 +1,7 @@
 """Which policy applies to a (client namespace, IP, port): the parent, then the port's
 protocol and route tables, memoised on the snapshot.
 
-Rules (shared spec linkerd-egress.md sections 2, 4.5 and 5.2):
+Rules (docs/facts/linkerd-egress.md sections 2, 4.5 and 5.2):
 
 * The parent: a Service ClusterIP, else ONE EgressNetwork (2.3), else the egress-fallback
   policy for IPs outside the cluster networks (2.4), else none: the proxy forwards the

@@ -1,7 +1,7 @@
 """What each route rule does, compiled into decisions once per (client namespace,
 EgressNetwork, port).
 
-Rules (shared spec linkerd-egress.md sections 3, 4.4 and 6.2; gateway-api-matching.md
+Rules (docs/facts/linkerd-egress.md sections 3, 4.4 and 6.2; gateway-api-matching.md
 D9, D10):
 
 * The synthesised default route (``*-egress-allow`` or ``*-egress-deny``, section 3)
@@ -40,7 +40,7 @@ from egresskit.policy.snapshot import Snapshot
 
 DENY_MESSAGE = "traffic not allowed"
 
-#: Default route names per protocol and trafficPolicy (shared spec section 3 table).
+#: Default route names per protocol and trafficPolicy (docs/facts/linkerd-egress.md section 3 table).
 DEFAULT_ROUTE_NAMES: dict[RouteFamily, dict[str, str]] = {
     "http": {"Allow": "http-egress-allow", "Deny": "http-egress-deny"},
     "grpc": {"Allow": "grpc-egress-allow", "Deny": "grpc-egress-deny"},

@@ -6,7 +6,7 @@ Rules (linkerd2-proxy ``http/route/src/lib.rs`` ``find``/``best``; gateway-api-m
 * A route whose hostnames miss the request's host (or SNI) is skipped; a route without
   hostnames matches every host at the lowest rank.
 * Routes compare on (host rank, best rule summary); ties go to the earlier route (policy
-  order: shared spec linkerd-egress.md 4.8), inside a route to the earlier rule.
+  order: docs/facts/linkerd-egress.md 4.8), inside a route to the earlier rule.
 * The index groups routes in tiers of equal host rank (exact host, wildcard suffixes
   longest first, no hostnames), so the first tier with a match holds the winner; long
   tiers are narrowed to the routes that can match the path's first segment

@@ -21,7 +21,7 @@ from egresskit.manifests.model import (
 CONTROLLER_NAME = "linkerd.io/policy-controller"
 
 #: GEP-1426 precedence for one parent and port: GRPCRoute > HTTPRoute > TLSRoute > TCPRoute
-#: (``parent_has_conflicting_routes``; shared spec 5.1). Higher number wins.
+#: (``parent_has_conflicting_routes``; docs/facts/linkerd-egress.md 5.1). Higher number wins.
 KIND_RANK = {"GRPCRoute": 4, "HTTPRoute": 3, "TLSRoute": 2, "TCPRoute": 1}
 
 
@@ -64,7 +64,7 @@ class RouteParentStatus:
 
 
 def egress_network_condition(overlaps: bool) -> Condition:
-    """``network_condition`` in the status controller (shared spec section 1)."""
+    """``network_condition`` in the status controller (docs/facts/linkerd-egress.md section 1)."""
     if overlaps:
         return Condition(
             type="Accepted",
@@ -124,7 +124,7 @@ def _accepted(
     present = routes_by_parent.get((ref.namespace, ref.name, ref.port), set())
     if any(KIND_RANK[k] > mine for k in present):
         # The mere presence of a higher-precedence kind on the same parent and port
-        # (shared spec 5.1; tests/conflict.rs).
+        # (docs/facts/linkerd-egress.md 5.1; tests/conflict.rs).
         return Condition(type="Accepted", status=False, reason="RouteReasonConflicted")
     return Condition(type="Accepted", status=True, reason="Accepted")
 

@@ -348,7 +348,7 @@ def _fill_status(obj: dict[str, Any]) -> None:
 
 
 def _route_status(obj: dict[str, Any], *, accepted: bool) -> None:
-    """The shape Linkerd's status controller writes (shared spec linkerd-egress.md 4.6)."""
+    """The shape Linkerd's status controller writes (docs/facts/linkerd-egress.md 4.6)."""
     parents = []
     for ref in obj.get("spec", {}).get("parentRefs", []):
         if ref.get("kind") != "EgressNetwork":
