@@ -259,8 +259,8 @@ def build() -> list[Path]:
         nb = nbformat.v4.new_notebook()
         nb.cells = cells
         nb.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3",
+            "name": "egresskit",  # what `make lab` registers; egresskit.runner maps it
+            "display_name": "egresskit",
             "language": "python",
         }
         nb.metadata["language_info"] = {"name": "python"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -380,9 +381,31 @@ def test_live_view_in_jupyter_updates_in_place_and_leaves_a_png(
     fake = _live_in_fake_jupyter(monkeypatch)
     mesh = FakeMesh(guide.NAMESPACE, guide.EGRESS_NETWORK, guide.CLIENT_POD)
     scraper = Scraper(mesh, [("client", "egress-test")], 0.05).start()
-    traffic = start_traffic(mesh, "http://httpbin.org/get", rate=50.0, duration=2.0)
+    traffic = start_traffic(mesh, "http://httpbin.org/get", rate=50.0)
+    frames_seen = threading.Event()
+    real_display = fake.display
+
+    def display(obj: Any, display_id: bool = False) -> _Handle:
+        handle = real_display(obj, display_id)
+        if len(fake.handles) == 2:  # the chart's output: stop the traffic after 2 frames
+            real_update = handle.update
+
+            def update(obj: Any) -> None:
+                real_update(obj)
+                if len(handle.updates) == 2:
+                    frames_seen.set()
+                    threading.Thread(target=traffic.stop).start()
+
+            handle.update = update  # type: ignore[method-assign]
+        return handle
+
+    fake.display = display  # type: ignore[method-assign]
+    guard = threading.Timer(60, traffic.stop)  # bounded: a broken view still ends the test
+    guard.start()
     live.watch(traffic, scraper=scraper, every=0.1)
+    guard.cancel()
     scraper.stop()
+    assert frames_seen.is_set(), "the chart changed twice while the traffic ran"
     # Two outputs, each updated in place: the caption and the chart.
     caption, _ = fake.shown
     assert isinstance(caption, live.Caption) and repr(caption).startswith("traffic: ")
@@ -428,7 +451,7 @@ def test_interrupting_the_live_view_stops_the_traffic_and_re_raises(
 
 
 @pytest.mark.parametrize(
-    ("seconds", "every"), [(None, 1.0), (2.0, 2.0 / 6), (0.5, 0.2), (60.0, 1.0)]
+    ("seconds", "every"), [(None, 1.0), (2.0, 2.0 / 6), (0.5, 0.25), (60.0, 1.0)]
 )
 def test_a_short_watch_still_shows_several_frames(seconds: float | None, every: float) -> None:
     from egresskit.analysis import live

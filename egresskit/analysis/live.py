@@ -11,9 +11,10 @@ Rules:
 
 * Nothing here decides anything: outcomes come from :mod:`egresskit.analysis.outcomes`,
   pictures from :mod:`egresskit.analysis.charts`.
-* Drawing never throttles the traffic it shows: charts are rendered by a worker process
-  (:mod:`egresskit.analysis.render`; vl-convert holds the GIL while it renders) and the
-  traffic loop runs on its own thread, on its own deadlines.
+* Drawing never throttles the traffic it shows: charts are built and rendered by a worker
+  process (:mod:`egresskit.analysis.render`: vl-convert holds the GIL while it renders,
+  altair spends 0.15-0.4 s of pure Python per figure), and the traffic loop runs on its
+  own thread, on its own deadlines. The kernel only classifies and sends small tables.
 * A watch of ``for_seconds`` shows at least :data:`MIN_FRAMES` frames (one per
   ``every`` seconds, :func:`frame_interval`).
 * Interrupting the kernel (KeyboardInterrupt) stops the traffic, leaves the chart so far
@@ -31,9 +32,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import pandas as pd
-from altair.utils.schemapi import debug_mode
 
-from egresskit.analysis import charts
 from egresskit.analysis.counters import increases
 from egresskit.analysis.outcomes import OUTCOMES, classify_requests, classify_series
 from egresskit.analysis.render import Renderer
@@ -59,7 +58,7 @@ def frame_interval(for_seconds: float | None) -> float:
     """Seconds between frames: 1 s, or less so a short watch still shows MIN_FRAMES."""
     if for_seconds is None:
         return 1.0
-    return min(1.0, max(0.2, for_seconds / MIN_FRAMES))
+    return min(1.0, max(0.25, for_seconds / MIN_FRAMES))
 
 
 class Caption:
@@ -97,18 +96,10 @@ def _caption(traffic: Traffic, scraper: Scraper | None, classified: pd.DataFrame
     return Caption("\n".join(lines))
 
 
-def _figure(
-    traffic: Traffic, scraper: Scraper | None, timeline: PolicyTimeline, classified: pd.DataFrame
-) -> dict[str, Any]:
-    series = None
-    if scraper is not None:
-        series = classify_series(increases(scraper.frame()), timeline)
-    # Altair validates every channel against the schema as it is built (0.4-1 s for this
-    # figure here); the same code builds the final chart validated, so skip it per frame.
-    with debug_mode(False):
-        chart = charts.story_chart(classified, series, traffic.cluster.changes, title="Live")
-        spec: dict[str, Any] = chart.to_dict(validate=False)
-    return spec
+def _series(scraper: Scraper | None, timeline: PolicyTimeline) -> pd.DataFrame | None:
+    if scraper is None:
+        return None
+    return classify_series(increases(scraper.frame()), timeline)
 
 
 def watch(
@@ -142,6 +133,7 @@ def watch(
     picture = display.display(Caption("(the chart appears with the first requests)"),
                               display_id=True)  # fmt: skip
     until = None if for_seconds is None else time.monotonic() + for_seconds
+    so_far = _Classified(timeline)
     own = renderer is None or not renderer.running
     with contextlib.ExitStack() as stack:
         if own:
@@ -154,16 +146,45 @@ def watch(
                     break
                 traffic.wait(left)
                 timeline.sync()
-                classified = classify_requests(traffic.frame(), timeline)
+                classified = so_far.update(traffic)
                 caption.update(_caption(traffic, scraper, classified))
+                # The worker draws while the traffic runs on; a frame still being drawn
+                # is shown at the next tick, and no new one is sent until it is done.
+                svg = renderer.poll()
+                if svg is not None:
+                    picture.update(display.HTML(svg.decode("utf-8")))
                 if len(classified):
-                    svg = renderer.svg(_figure(traffic, scraper, timeline, classified))
-                    picture.update(display.HTML(svg))
+                    renderer.submit_story(
+                        classified,
+                        _series(scraper, timeline),
+                        traffic.cluster.changes,
+                        title="Live",
+                    )
         except KeyboardInterrupt:
             traffic.interrupt()
             _final(traffic, scraper, timeline, renderer, caption, picture, image)
             raise
         return _final(traffic, scraper, timeline, renderer, caption, picture, image)
+
+
+class _Classified:
+    """The requests classified so far: each frame classifies only the new ones (the
+    policy engine runs per request; redoing all of them every frame grew with the run and
+    competed with the proxies for the GIL). The final picture classifies all afresh."""
+
+    def __init__(self, timeline: PolicyTimeline) -> None:
+        self.timeline = timeline
+        self.frame: pd.DataFrame | None = None
+
+    def update(self, traffic: Traffic) -> pd.DataFrame:
+        records = traffic.frame()
+        done = 0 if self.frame is None else len(self.frame)
+        new = classify_requests(records.iloc[done:].reset_index(drop=True), self.timeline)
+        if self.frame is None or not len(self.frame):
+            self.frame = new
+        elif len(new):
+            self.frame = pd.concat([self.frame, new], ignore_index=True)
+        return self.frame
 
 
 def _final(
@@ -179,11 +200,17 @@ def _final(
     classified = classify_requests(traffic.frame(), timeline)
     caption.update(_caption(traffic, scraper, classified))
     if len(classified):
-        spec = _figure(traffic, scraper, timeline, classified)
+        data = renderer.story(
+            classified,
+            _series(scraper, timeline),
+            traffic.cluster.changes,
+            title="Live",
+            fmt=image,
+        )
         if image == "svg":
-            picture.update(_display().SVG(renderer.svg(spec)))
+            picture.update(_display().SVG(data.decode("utf-8")))
         else:
-            picture.update(_Png(renderer.png(spec), "egress outcomes so far"))
+            picture.update(_Png(data, "egress outcomes so far"))
     return classified
 
 
