@@ -53,6 +53,9 @@ class Renderer:
             [sys.executable, "-m", "egresskit.analysis.render"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            # Its own process group: the kernel's Interrupt (SIGINT to the kernel's group)
+            # is for the cell, not for the worker; EOF on stdin ends the worker.
+            start_new_session=True,
         )
         self._pending = False  # a request sent, its answer not read yet
 
