@@ -32,8 +32,8 @@ def kernel_manager() -> type[Any]:
 
     Built on first use: jupyter_client is imported only when notebooks run.
     """
-    from jupyter_client.manager import AsyncKernelManager
     from jupyter_client.kernelspec import KernelSpec
+    from jupyter_client.manager import AsyncKernelManager
 
     class EgressKitKernel(AsyncKernelManager):
         # ipykernel warns on stderr when the transport is TCP without CurveZMQ keys

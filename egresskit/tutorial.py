@@ -163,13 +163,15 @@ class Tutorial:
     def run_for(self, seconds: float) -> None:
         """Let the traffic run for a while (the notebook's "now look at the metrics").
         Prints the progress once at the end; Ctrl-C stops the traffic and re-raises."""
+        from egresskit.analysis.live import progress_text
+
         traffic = self._running_traffic("run_for")
         try:
             traffic.wait(seconds)
         except KeyboardInterrupt:
             self._interrupted()
             raise
-        print(traffic.progress())
+        print(progress_text(traffic, self.scraper, self.timeline))
 
     def watch(self, seconds: float) -> None:
         """Let the traffic run for ``seconds`` with a live chart that updates in place in
@@ -343,7 +345,7 @@ class Tutorial:
         from egresskit.analysis.outcomes import classify_requests
 
         if self.traffic is None:
-            raise EgressKitError("no traffic was run: call start_traffic first")
+            raise NotRunning("requests: no traffic was run yet: call t.start_traffic(...) first")
         self.timeline.sync()
         return classify_requests(self.traffic.frame(), self.timeline)
 
@@ -394,7 +396,10 @@ class Tutorial:
         from egresskit.analysis.outcomes import classify_series, reconcile
 
         if self._series_frame is None:
-            raise EgressKitError("no metrics were scraped: run traffic first")
+            raise NotRunning(
+                "verify_reconciled: no metrics were scraped yet: call t.start_traffic(...), "
+                "then t.stop_traffic()"
+            )
         series = classify_series(increases(self._series_frame), self.timeline)
         result = reconcile(self.requests(), series)
         check(

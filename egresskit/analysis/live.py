@@ -40,7 +40,7 @@ from egresskit.analysis.scrape import Scraper
 from egresskit.analysis.timeline import PolicyTimeline
 from egresskit.traffic import MISSED_MEANS, Traffic
 
-__all__ = ["MIN_FRAMES", "Caption", "frame_interval", "in_jupyter", "watch"]
+__all__ = ["MIN_FRAMES", "Caption", "frame_interval", "in_jupyter", "progress_text", "watch"]
 
 MIN_FRAMES = 6
 
@@ -94,6 +94,12 @@ def _caption(traffic: Traffic, scraper: Scraper | None, classified: pd.DataFrame
     if traffic.missed:
         lines.append(MISSED_MEANS)
     return Caption("\n".join(lines))
+
+
+def progress_text(traffic: Traffic, scraper: Scraper | None, timeline: PolicyTimeline) -> Caption:
+    """The caption once, for a cell that waited without a live chart (``run_for``)."""
+    timeline.sync()
+    return _caption(traffic, scraper, classify_requests(traffic.frame(), timeline))
 
 
 def _series(scraper: Scraper | None, timeline: PolicyTimeline) -> pd.DataFrame | None:
