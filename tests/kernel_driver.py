@@ -6,6 +6,8 @@ one cell and returns its status and outputs; ``interrupt`` is the toolbar's Inte
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,7 @@ from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
 from jupyter_client.manager import KernelManager
+from jupyter_core.utils import ensure_event_loop
 
 BOUND = 90.0  # seconds any one cell may take
 
@@ -44,6 +47,7 @@ class Kernel:
     def __init__(self, cwd: Path) -> None:
         self.km = _Manager(kernel_name="egresskit")
         self.km.start_kernel(cwd=str(cwd))
+        self.pid = self.km.provisioner.pid  # type: ignore[union-attr]
         self.kc = self.km.client()
         self.kc.start_channels()
         self.kc.wait_for_ready(timeout=60)
@@ -74,8 +78,15 @@ class Kernel:
                 return cell
 
     def interrupt(self) -> None:
-        self.km.interrupt_kernel()
+        """JupyterLab's Interrupt for an ipykernel ("signal" interrupt mode): SIGINT to the
+        kernel's process group. Plain os calls, so any thread may do it (jupyter_client's
+        own call leaves an unclosed event loop in the calling thread)."""
+        os.killpg(os.getpgid(self.pid), signal.SIGINT)
 
     def close(self) -> None:
         self.kc.stop_channels()
         self.km.shutdown_kernel(now=False)
+        # jupyter_client's blocking calls keep an event loop for this thread: close it.
+        loop = ensure_event_loop()
+        if not loop.is_running():
+            loop.close()

@@ -74,24 +74,23 @@ def test_interrupting_a_traffic_cell_stops_the_traffic_and_fails_the_cell(
 ) -> None:
     marker = tmp_path / "started"
     assert kernel.run(SETUP.format(out=str(tmp_path))).status == "ok"
-    result: dict[str, object] = {}
 
-    def run_cell() -> None:
-        result["cell"] = kernel.run(
-            'traffic = t.start_traffic("http://httpbin.org/get")\n'
-            f"open({str(marker)!r}, 'w').close()\n"
-            "t.run_for(60)"
-        )
+    def interrupt_once_started() -> None:
+        deadline = time.monotonic() + 60
+        while not marker.exists():  # bounded: the cell says when its traffic runs
+            if time.monotonic() > deadline:
+                return  # the cell then runs its 60 s and the asserts below say so
+            time.sleep(0.05)
+        kernel.interrupt()
 
-    runner = threading.Thread(target=run_cell)
-    runner.start()
-    deadline = time.monotonic() + 60
-    while not marker.exists():  # bounded: the cell says when the traffic runs
-        assert time.monotonic() < deadline, "the traffic cell never started its traffic"
-        time.sleep(0.05)
-    kernel.interrupt()
-    runner.join(60)
-    cell = result["cell"]
+    interrupter = threading.Thread(target=interrupt_once_started)
+    interrupter.start()
+    cell = kernel.run(
+        'traffic = t.start_traffic("http://httpbin.org/get")\n'
+        f"open({str(marker)!r}, 'w').close()\n"
+        "t.run_for(60)"
+    )
+    interrupter.join(70)
     assert cell.status == "error" and cell.ename == "KeyboardInterrupt"  # Run All stops
     assert "interrupted, traffic stopped" in cell.text
     after = kernel.run("print(traffic.running, t.scraper)\nt.run_for(1)")
