@@ -15,8 +15,9 @@ Rules:
   process (:mod:`egresskit.analysis.render`: vl-convert holds the GIL while it renders,
   altair spends 0.15-0.4 s of pure Python per figure), and the traffic loop runs on its
   own thread, on its own deadlines. The kernel only classifies and sends small tables.
-* A watch of ``for_seconds`` shows at least :data:`MIN_FRAMES` frames (one per
-  ``every`` seconds, :func:`frame_interval`).
+* A watch of ``for_seconds`` ticks at least :data:`MIN_FRAMES` times (one per ``every``
+  seconds, :func:`frame_interval`) and shows at least :data:`MIN_LIVE_FRAMES` charts,
+  running up to :data:`GRACE` seconds longer if drawing is slow (a busy machine).
 * Interrupting the kernel (KeyboardInterrupt) stops the traffic, leaves the chart so far
   and re-raises, so Run All stops; every wait is ``Traffic.wait(every)``, bounded.
 """
@@ -42,7 +43,9 @@ from egresskit.traffic import MISSED_MEANS, Traffic
 
 __all__ = ["MIN_FRAMES", "Caption", "frame_interval", "in_jupyter", "progress_text", "watch"]
 
-MIN_FRAMES = 6
+MIN_FRAMES = 6  # ticks (caption updates) in a watch of any length
+MIN_LIVE_FRAMES = 3  # charts shown before a short watch may end ...
+GRACE = 8.0  # ... if that takes at most this many seconds more
 
 
 def in_jupyter() -> bool:
@@ -138,19 +141,16 @@ def watch(
     caption = display.display(Caption(traffic.progress()), display_id=True)
     picture = display.display(Caption("(the chart appears with the first requests)"),
                               display_id=True)  # fmt: skip
-    until = None if for_seconds is None else time.monotonic() + for_seconds
+    started = time.monotonic()
     so_far = _Classified(timeline)
     own = renderer is None or not renderer.running
     with contextlib.ExitStack() as stack:
         if own:
             renderer = stack.enter_context(Renderer())
         assert renderer is not None
+        frames = 0
         try:
             while traffic.running:
-                left = every if until is None else min(every, until - time.monotonic())
-                if left <= 0:
-                    break
-                traffic.wait(left)
                 timeline.sync()
                 classified = so_far.update(traffic)
                 caption.update(_caption(traffic, scraper, classified))
@@ -159,6 +159,7 @@ def watch(
                 svg = renderer.poll()
                 if svg is not None:
                     picture.update(display.HTML(svg.decode("utf-8")))
+                    frames += 1
                 if len(classified):
                     renderer.submit_story(
                         classified,
@@ -166,11 +167,27 @@ def watch(
                         traffic.cluster.changes,
                         title="Live",
                     )
+                left = _time_left(started, for_seconds, frames)
+                if left <= 0:
+                    break
+                traffic.wait(min(every, left))
         except KeyboardInterrupt:
             traffic.interrupt()
             _final(traffic, scraper, timeline, renderer, caption, picture, image)
             raise
         return _final(traffic, scraper, timeline, renderer, caption, picture, image)
+
+
+def _time_left(started: float, for_seconds: float | None, frames: int) -> float:
+    """Seconds the watch goes on: ``for_seconds``, stretched (by at most
+    :data:`GRACE` s) until :data:`MIN_LIVE_FRAMES` charts were shown, so even a short
+    watch on a busy machine is seen to move. The traffic runs on either way."""
+    if for_seconds is None:
+        return float("inf")
+    elapsed = time.monotonic() - started
+    if frames < MIN_LIVE_FRAMES:
+        return for_seconds + GRACE - elapsed
+    return for_seconds - elapsed
 
 
 class _Classified:
