@@ -373,8 +373,7 @@ class Tutorial:
         )
         folder = self.output_dir / "charts"
         folder.mkdir(parents=True, exist_ok=True)
-        png = charts.save_png(chart, folder / f"{name}.png")
-        charts.save_svg(chart, folder / f"{name}.svg")
+        png, _ = charts.save_png_and_svg(chart, folder / name)
         return _image(png)
 
     def breakdown(self, name: str) -> Any:

@@ -472,3 +472,11 @@ def test_the_render_worker_renders_and_reports_errors() -> None:
         with pytest.raises(BackendError, match="chart renderer: error"):
             renderer.svg({"mark": {"type": "no-such-mark"}, "data": 3})
         assert renderer.svg(spec).startswith("<svg")  # still serving after an error
+
+
+def test_png_and_svg_from_one_rendering_show_the_same_chart(tmp_path: Path) -> None:
+    chart = charts.outcomes_chart(requests(), [FLIP])
+    png, svg = charts.save_png_and_svg(chart, tmp_path / "story")
+    assert (png.name, svg.name) == ("story.png", "story.svg")
+    assert "EgressNetwork all-egress-traffic: Deny" in svg.read_text()
+    assert png.read_bytes() == charts.png_bytes(chart)  # the very pixels of a PNG rendering

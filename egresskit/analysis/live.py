@@ -45,7 +45,7 @@ __all__ = ["MIN_FRAMES", "Caption", "frame_interval", "in_jupyter", "progress_te
 
 MIN_FRAMES = 6  # ticks (caption updates) in a watch of any length
 MIN_LIVE_FRAMES = 3  # charts shown before a short watch may end ...
-GRACE = 8.0  # ... if that takes at most this many seconds more
+GRACE = 5.0  # ... if that takes at most this many seconds more
 
 
 def in_jupyter() -> bool:
