@@ -17,12 +17,10 @@ from typing import Any
 
 import pandas as pd
 
-from egresskit.explain import explain, with_cluster_ips
-from egresskit.manifests import load_manifests
+from egresskit.explaining import explain, snapshot_of
 from egresskit.manifests.model import (
     EgressNetwork,
     HTTPRoute,
-    K8sObject,
     TCPRoute,
     TLSRoute,
 )
@@ -32,11 +30,7 @@ COLUMNS = ["url", "outcome", "status", "route", "backend", "reason"]
 
 
 def _snapshot(manifests: object) -> Snapshot:
-    if isinstance(manifests, Snapshot):
-        return manifests
-    if isinstance(manifests, list) and manifests and isinstance(manifests[0], K8sObject):
-        return Snapshot.build(with_cluster_ips(manifests))
-    return Snapshot.build(with_cluster_ips(load_manifests(manifests)))  # type: ignore[arg-type]
+    return snapshot_of(manifests)
 
 
 def explain_table(

@@ -46,7 +46,7 @@ def _main(argv: list[str] | None) -> int:
 
         return demo()
     if args.command == "explain":
-        from egresskit.explain import explain
+        from egresskit.explaining import explain
 
         print(explain(args.filename, args.url, namespace=args.namespace, method=args.method))
         return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from egresskit import guide
-from egresskit.explain import explain
+from egresskit.explaining import explain
 
 DENY_EN = guide.EGRESS_NETWORK.replace("trafficPolicy: Allow", "trafficPolicy: Deny")
 
