@@ -173,8 +173,12 @@ def default_urls(manifests: object) -> list[str]:
             route = item.route
             hosts = [h for h in getattr(route, "hostnames", ()) if not h.startswith("*")]
             if isinstance(route, HTTPRoute):
-                paths = [m.path.value for r in route.rules for m in r.matches
-                         if m.path.type != "RegularExpression"] or ["/"]  # fmt: skip
+                paths = [
+                    m.path.value
+                    for r in route.rules
+                    for m in r.matches
+                    if m.path.type != "RegularExpression"
+                ] or ["/"]
                 for host in hosts or ["unlisted.example.net"]:
                     for path in paths:
                         urls[f"http://{host}{'' if port == 80 else f':{port}'}{path}"] = None

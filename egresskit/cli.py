@@ -46,18 +46,32 @@ def main(argv: list[str] | None = None, *, stdin: TextIO | None = None) -> int:
 
 
 def _source_options(p: argparse.ArgumentParser, *, files_help: str) -> None:
-    p.add_argument("-f", "--filename", action="append", default=[], metavar="PATH",
-                   help=files_help)  # fmt: skip
-    p.add_argument("-R", "--recursive", action="store_true",
-                   help="read the directories given with -f and their subdirectories")  # fmt: skip
-    p.add_argument("--context", default=None,
-                   help="read the objects from this kube context instead (read-only)")  # fmt: skip
+    p.add_argument("-f", "--filename", action="append", default=[], metavar="PATH", help=files_help)
+    p.add_argument(
+        "-R",
+        "--recursive",
+        action="store_true",
+        help="read the directories given with -f and their subdirectories",
+    )
+    p.add_argument(
+        "--context",
+        default=None,
+        help="read the objects from this kube context instead (read-only)",
+    )
     p.add_argument("--kubeconfig", default=None, help="kubeconfig file (default $KUBECONFIG)")
-    p.add_argument("-n", "--namespace", default="default",
-                   help="the client's namespace, and the namespace of objects without one "
-                   "(default: default)")  # fmt: skip
-    p.add_argument("-o", "--output", default="text", choices=["text", "json", "yaml"],
-                   help="text (default), or json/yaml carrying every decision in full")  # fmt: skip
+    p.add_argument(
+        "-n",
+        "--namespace",
+        default="default",
+        help="the client's namespace, and the namespace of objects without one (default: default)",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        default="text",
+        choices=["text", "json", "yaml"],
+        help="text (default), or json/yaml carrying every decision in full",
+    )
 
 
 FILES = "a manifest file, a directory, or - for stdin; repeat for more"
@@ -85,8 +99,14 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("url", nargs="+")
     _source_options(ex, files_help=FILES)
     ex.add_argument("-X", "--method", default="GET", help="HTTP method (default GET)")
-    ex.add_argument("-H", "--header", action="append", default=[], metavar="'NAME: VALUE'",
-                    help="a request header (gRPC: metadata); repeat for more")  # fmt: skip
+    ex.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a request header (gRPC: metadata); repeat for more",
+    )
 
     au = sub.add_parser(
         "audit",
@@ -101,8 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     au.add_argument("url", nargs="*")
     _source_options(au, files_help=FILES)
     au.add_argument("--requests", type=Path, default=None, metavar="FILE", help=REQUESTS_HELP)
-    au.add_argument("--fail-on", default=None, choices=["info", "warning", "error"],
-                    help="exit 1 when a finding is at least this serious")  # fmt: skip
+    au.add_argument(
+        "--fail-on",
+        default=None,
+        choices=["info", "warning", "error"],
+        help="exit 1 when a finding is at least this serious",
+    )
 
     di = sub.add_parser(
         "diff",
@@ -118,12 +142,21 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=_Formatter,
     )
     _source_options(di, files_help="the current policy: " + FILES)
-    di.add_argument("-p", "--proposed", action="append", required=True, metavar="PATH",
-                    help="proposed manifests (file, directory or -); repeat for more")  # fmt: skip
+    di.add_argument(
+        "-p",
+        "--proposed",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="proposed manifests (file, directory or -); repeat for more",
+    )
     req = di.add_mutually_exclusive_group(required=True)
     req.add_argument("--requests", type=Path, default=None, metavar="FILE", help=REQUESTS_HELP)
-    req.add_argument("--from-traffic", action="store_true",
-                     help="the requests the proxies counted (needs --context)")  # fmt: skip
+    req.add_argument(
+        "--from-traffic",
+        action="store_true",
+        help="the requests the proxies counted (needs --context)",
+    )
 
     sub.add_parser("demo", help="the policy engine on the guide's manifests")
 

@@ -200,8 +200,10 @@ def live_metrics(
 ) -> dict[str, str]:
     """Each meshed pod of ``namespace`` -> its proxy's metrics text."""
     with LiveReader(context, kubeconfig=kubeconfig) as reader:
-        return {pod: reader.proxy_metrics(pod, namespace=namespace)
-                for pod in reader.meshed_pods(namespace)}  # fmt: skip
+        return {
+            pod: reader.proxy_metrics(pod, namespace=namespace)
+            for pod in reader.meshed_pods(namespace)
+        }
 
 
 __all__: Sequence[str] = ("LiveObjects", "LiveReader", "as_manifest", "live_metrics", "read_live")

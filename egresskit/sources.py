@@ -43,8 +43,15 @@ def manifest_files(value: str, *, recursive: bool) -> list[Path]:
         )
         if not found:
             hint = "" if recursive else " (add -R to read its subdirectories)"
-            raise ManifestError([_problem(value, "files ending in .yaml, .yml or .json" + hint,
-                                          "none in this directory")])  # fmt: skip
+            raise ManifestError(
+                [
+                    _problem(
+                        value,
+                        "files ending in .yaml, .yml or .json" + hint,
+                        "none in this directory",
+                    )
+                ]
+            )
         return found
     if not path.exists():
         raise ManifestError([_problem(value, "a file, a directory or - (stdin)", "no such path")])

@@ -89,8 +89,11 @@ def test_grpc_and_tcp_urls(
 
 
 def test_grpc_metadata_and_call_are_in_the_first_reason() -> None:
-    d = ex("grpc://grpc.example.com:50051/helloworld.Greeter/SayHello", GRPC_ROUTE,
-           headers={"x-team": "blue"})  # fmt: skip
+    d = ex(
+        "grpc://grpc.example.com:50051/helloworld.Greeter/SayHello",
+        GRPC_ROUTE,
+        headers={"x-team": "blue"},
+    )
     assert d.family == "grpc"
     assert "gRPC call helloworld.Greeter/SayHello" in d.reasons[0]
     assert "metadata x-team: blue" in d.reasons[0]

@@ -46,8 +46,13 @@ class ListingApiServer(FakeApiServer):
         kind = next((k for p, k, _ in kinds or [] if p == rest[0]), None)
         if kind is None:
             msg = "the server could not find the requested resource"
-            return 404, {"kind": "Status", "status": "Failure", "reason": "NotFound",
-                         "message": msg, "code": 404}  # fmt: skip
+            return 404, {
+                "kind": "Status",
+                "status": "Failure",
+                "reason": "NotFound",
+                "message": msg,
+                "code": 404,
+            }
         with self._lock:
             items = [
                 copy.deepcopy(obj)
