@@ -8,6 +8,7 @@ and print text, JSON or YAML. Help texts are plain text (no markup), with the ex
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,6 +37,11 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 def main(argv: list[str] | None = None, *, stdin: TextIO | None = None) -> int:
     try:
         return _main(argv, stdin)
+    except BrokenPipeError:
+        # The reader (head, grep -q) stopped early: not an error of ours. Silence the flush
+        # at exit as the Python docs advise (library/signal, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BackendError as exc:
         print(f"egresskit: {exc}", file=sys.stderr)
         return 3

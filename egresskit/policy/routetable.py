@@ -211,7 +211,7 @@ def _summary_text(summary: object) -> str:
     if isinstance(summary, tuple) and len(summary) == 4:
         path, headers, query, method = summary
         if path:
-            parts.append(f"a path match {_plural(path, 'character')} long")
+            parts.append(f"the path (a {path}-character match)")
         if headers:
             parts.append(_plural(headers, "header"))
         if query:
