@@ -213,6 +213,8 @@ def _objects(args: argparse.Namespace, stdin: TextIO | None) -> list[Any]:
         live = read_live(args.context, kubeconfig=args.kubeconfig)
         for kind in live.not_served:
             print(f"egresskit: {live.context} does not serve {kind}: none read", file=sys.stderr)
+        for problem in live.skipped:
+            print(f"egresskit: left out (cannot be read): {problem}", file=sys.stderr)
         return live.objects
     if not args.filename:
         raise PolicyError("expected -f PATH (file, directory or -) or --context, found neither")

@@ -14,7 +14,8 @@ Rules:
 - A listed item is reduced to what a manifest holds (``apiVersion``, ``kind``, ``metadata``
   name/namespace/labels/annotations/creationTimestamp, ``spec``; a Service's spec to the
   fields a manifest sets), then parsed by :func:`~egresskit.manifests.load_manifests` with
-  the context as source name, so a problem names ``context: document N (Kind ns/name)``.
+  the context as source name. An object the kit cannot read is left out and named in
+  :attr:`LiveObjects.skipped` (a cluster holds objects the user did not write).
 - A pod is meshed when it has a ``linkerd-proxy`` container (sidecar or native sidecar).
 """
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import urllib3
@@ -38,7 +39,7 @@ from egresskit.cluster.kube_wire import (
     proxy_metrics_section,
     status_error,
 )
-from egresskit.errors import BackendError
+from egresskit.errors import BackendError, ManifestError
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
 
@@ -69,6 +70,9 @@ class LiveObjects:
     context: str
     objects: list[K8sObject]
     not_served: list[str]
+    #: Objects the kit cannot read (one line each, naming the object and the field): left
+    #: out rather than failing the whole read, since a cluster holds others' objects too.
+    skipped: list[str] = field(default_factory=list)
 
 
 class LiveReader:
@@ -141,8 +145,10 @@ class LiveReader:
                     break
             else:
                 not_served.append(f"{kind} ({' or '.join(versions)})")
-        objects = load_manifests(docs, source_name=f"context {self.context}") if docs else []
-        return LiveObjects(context=self.context, objects=objects, not_served=not_served)
+        objects, skipped = _parse_each(docs, f"context {self.context}")
+        return LiveObjects(
+            context=self.context, objects=objects, not_served=not_served, skipped=skipped
+        )
 
     def meshed_pods(self, namespace: str) -> list[str]:
         """Names of the pods in ``namespace`` that run Linkerd's proxy."""
@@ -160,6 +166,22 @@ class LiveReader:
         if status != 200:
             return proxy_metrics_error(pod, status_error(self.context, "metrics", status, data))
         return proxy_metrics_section(pod, data.decode("utf-8", "replace"))
+
+
+def _parse_each(docs: list[dict[str, Any]], source: str) -> tuple[list[K8sObject], list[str]]:
+    """Every document that parses; a line per problem of those that do not."""
+    try:
+        return load_manifests(docs, source_name=source), []
+    except ManifestError:
+        pass
+    objects: list[K8sObject] = []
+    skipped: list[str] = []
+    for doc in docs:
+        try:
+            objects += load_manifests(doc, source_name=source)
+        except ManifestError as exc:
+            skipped += [str(p) for p in exc.problems]
+    return objects, skipped
 
 
 def is_meshed(spec: dict[str, Any]) -> bool:

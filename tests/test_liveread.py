@@ -167,3 +167,41 @@ def test_with_hostname_labels_off_the_diff_says_what_is_lost(api, capsys, tmp_pa
     assert urls["http://unlisted.example.net/"].startswith(
         "hostname not recorded: if the host was unlisted.example.net"
     )
+
+
+def test_an_object_the_kit_cannot_read_is_left_out_and_named(api, capsys) -> None:
+    fake, kubeconfig = api
+    put(fake, DENY)
+    put(
+        fake,
+        guide.HTTPBIN_GET_ROUTE.replace("name: httpbin-get", "name: broken").replace(
+            "port: 80", "port: 99999"
+        ),
+    )
+    code = main(
+        [
+            "explain",
+            "http://httpbin.org/get",
+            "--context",
+            "fake",
+            "--kubeconfig",
+            str(kubeconfig),
+            "-n",
+            "egress-test",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert (code, out.splitlines()[0]) == (1, "FORBIDDEN via http-egress-deny HTTP 403")
+    assert "left out (cannot be read): context fake: document" in err
+    assert "(HTTPRoute egress-test/broken): spec.parentRefs[0].port" in err
+
+
+def test_audit_of_a_live_cluster_as_a_gate(api, capsys) -> None:
+    fake, kubeconfig = api
+    put(fake, DENY)
+    put(fake, guide.HTTPBIN_GET_ROUTE)
+    args = ["audit", "--context", "fake", "--kubeconfig", str(kubeconfig), "-n", "egress-test"]
+    assert main([*args, "--fail-on", "warning", "-o", "json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert [f["obj"] for f in data["findings"]] == ["HTTPRoute egress-test/httpbin-get"]
+    assert fake.writes() == []
