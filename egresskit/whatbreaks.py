@@ -12,6 +12,7 @@ Verify steps print one ``PASS what: expected X, saw Y`` line, or raise
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -121,12 +122,25 @@ def verify_traffic_agrees(
     *,
     pod: str = "client",
     namespace: str = "egress-test",
+    settle: float | None = None,
 ) -> pd.DataFrame:
-    """Send every predicted request again; PASS when each outcome is the predicted one."""
+    """Send every predicted request again; PASS when each outcome is the predicted one.
+
+    On a real cluster a change reaches the proxies seconds after it is Accepted
+    (docs/facts/linkerd-egress.md 4.3): a request that disagrees is retried until
+    ``settle`` seconds (default 0 on the local backend, which enforces before ``apply``
+    returns; 30 elsewhere) have passed.
+    """
+    if settle is None:
+        settle = 0.0 if getattr(cluster, "name", "") == "local" else 30.0
+    deadline = time.monotonic() + settle
     rows = []
     for o in prediction.outcomes:
-        outcome, saw = observed(cluster, o.probe.url, pod=pod, namespace=namespace)
         expected = o.after.outcome if o.after is not None else "(no prediction)"
+        outcome, saw = observed(cluster, o.probe.url, pod=pod, namespace=namespace)
+        while outcome != expected and time.monotonic() < deadline:
+            time.sleep(0.5)  # a poll interval, bounded by ``deadline``
+            outcome, saw = observed(cluster, o.probe.url, pod=pod, namespace=namespace)
         rows.append(
             {"url": o.probe.url, "predicted": expected, "outcome": outcome, "client saw": saw}
         )
