@@ -267,7 +267,7 @@ def _explain(args: argparse.Namespace, stdin: TextIO | None) -> int:
 
 def _audit(args: argparse.Namespace, stdin: TextIO | None) -> int:
     from egresskit.audit import audit
-    from egresskit.impact import probes_from_lines
+    from egresskit.probes import probes_from_lines
     from egresskit.rendering import decision_dict, dump, plain
 
     urls: list[str] | None = list(args.url) or None
@@ -296,7 +296,8 @@ def _audit(args: argparse.Namespace, stdin: TextIO | None) -> int:
 def _diff(args: argparse.Namespace, stdin: TextIO | None) -> int:
     from egresskit.errors import PolicyError
     from egresskit.explaining import snapshot_of
-    from egresskit.impact import impact, probes_from_lines, probes_from_traffic
+    from egresskit.impact import impact
+    from egresskit.probes import probes_from_lines, probes_from_traffic
     from egresskit.rendering import dump, impact_dict
     from egresskit.sources import overlay, read_filenames
 

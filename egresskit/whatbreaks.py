@@ -20,8 +20,9 @@ import pandas as pd
 
 from egresskit.errors import VerificationFailed
 from egresskit.explaining import snapshot_of
-from egresskit.impact import Impact, Probe, impact, probes_from_traffic
+from egresskit.impact import Impact, impact
 from egresskit.manifests import load_manifests
+from egresskit.probes import Probe, probes_from_traffic
 from egresskit.seen import scrape_local, series_seen
 from egresskit.sources import overlay
 

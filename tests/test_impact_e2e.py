@@ -14,8 +14,9 @@ import egresskit
 from egresskit import guide
 from egresskit.dns import SimulatedDNS
 from egresskit.explaining import snapshot_of
-from egresskit.impact import Probe, impact, probes_from_traffic
+from egresskit.impact import impact
 from egresskit.manifests import load_manifests
+from egresskit.probes import Probe, probes_from_traffic
 from egresskit.seen import SeenSeries, scrape_local, series_seen
 from egresskit.sources import overlay
 
