@@ -116,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
 
     au = sub.add_parser(
         "audit",
-        help="reviewer findings and the explain table; a CI gate with --fail-on",
+        help="findings, each with its proof, and the explain table (a CI gate)",
         description="Findings a reviewer would flag, each with the request that proves it,\n"
         "and the engine's answer for a set of requests (the URLs given, --requests,\n"
         "or by default one per hostname and path the routes name).",
