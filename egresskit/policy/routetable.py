@@ -143,8 +143,8 @@ def _best_in(
             if rank is None:
                 if trace is not None:
                     trace.append(
-                        f"{route_name(route)}: hostnames {list(route.hostnames)} do "
-                        f"not match {host!r}"
+                        f"{route_name(route)}: its hostnames ({', '.join(route.hostnames)}) "
+                        f"do not cover {host or '(no host)'}"
                     )
                 continue
         else:
@@ -159,7 +159,12 @@ def _best_in(
                 trace.append(f"{route_name(route)}: no rule matches")
             continue
         key = (rank, route_best[0])
-        if trace is not None:
+        if trace is not None and route.is_default:
+            trace.append(
+                f"{route_name(route)}: matches everything, and loses to any other route "
+                "that matches"
+            )
+        elif trace is not None:
             trace.append(
                 f"{route_name(route)}: rule {route_best[1].index} matches "
                 f"({_rank_text(rank, host)}; {_summary_text(route_best[0])})"
