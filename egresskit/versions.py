@@ -36,6 +36,11 @@ GATEWAY_API_INSTALL_URL = (
 #: as the guide shows (spec section 7.3 step 5 and 8.5).
 LINKERD_INSTALL_SETS = ("proxy.metrics.hostnameLabels=true",)
 
+#: Oldest ``kubernetes`` Python client the kube backend works with: ``ApiClient.param_serialize``
+#: and the six-argument ``call_api(method, url, ...)`` first ship in 37.0.0 (36.0.3 has
+#: neither). pyproject.toml and environment.yml require ``kubernetes>=`` this.
+KUBERNETES_CLIENT_MIN = "37"
+
 #: Name of the kind cluster ``egresskit cluster up`` creates; its context is ``kind-<name>``.
 KIND_CLUSTER_NAME = "egresskit"
 

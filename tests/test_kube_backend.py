@@ -34,7 +34,7 @@ from tests.fakes.apiserver import ExecResult, FakeApiServer
 
 NS = "egress-test"
 EN_PATH = f"/apis/policy.linkerd.io/v1alpha1/namespaces/{NS}/egressnetworks/all-egress-traffic"
-ROUTE_PATH = f"/apis/gateway.networking.k8s.io/v1alpha2/namespaces/{NS}/httproutes/httpbin-get"
+ROUTE_PATH = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/httpbin-get"
 POD_PATH = f"/api/v1/namespaces/{NS}/pods/client"
 SSA = "application/apply-patch+yaml"
 
@@ -57,7 +57,7 @@ spec:
     image: curlimages/curl
     command: ["sh", "-c", "sleep infinity"]
 ---
-apiVersion: gateway.networking.k8s.io/v1alpha2
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: httpbin-get, namespace: egress-test}
 spec:
@@ -180,12 +180,13 @@ def test_apply_is_server_side_apply_namespaces_first_then_dry_run_then_apply(
         assert r.content_type == SSA
         assert r.query["fieldManager"] == ["egresskit"]
         assert r.query["force"] == ["true"]
+        assert r.query["fieldValidation"] == ["Strict"]
         assert r.authorization == "Bearer t0k3n"
     # Discovery of every group/version happened before the first write.
     first_write = api.requests.index(api.writes()[0])
     discovered = {r.path for r in api.requests[:first_write]}
     assert {"/api/v1", "/apis/policy.linkerd.io/v1alpha1"} <= discovered
-    assert "/apis/gateway.networking.k8s.io/v1alpha2" in discovered
+    assert "/apis/gateway.networking.k8s.io/v1" in discovered
     assert api.writes()[-1].body["spec"]["parentRefs"][0]["port"] == 80
 
 
@@ -263,7 +264,7 @@ def test_invalid_manifest_sends_nothing(api: FakeApiServer, cluster: KubeCluster
         (
             {"gateway_api": False},
             "fake: HTTPRoute CRD not installed: are the Gateway API v1.2.1 experimental CRDs "
-            "installed? run `egresskit cluster up` (gateway.networking.k8s.io/v1alpha2 is not "
+            "installed? run `egresskit cluster up` (gateway.networking.k8s.io/v1 is not "
             "served)",
         ),
     ],
@@ -316,7 +317,7 @@ def test_patch_is_a_merge_patch(
     [req] = [r for r in api.requests[before:] if r.method == "PATCH"]
     assert req.path == EN_PATH
     assert req.content_type == "application/merge-patch+json"
-    assert req.query == {"fieldManager": ["egresskit"]}
+    assert req.query == {"fieldManager": ["egresskit"], "fieldValidation": ["Strict"]}
     assert req.body == {"spec": {"trafficPolicy": "Deny"}}
     assert result["spec"]["trafficPolicy"] == "Deny"
     assert cluster.changes[-1].verb == "patch"
@@ -468,7 +469,7 @@ def test_proxy_metrics_failure_is_reported_like_the_cli(
     text = cluster.proxy_metrics("client", namespace=NS)
     head, error = text.split("#\n", 2)[1:]
     assert head == "# POD client (1 of 1)\n"
-    assert error.startswith("# ERROR fake: proxy metrics: error trying to reach service: ")
+    assert error.startswith("# ERROR: fake: proxy metrics: error trying to reach service: ")
     assert error.endswith("connection refused (ServiceUnavailable, HTTP 503)\n")
 
 
@@ -480,7 +481,7 @@ def test_proxy_metrics_of_a_pod_not_running(tmp_path: Path, progress: list[str])
         with pytest.raises(WaitTimeout):
             c.apply(GUIDE)
         text = c.proxy_metrics("client", namespace=NS)
-    assert text == "#\n# POD client (1 of 1)\n#\n# ERROR pod not running: client\n"
+    assert text == "#\n# POD client (1 of 1)\n#\n# ERROR: pod not running: client\n"
 
 
 # --------------------------------------------------------------------------------- curl
