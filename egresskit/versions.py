@@ -52,6 +52,9 @@ REQUEST_TIMEOUT = 30.0
 #: Linkerd's status controller on change and on a 10 s tick (spec sections 1 and 4.3); a pod
 #: may first pull its image.
 APPLY_WAIT_TIMEOUT = 180.0
+#: A change confirmed by its effect (a curl from the client answering as the change says):
+#: Linkerd's status tick and the push to the proxies (spec sections 1 and 4.3: about 10 s).
+EFFECT_WAIT_TIMEOUT = 60.0
 #: Pause between two polls of the same object while waiting.
 POLL_INTERVAL = 0.5
 #: ``kind create cluster --wait``.

@@ -635,7 +635,7 @@ def _parent(status: str, port: int | None = 80, **cond: Any) -> dict[str, Any]:
                     ]
                 },
             },
-            (True, "Accepted=False (EgressReasonNetworkOverlap)"),
+            (False, "Accepted=False (EgressReasonNetworkOverlap)"),
         ),
         (_route(None), (False, "parent EgressNetwork en port 80: no status yet")),
         (
@@ -698,7 +698,7 @@ def _parent(status: str, port: int | None = 80, **cond: Any) -> dict[str, Any]:
         "namespace",
         "service",
         "egress-network-no-status",
-        "egress-network-overlap-is-final",
+        "egress-network-overlap-is-not-in-force",
         "route-no-status",
         "route-other-port",
         "route-accepted",

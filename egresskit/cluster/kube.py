@@ -19,9 +19,13 @@ Rules:
   (``dryRun=All``, so admission webhooks such as Linkerd's policy validator see it), and only
   when all pass are they applied for real. That is as close to "all or nothing" as the API
   allows.
-- ``apply``/``patch`` return once the change is in force (the rules of
-  :mod:`~egresskit.cluster.kube_readiness`: EgressNetworks Accepted, routes Accepted for
-  each EgressNetwork parent, Pods Ready, Deployments available). Every wait is bounded and
+- ``apply``/``patch`` return once the API server stored the change and the controllers
+  accepted it (the rules of :mod:`~egresskit.cluster.kube_readiness`: EgressNetworks
+  Accepted, routes Accepted for each EgressNetwork parent, Pods Ready, Deployments
+  available). An EgressNetwork Linkerd refused (``Accepted=False``) is a
+  :class:`BackendError` with Linkerd's reason. Status cannot say that the proxies enforce a
+  change (Linkerd writes no ``observedGeneration``); callers that depend on it confirm it by
+  its effect with :func:`egresskit.cluster.effect.await_effect`. Every wait is bounded and
   ends in :class:`WaitTimeout` saying what it waited for and what it saw last.
 - No ``kubernetes``/``urllib3``/``websocket`` exception leaves this module: each is wrapped
   once, where the call is made, in :class:`BackendError` carrying the API server's message.
@@ -61,7 +65,7 @@ from websocket import WebSocketException
 
 from egresskit import versions
 from egresskit.cluster.base import ChangeRecord, CurlResult, Manifests, PatchType
-from egresskit.cluster.kube_readiness import readiness, wait_targets
+from egresskit.cluster.kube_readiness import readiness, refusal, wait_targets
 from egresskit.cluster.kube_wire import (
     CURL_MARKER,
     DEFAULT_API_VERSIONS,
@@ -517,6 +521,9 @@ class KubeCluster:
         while pending:
             for label, (res, ns, name) in list(pending.items()):
                 obj = self._json(f"get {label}", "GET", res.path(ns, name))
+                refused = refusal(obj)
+                if refused is not None:
+                    raise BackendError(f"{self.name}: {label} not accepted by Linkerd: {refused}")
                 state = readiness(obj) or (True, "")
                 if state[0]:
                     waited = time.monotonic() - started
