@@ -61,6 +61,11 @@ POLL_INTERVAL = 0.5
 KIND_CREATE_WAIT = "180s"
 #: ``linkerd check --wait``.
 LINKERD_CHECK_WAIT = "5m"
+#: pytest's limit for one ``kube``-marked test on a real cluster (it covers teardown too): the
+#: bounded waits one guide test may make in turn (its applies, the Deployment, the namespace
+#: deletion), two effect probes, and a margin for its curls. Inner bounds run out first, so
+#: a slow cluster fails with a WaitTimeout that says what it waited for.
+KUBE_TEST_TIMEOUT = 5 * APPLY_WAIT_TIMEOUT + 2 * EFFECT_WAIT_TIMEOUT + 120.0
 #: Bound on any one lifecycle step (a CLI invocation).
 STEP_TIMEOUT = 600.0
 

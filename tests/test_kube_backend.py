@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from egresskit import versions
 from egresskit.cluster import kube
 from egresskit.cluster.base import Cluster
 from egresskit.cluster.kube import (
@@ -731,12 +732,16 @@ class _Item:
 
 
 @pytest.mark.parametrize(
-    ("env", "skipped"),
-    [(None, [True, False]), ("  ", [True, False]), ("kind-egresskit", [False, False])],
+    ("env", "marks"),
+    [
+        (None, [["skip"], []]),
+        ("  ", [["skip"], []]),
+        ("kind-egresskit", [["timeout"], []]),
+    ],
     ids=["unset", "blank", "set"],
 )
-def test_kube_tests_are_skipped_without_a_context(
-    monkeypatch: pytest.MonkeyPatch, env: str | None, skipped: list[bool]
+def test_kube_tests_are_skipped_without_a_context_and_get_a_cluster_limit_with_one(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, marks: list[list[str]]
 ) -> None:
     if env is None:
         monkeypatch.delenv(kube_fixtures.KUBE_CONTEXT_ENV, raising=False)
@@ -744,8 +749,54 @@ def test_kube_tests_are_skipped_without_a_context(
         monkeypatch.setenv(kube_fixtures.KUBE_CONTEXT_ENV, env)
     items = [_Item(marked=True), _Item(marked=False)]
     kube_fixtures.skip_kube_tests_without_context(items)  # type: ignore[arg-type]
-    assert [bool(i.marks) for i in items] == skipped
-    for item in items:
-        for mark in item.marks:
-            assert mark.mark.name == "skip"
+    assert [[m.mark.name for m in i.marks] for i in items] == marks
+    for mark in items[0].marks:
+        if mark.mark.name == "skip":
             assert "EGRESSKIT_KUBE_CONTEXT" in mark.mark.kwargs["reason"]
+        else:
+            assert mark.mark.args == (versions.KUBE_TEST_TIMEOUT,)
+
+
+def test_the_kube_test_limit_outlasts_the_waits_inside_one_guide_test() -> None:
+    # g10-g12: the setup apply, the Deny patch, the Deployment, the routes and the namespace
+    # deletion each wait up to APPLY_WAIT_TIMEOUT; two effect probes; the 120 s local limit
+    # would cut a real cluster's first image pull short.
+    waits = 5 * versions.APPLY_WAIT_TIMEOUT + 2 * versions.EFFECT_WAIT_TIMEOUT
+    assert versions.KUBE_TEST_TIMEOUT > waits > 120
+
+
+# ----------------------------------------------------------------------------- teardown
+
+
+def test_teardown_deletes_the_pods_without_a_grace_period(
+    tmp_path: Path, progress: list[str]
+) -> None:
+    # sh -c "sleep infinity" as PID 1 ignores SIGTERM: with the default grace period the
+    # namespace stays terminating until the kubelet kills the pods 30 s later.
+    with FakeApiServer(pods_ignore_sigterm=True) as api, _connect(api, tmp_path, progress) as c:
+        c.apply(GUIDE)
+        start = len(api.requests)
+        kube_fixtures.delete_test_namespace(c, NS)
+        deletes = [(r.path, r.query) for r in api.requests[start:] if r.method == "DELETE"]
+        assert api.objects == {}
+    assert deletes == [
+        (
+            "/api/v1/namespaces/egress-test",
+            {"propagationPolicy": ["Background"], "gracePeriodSeconds": ["0"]},
+        ),
+        ("/api/v1/namespaces/egress-test/pods", {"gracePeriodSeconds": ["0"]}),
+    ]
+
+
+def test_a_plain_namespace_delete_waits_for_pods_that_ignore_sigterm(
+    tmp_path: Path, progress: list[str]
+) -> None:
+    """What the teardown did before: the wait runs into its bound (30 s on a real cluster)."""
+    with (
+        FakeApiServer(pods_ignore_sigterm=True) as api,
+        _connect(api, tmp_path, progress, timeout=0.05) as c,
+    ):
+        c.apply(GUIDE)
+        with pytest.raises(WaitTimeout) as info:
+            c.delete("namespace", NS)
+    assert info.value.what == "Namespace egress-test to be deleted"

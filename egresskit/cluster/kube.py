@@ -52,6 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 import kubernetes
 import urllib3
@@ -412,11 +413,38 @@ class KubeCluster:
         self._wait_in_force([(res, result)])
         return result
 
-    def delete(self, kind: str, name: str, *, namespace: str | None = None) -> None:
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        *,
+        namespace: str | None = None,
+        grace_period: int | None = None,
+    ) -> None:
+        """Delete and wait until gone (404). ``grace_period`` (``gracePeriodSeconds``) bounds
+        how long pods may take to stop; for a Namespace it applies to the pods in it.
+
+        The guide's pods run ``sh -c "sleep infinity"`` as PID 1, which ignores SIGTERM, so
+        each waits out its whole grace period (30 s by default) and keeps its namespace
+        terminating that long; ``grace_period=0`` is for teardown where nothing cares how
+        they stop.
+        """
         res = self._resource_for_kind(kind)
         path = res.path(namespace, name)
         display = f"{res.kind} {(namespace or 'default') + '/' if res.namespaced else ''}{name}"
-        self._json(f"delete {display}", "DELETE", path, query=[("propagationPolicy", "Background")])
+        query = [("propagationPolicy", "Background")]
+        if grace_period is not None:
+            query.append(("gracePeriodSeconds", str(grace_period)))
+        self._json(f"delete {display}", "DELETE", path, query=query)
+        if grace_period is not None and res.kind == "Namespace" and res.api_version == "v1":
+            # After the namespace: once it is terminating no new pod can be created in it
+            # (NamespaceLifecycle admission), so a Deployment cannot replace these.
+            self._json(
+                f"delete the pods in {name}",
+                "DELETE",
+                f"/api/v1/namespaces/{quote(name, safe='')}/pods",
+                query=[("gracePeriodSeconds", str(grace_period))],
+            )
         self._record(
             ChangeRecord(
                 at=datetime.now(UTC),

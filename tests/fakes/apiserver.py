@@ -330,6 +330,10 @@ class FakeApiServer:
                 held = key[:2] == ("", "namespaces") and self._pods_left(key[3])
                 if self._deleting[key] < 0 and not held:
                     del self.objects[key], self._deleting[key]
+                    if key[:2] == ("", "namespaces"):  # its content went before it
+                        for other in [k for k in self.objects if k[2] == key[3]]:
+                            del self.objects[other]
+                            self._deleting.pop(other, None)
                     return None
                 return copy.deepcopy(obj)
             self._gets[key] = self._gets.get(key, 0) + 1
@@ -408,16 +412,20 @@ class FakeApiServer:
         """``deletecollection`` of the pods in ``namespace``."""
         with self._lock:
             keys = [k for k in self.objects if k[:3] == ("", "pods", namespace)]
+            items = [copy.deepcopy(self.objects[k]) for k in keys]
             for key in keys:
                 self._mark_deleting(key, grace)
-            return [copy.deepcopy(self.objects[k]) for k in keys]
+            return items
 
     def _mark_deleting(self, key: tuple[str, str, str, str], grace: str | None) -> None:
+        if key[1] == "pods" and grace == "0":
+            # gracePeriodSeconds=0 removes the pod from the API at once (a force delete).
+            del self.objects[key]
+            self._deleting.pop(key, None)
+            return
         self.objects[key]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
-        if key[1] == "pods" and self.pods_ignore_sigterm and grace != "0":
+        if key[1] == "pods" and self.pods_ignore_sigterm:
             self._deleting[key] = 10**9  # SIGTERM ignored: terminating for the whole grace
-        elif key[1] == "pods" and grace == "0":
-            self._deleting[key] = 0
         else:
             self._deleting[key] = self.delete_lag
 
