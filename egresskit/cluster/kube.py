@@ -152,7 +152,11 @@ def _load_manifests(source: Manifests) -> list[K8sObject]:
 
 
 class KubeCluster:
-    """The facade on a kube context (``kind-egresskit`` or any cluster with Linkerd)."""
+    """The facade on a kube context (``kind-egresskit`` or any cluster with Linkerd).
+
+    Safe to use from several threads at once (curls, metrics scrapes and changes together, as
+    the notebooks do): exec never touches the client the REST calls use (module docstring).
+    """
 
     def __init__(
         self,
