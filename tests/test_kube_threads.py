@@ -69,6 +69,13 @@ def test_curls_metrics_and_rest_calls_from_several_threads(
                 lambda: c.get("egressnetwork", "all-egress-traffic", namespace=NS),
                 lambda r: isinstance(r, dict) and r["spec"]["trafficPolicy"] == "Allow",
             ),
+            (
+                "patch",  # the main thread's changes: a no-op merge patch, waited on like any
+                lambda: c.patch(
+                    "pod", "client", {"metadata": {"labels": {"t": "1"}}}, namespace=NS
+                ),
+                lambda r: isinstance(r, dict) and r["metadata"]["labels"] == {"t": "1"},
+            ),
         ]
         threads = [threading.Thread(target=run, args=job, name=job[0], daemon=True) for job in jobs]
         for t in threads:
