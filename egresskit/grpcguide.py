@@ -1,0 +1,308 @@
+"""GRPCRoute and TCPRoute "in a similar fashion": the manifests and the calls of that step.
+
+The guide ends its restriction section with "Similar to HTTP and TLS routes, we can use
+GRPCRoute and TCPRoute in a similar fashion." This module is that sentence with traffic:
+the manifests (one constant per step, YAML a learner can edit), and the machinery a
+notebook or a test calls -- a gRPC call or a TCP exchange from the client pod, a metric
+sample read from the pod's proxy, a verify line. It does not depend on
+:mod:`egresskit.tutorial`.
+
+The simulated internet serves gRPC on port 50051 of every host and a line protocol on
+port 6379 (:mod:`egresskit.mesh.extrasites`); the story uses ``grpc.example.com:50051`` and
+``tcp.example.com:6379``. What Linkerd does (docs/facts/linkerd-egress.md):
+
+* no GRPCRoute on 50051: the port is HTTP-detected, the gRPC client's HTTP/2 takes the
+  HTTP routes; under Deny ``http-egress-deny`` answers 403, which a gRPC client sees as
+  ``FAILED_PRECONDITION`` (3, derived) -- counted in ``outbound_http_route_*``;
+* a GRPCRoute on 50051 switches the port to gRPC: routes first, then the synthesized
+  ``grpc-egress-deny`` (``PERMISSION_DENIED``, "traffic not allowed"; 3, 5.2), counted in
+  ``outbound_grpc_route_*`` with ``grpc_status`` (6.2);
+* 6379 is opaque by default: ``tcp-egress-deny`` closes the connection; the first TCPRoute
+  replaces it (3, 4.5), forwarding to the original destination or to a Service.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from egresskit.cluster.base import Cluster
+from egresskit.errors import BackendError
+from egresskit.grpcclient import GrpcCallResult
+from egresskit.podcalls import grpcclient_argv
+from egresskit.verify import check
+
+GRPC_TARGET = "grpc.example.com:50051"
+TCP_TARGET = "tcp.example.com:6379"
+SAY_HELLO = "helloworld.Greeter/SayHello"
+ECHO = "egresskit.echo.Echo/Unary"
+BB = "buoyantio.bb.TheService/theFunction"
+NAMESPACE = "egress-test"
+POD = "client"
+
+#: Deny everything by default (the guide's EgressNetwork after its patch).
+EGRESS_NETWORK_DENY = """\
+apiVersion: policy.linkerd.io/v1alpha1
+kind: EgressNetwork
+metadata:
+  namespace: egress-test
+  name: all-egress-traffic
+spec:
+  trafficPolicy: Deny
+"""
+
+#: Allow one gRPC method: Greeter/SayHello on port 50051, to the original destination.
+GREETER_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: grpc-greeter
+  namespace: egress-test
+spec:
+  parentRefs:
+    - name: all-egress-traffic
+      kind: EgressNetwork
+      group: policy.linkerd.io
+      namespace: egress-test
+      port: 50051
+  rules:
+  - matches:
+    - method:
+        service: helloworld.Greeter
+        method: SayHello
+"""
+
+#: Allow the Echo service only for calls that carry ``x-team: blue`` metadata.
+TEAM_HEADER_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: grpc-echo-blue-team
+  namespace: egress-test
+spec:
+  parentRefs:
+    - name: all-egress-traffic
+      kind: EgressNetwork
+      group: policy.linkerd.io
+      namespace: egress-test
+      port: 50051
+  rules:
+  - matches:
+    - method:
+        service: egresskit.echo.Echo
+      headers:
+      - name: x-team
+        value: blue
+"""
+
+#: An in-cluster gRPC service: bb's terminus with a gRPC port.
+INTERNAL_GRPC = """\
+apiVersion: v1
+kind: Service
+metadata:
+  name: internal-grpc
+  namespace: egress-test
+spec:
+  type: ClusterIP
+  selector:
+    app: internal-grpc
+  ports:
+  - port: 9090
+    protocol: TCP
+    name: grpc
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  namespace: egress-test
+  name: internal-grpc
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: internal-grpc
+  template:
+    metadata:
+      labels:
+        app: internal-grpc
+      annotations:
+        linkerd.io/inject: enabled
+    spec:
+      containers:
+        - name: legacy-grpc
+          image: buoyantio/bb:v0.0.5
+          command: [ "sh", "-c"]
+          args:
+          - "/out/bb terminus --grpc-server-port 9090 --response-text 'answered inside the cluster'"
+          ports:
+            - name: grpc-port
+              containerPort: 9090
+"""
+
+#: Send every call to bb's TheService back into the cluster.
+BB_REDIRECT_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: grpc-bb-internal
+  namespace: egress-test
+spec:
+  parentRefs:
+    - name: all-egress-traffic
+      kind: EgressNetwork
+      group: policy.linkerd.io
+      namespace: egress-test
+      port: 50051
+  rules:
+  - matches:
+    - method:
+        service: buoyantio.bb.TheService
+    backendRefs:
+    - kind: Service
+      name: internal-grpc
+      port: 9090
+"""
+
+#: Allow opaque TCP on 6379 to its original destination (TCPRoutes need one backendRef).
+TCP_ALLOW_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata:
+  name: tcp-6379
+  namespace: egress-test
+spec:
+  parentRefs:
+    - name: all-egress-traffic
+      kind: EgressNetwork
+      group: policy.linkerd.io
+      namespace: egress-test
+      port: 6379
+  rules:
+  - backendRefs:
+    - kind: EgressNetwork
+      group: policy.linkerd.io
+      name: all-egress-traffic
+"""
+
+#: Send opaque TCP on 6379 to the guide's in-cluster ``internal-egress`` Service instead.
+TCP_REDIRECT_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata:
+  name: tcp-6379-internal
+  namespace: egress-test
+spec:
+  parentRefs:
+    - name: all-egress-traffic
+      kind: EgressNetwork
+      group: policy.linkerd.io
+      namespace: egress-test
+      port: 6379
+  rules:
+  - backendRefs:
+    - kind: Service
+      name: internal-egress
+      port: 80
+"""
+
+#: Every manifest above, by name, in the order of the story.
+ALL_MANIFESTS: dict[str, str] = {
+    "EGRESS_NETWORK_DENY": EGRESS_NETWORK_DENY,
+    "GREETER_ROUTE": GREETER_ROUTE,
+    "TEAM_HEADER_ROUTE": TEAM_HEADER_ROUTE,
+    "INTERNAL_GRPC": INTERNAL_GRPC,
+    "BB_REDIRECT_ROUTE": BB_REDIRECT_ROUTE,
+    "TCP_ALLOW_ROUTE": TCP_ALLOW_ROUTE,
+    "TCP_REDIRECT_ROUTE": TCP_REDIRECT_ROUTE,
+}
+
+
+# ------------------------------------------------------------------------ the calls
+
+
+def grpc_call(
+    cluster: Cluster,
+    method: str,
+    *,
+    data: Sequence[Mapping[str, Any]] = (),
+    headers: Sequence[str] = (),
+    target: str = GRPC_TARGET,
+    pod: str = POD,
+    namespace: str = NAMESPACE,
+) -> GrpcCallResult:
+    """One gRPC call from ``pod`` with ``python -m egresskit.grpcclient`` (see podcalls)."""
+    run = getattr(cluster, "grpc", None)
+    if run is None:
+        argv = grpcclient_argv(target, method, connect_to=None, data=data, headers=headers)
+        command = " ".join(["python", *argv[1:]])
+        raise BackendError(
+            f"the {cluster.name} backend runs no gRPC client for you; from a pod whose image "
+            f"has egresskit and grpcio run: kubectl exec -n {namespace} <pod> -- {command}"
+        )
+    result: GrpcCallResult = run(
+        target, method, pod=pod, namespace=namespace, data=data, headers=headers
+    )
+    return result
+
+
+def tcp_call(
+    cluster: Cluster,
+    data: bytes,
+    *,
+    target: str = TCP_TARGET,
+    pod: str = POD,
+    namespace: str = NAMESPACE,
+) -> bytes:
+    """Send ``data`` over TCP from ``pod``; every byte that came back (b"": closed)."""
+    run = getattr(cluster, "tcp", None)
+    if run is None:
+        raise BackendError(
+            f"the {cluster.name} backend has no TCP client for you; from the pod run e.g. "
+            f"kubectl exec -n {namespace} {pod} -- sh -c \"printf 'PING\\r\\n' | nc "
+            f'{target.replace(":", " ")}"'
+        )
+    answer: bytes = run(target, data, pod=pod, namespace=namespace)
+    return answer
+
+
+# ---------------------------------------------------------------------- the metrics
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)\{(?P<labels>.*)\} (?P<value>\S+)$")
+_LABEL = re.compile(r'(?P<key>[a-zA-Z_][a-zA-Z0-9_]*)="(?P<value>(?:[^"\\]|\\.)*)"')
+
+
+def sample_value(metrics_text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels`` (0 if none),
+    read from ``linkerd dg proxy-metrics`` text."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is None or m["name"] != name:
+            continue
+        found = {lm["key"]: lm["value"] for lm in _LABEL.finditer(m["labels"])}
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(m["value"])
+    return total
+
+
+def proxy_count(
+    cluster: Cluster, name: str, *, pod: str = POD, namespace: str = NAMESPACE, **labels: str
+) -> float:
+    """:func:`sample_value` on the pod's proxy metrics now."""
+    return sample_value(cluster.proxy_metrics(pod, namespace=namespace), name, **labels)
+
+
+# ------------------------------------------------------------------------ verifying
+
+
+def expect_grpc(
+    what: str,
+    result: GrpcCallResult,
+    code: str,
+    *,
+    out: Callable[[str], Any] = print,
+) -> None:
+    """``PASS what: expected grpc-status CODE, saw ...`` or raise the FAIL line."""
+    seen = result.code + (f" ({result.details})" if result.details and result.code != code else "")
+    check(what, result.code == code, expected=f"grpc-status {code}", seen=seen, out=out)
