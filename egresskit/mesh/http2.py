@@ -20,8 +20,9 @@ Faults and bounds (the HTTP/1 path's standards, :mod:`egresskit.mesh.http1`):
 * a header block without ``:method``/``:scheme``/``:path``: that stream is reset
   (PROTOCOL_ERROR), the connection lives on;
 * a client that sends no request within ``request_head_timeout``, or stays idle (no open
-  stream) past ``idle_timeout``, gets a GOAWAY and is closed; a stream with no progress
-  either way for ``idle_timeout`` is reset;
+  stream) past ``idle_timeout`` (checked at least every ``idle_timeout``, so closed within
+  two), gets a GOAWAY and is closed; a stream with no progress either way for
+  ``idle_timeout`` is reset;
 * upstream refused: 502 / ``grpc-status`` 14, ``error="REFUSED"``; no response head within
   ``response_timeout``: 504 / 14, ``error="RESPONSE_HEADERS_TIMEOUT"``; upstream reset or
   gone: ``error="RESET"`` / ``"IO"``; client reset: the upstream stream is reset,
@@ -266,15 +267,15 @@ class _Server:
                 peer.flush()
             if self.goaway and not self.tasks:
                 return
-            if self.tasks:
-                deadline = None
-            elif self.served:
-                deadline = self.loop.time() + self.config.idle_timeout
-            else:
-                deadline = self.loop.time() + self.config.request_head_timeout
+            # With streams open the wait is only a poll: a stream ending does not wake
+            # this read, so an idle connection is closed within two idle timeouts.
+            bound = self.config.idle_timeout if self.served else self.config.request_head_timeout
             try:
-                data = await self.client.read(deadline)
+                data = await self.client.read(self.loop.time() + bound)
             except TimeoutError:
+                if self.tasks:
+                    data = b""
+                    continue
                 with contextlib.suppress(h2.exceptions.H2Error):
                     peer.conn.close_connection(ErrorCodes.NO_ERROR)
                 peer.flush()
