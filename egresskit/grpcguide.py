@@ -25,12 +25,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from egresskit.cluster.base import Cluster
 from egresskit.errors import BackendError
-from egresskit.grpcclient import GrpcCallResult
+from egresskit.explain import dns_for, with_cluster_ips
+from egresskit.grpcclient import GrpcCallResult, parse_header
+from egresskit.manifests.model import K8sObject
 from egresskit.podcalls import grpcclient_argv
+from egresskit.policy.decision import Decision, HttpRequest, Request, TcpConnection
+from egresskit.policy.engine import decide
+from egresskit.policy.snapshot import Snapshot
 from egresskit.verify import check
 
 GRPC_TARGET = "grpc.example.com:50051"
@@ -264,6 +270,57 @@ def tcp_call(
         )
     answer: bytes = run(target, data, pod=pod, namespace=namespace)
     return answer
+
+
+# ---------------------------------------------------------------------- predicting
+
+
+def predict(
+    objects: Sequence[K8sObject],
+    target: str,
+    method: str | None = None,
+    *,
+    headers: Sequence[str] = (),
+    namespace: str = NAMESPACE,
+) -> Decision:
+    """What Linkerd does with a gRPC call (``method`` given) or a plain TCP connection to
+    ``target`` from a pod in ``namespace``, with the engine's reasoning (as ``explain``
+    gives it for URLs). ``objects``: the objects in force, e.g. ``cluster.objects()``.
+
+    The call is what a gRPC client sends (docs/facts/linkerd-egress.md 6.2, grpcmatch):
+    HTTP/2 ``POST /<service>/<method>``, ``:authority`` the target, ``content-type:
+    application/grpc``, the metadata as headers."""
+    snap = Snapshot.build(with_cluster_ips(list(objects)))
+    host, _, port_text = target.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ValueError(f"target {target!r}: expected host:port")
+    ip = str(dns_for(snap).resolve(host, search_namespace=namespace))
+    port = int(port_text)
+    request: Request
+    if method is None:
+        request = TcpConnection(client_namespace=namespace, dst_ip=ip, dst_port=port)
+        said = f"a TCP connection to {ip}:{port} ({host} resolves to {ip})"
+    else:
+        path = "/" + method.lstrip("/")
+        metadata = tuple(parse_header(h) for h in headers)
+        request = HttpRequest(
+            client_namespace=namespace,
+            dst_ip=ip,
+            dst_port=port,
+            method="POST",
+            path=path,
+            host=target,
+            headers=(("content-type", "application/grpc"), ("te", "trailers"), *metadata),
+            http_version="2",
+            grpc=True,
+        )
+        said = f"a gRPC call {path} (HTTP/2 POST, :authority {target}) to {ip}:{port}"
+    trace = [f"the client in {namespace} sends {said}"]
+    decision = decide(snap, request, trace=trace)
+    trace.append(
+        f"outcome: {decision.summary()}" + (f" ({decision.reason})" if decision.reason else "")
+    )
+    return replace(decision, reasons=tuple(trace))
 
 
 # ---------------------------------------------------------------------- the metrics

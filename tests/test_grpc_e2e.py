@@ -200,3 +200,20 @@ def test_expect_grpc_prints_pass_or_raises_fail(cluster: LocalCluster) -> None:
         r"saw PERMISSION_DENIED \(traffic not allowed\)$",
     ):
         g.expect_grpc("Echo is allowed", result, "OK", out=lines.append)
+
+
+def test_predictions_match_what_the_wire_shows(cluster: LocalCluster) -> None:
+    # The engine's prediction (grpcguide.predict) and the real call agree, route for route.
+    cluster.apply([g.GREETER_ROUTE, g.TEAM_HEADER_ROUTE])
+    cases = [
+        (g.SAY_HELLO, [], "grpc-greeter", "OK"),
+        (g.ECHO, [], "grpc-egress-deny", "PERMISSION_DENIED"),
+        (g.ECHO, ["x-team: blue"], "grpc-echo-blue-team", "OK"),
+    ]
+    for method, headers, route, code in cases:
+        decision = g.predict(cluster.objects(), g.GRPC_TARGET, method, headers=headers)
+        assert decision.route is not None and decision.route.name == route
+        assert g.grpc_call(cluster, method, headers=headers).code == code
+        assert value(cluster, GRPC_STATUSES, route_name=route, grpc_status=code) >= 1
+    tcp = g.predict(cluster.objects(), g.TCP_TARGET)
+    assert (tcp.outcome, tcp.error) == ("forbidden", "forbidden")
