@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 from egresskit.cluster.base import Cluster
@@ -363,3 +364,100 @@ def expect_grpc(
     """``PASS what: expected grpc-status CODE, saw ...`` or raise the FAIL line."""
     seen = result.code + (f" ({result.details})" if result.details and result.code != code else "")
     check(what, result.code == code, expected=f"grpc-status {code}", seen=seen, out=out)
+
+
+def expect_count(
+    cluster: Cluster,
+    metric: str,
+    expected: float,
+    *,
+    out: Callable[[str], Any] = print,
+    **labels: str,
+) -> None:
+    """``PASS`` when the pod's proxy has counted exactly ``expected`` in ``metric``'s
+    samples with ``labels`` (shown in the line), else raise the FAIL line."""
+    seen = proxy_count(cluster, metric, **labels)
+    shown = ", ".join(f'{k}="{v}"' for k, v in labels.items())
+    said = int(seen) if seen.is_integer() else seen  # counters are integers: print them so
+    check(f"{metric}{{{shown}}}", seen == expected, expected=expected, seen=said, out=out)
+
+
+def show_series(
+    cluster: Cluster, metric: str, *, out: Callable[[str], Any] = print, **labels: str
+) -> None:
+    """Print each sample of ``metric`` (with ``labels``), one label per line, as the guide
+    shows ``linkerd dg proxy-metrics`` output."""
+    text = cluster.proxy_metrics(POD, namespace=NAMESPACE)
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is None or m["name"] != metric:
+            continue
+        found = {lm["key"]: lm["value"] for lm in _LABEL.finditer(m["labels"])}
+        if not all(found.get(k) == v for k, v in labels.items()):
+            continue
+        body = ",\n".join(f'  {k}="{v}"' for k, v in found.items())
+        out(f"{metric}{{\n{body}\n}} {m['value']}")
+
+
+#: (family sample, status label) of the outcome chart, per route family.
+_CHART_SAMPLES = (
+    ("outbound_grpc_route_request_statuses_total", "grpc_status"),
+    ("outbound_http_route_request_statuses_total", "http_status"),
+    ("outbound_tcp_route_close_total", "error"),
+)
+
+
+def outcome_rows(cluster: Cluster) -> list[dict[str, Any]]:
+    """One row per route and status with its count, from the pod's proxy now."""
+    text = cluster.proxy_metrics(POD, namespace=NAMESPACE)
+    rows: dict[tuple[str, str, str], float] = {}
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is None:
+            continue
+        for name, status_label in _CHART_SAMPLES:
+            if m["name"] != name or float(m["value"]) == 0:
+                continue
+            found = {lm["key"]: lm["value"] for lm in _LABEL.finditer(m["labels"])}
+            family = name.split("_")[1]
+            status = found.get(status_label, "") or ("closed, no error" if family == "tcp" else "")
+            key = (family, found.get("route_name", ""), status)
+            rows[key] = rows.get(key, 0.0) + float(m["value"])
+    return [
+        {"family": f, "route": r, "status": s, "count": c} for (f, r, s), c in sorted(rows.items())
+    ]
+
+
+def outcome_chart(cluster: Cluster, output_dir: str | Path, name: str = "07-grpc-and-tcp") -> Any:
+    """Calls and connections per route and status (gRPC, HTTP, TCP), as the proxy counted
+    them; saved as PNG and SVG under ``output_dir/charts`` and returned as an image."""
+    import altair as alt
+    import pandas as pd
+
+    from egresskit.analysis import charts
+
+    frame = pd.DataFrame(outcome_rows(cluster), columns=["family", "route", "status", "count"])
+    chart = (
+        alt.Chart(frame, title="What the proxy counted, per route and status")
+        .mark_bar()
+        .encode(
+            y=alt.Y("route:N", title="route"),
+            x=alt.X(
+                "count:Q",
+                title="calls / connections",
+                axis=alt.Axis(values=list(range(int(frame["count"].max() or 0) + 1)), format="d"),
+            ),
+            color=alt.Color("status:N", title="grpc_status / http_status / close"),
+            row=alt.Row("family:N", title=None),
+        )
+        .resolve_scale(y="independent")
+    )
+    folder = Path(output_dir) / "charts"
+    folder.mkdir(parents=True, exist_ok=True)
+    png = charts.save_png(chart, folder / f"{name}.png")
+    charts.save_svg(chart, folder / f"{name}.svg")
+    try:
+        from IPython.display import Image
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        return png
+    return Image(filename=str(png))  # type: ignore[no-untyped-call]
