@@ -180,3 +180,30 @@ def test_mutation_fuzz_never_hangs_or_logs_a_traceback(
     still_serves(cluster)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, f"tracebacks logged: {[r.getMessage() for r in errors]}"
+
+
+def test_concurrent_and_large_calls_share_one_connection(cluster: LocalCluster) -> None:
+    # One grpcio channel (one HTTP/2 connection) to the proxy: 20 calls in flight at once
+    # are multiplexed, and a 1 MiB message each way needs many WINDOW_UPDATEs (the default
+    # window is 64 KiB), so flow control works end to end.
+    import grpc
+
+    host, port = grpc_port(cluster)
+    options = [("grpc.default_authority", g.GRPC_TARGET), ("grpc.enable_http_proxy", 0)]
+    with grpc.insecure_channel(f"{host}:{port}", options=options) as channel:
+        stub = channel.unary_unary(ECHO_UNARY.path)
+        metadata = [("x-team", "blue")]
+        futures = [
+            stub.future(
+                ECHO_UNARY.encode_request({"message": f"m{i}"}), metadata=metadata, timeout=WAIT
+            )
+            for i in range(20)
+        ]
+        answers = [ECHO_UNARY.decode_response(f.result()) for f in futures]
+        big = "x" * (1 << 20)
+        echoed = ECHO_UNARY.decode_response(
+            stub(ECHO_UNARY.encode_request({"message": big}), metadata=metadata, timeout=WAIT)
+        )
+    assert answers == [{"message": f"m{i}"} for i in range(20)]
+    assert echoed == {"message": big}
+    assert value(cluster, "outbound_grpc_route_request_statuses_total", grpc_status="OK") == 21

@@ -465,6 +465,14 @@ class _Server:
             )
             try:
                 await self._pump_response(stream_id, upeer, up_id, up_queue, grpc, record)
+            except (h2.exceptions.H2Error, OSError, TimeoutError):
+                # The client's side went away (reset, closed, window never opened) while the
+                # response was being relayed: nobody gets the rest; stop the upstream too.
+                record(None, None, "CANCEL")
+                with contextlib.suppress(h2.exceptions.H2Error):
+                    upeer.conn.reset_stream(up_id, ErrorCodes.CANCEL)
+                upeer.flush()
+                raise
             finally:
                 pump.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
