@@ -289,6 +289,10 @@ class _Server:
         for event in events:
             if isinstance(event, h2.events.RequestReceived):
                 stream_id = event.stream_id
+                if len(self.tasks) >= MAX_STREAMS:
+                    # Our SETTINGS bind the client only once acknowledged: bound it here too.
+                    self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+                    continue
                 queue: asyncio.Queue[_Item] = asyncio.Queue()
                 self.peer.streams[stream_id] = queue
                 ended = event.stream_ended is not None
@@ -322,6 +326,10 @@ class _Server:
         except (h2.exceptions.H2Error, OSError, TimeoutError) as exc:
             # The client's stream or connection went away under us: nothing to answer.
             log.debug("proxy %s: h2 stream %s: %s", self.proxy.pod, stream_id, exc)
+        except Exception:
+            # A bug, not the client's doing: say so loudly, but only this stream fails.
+            log.exception("proxy %s: h2 stream %s failed", self.proxy.pod, stream_id)
+            self._reset(stream_id, ErrorCodes.INTERNAL_ERROR)
         finally:
             self.peer.streams.pop(stream_id, None)
 
