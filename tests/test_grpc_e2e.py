@@ -217,3 +217,53 @@ def test_predictions_match_what_the_wire_shows(cluster: LocalCluster) -> None:
         assert value(cluster, GRPC_STATUSES, route_name=route, grpc_status=code) >= 1
     tcp = g.predict(cluster.objects(), g.TCP_TARGET)
     assert (tcp.outcome, tcp.error) == ("forbidden", "forbidden")
+
+
+def test_header_modifiers_on_http2(cluster: LocalCluster) -> None:
+    # GRPCRoute: RequestHeaderModifier reaches the upstream. (Linkerd leaves out a
+    # GRPCRoute with a ResponseHeaderModifier: the engine knows, see its reasons.)
+    cluster.apply(
+        g.TEAM_HEADER_ROUTE.replace(
+            "        value: blue\n",
+            "        value: blue\n"
+            "    filters:\n"
+            "    - type: RequestHeaderModifier\n"
+            "      requestHeaderModifier:\n"
+            "        set:\n"
+            "        - name: x-via\n"
+            "          value: egress-route\n",
+        )
+    )
+    result = g.grpc_call(cluster, g.ECHO, data=[{"message": "m"}], headers=["x-team: blue"])
+    assert result.ok
+    metadata = dict(result.initial_metadata)
+    assert (metadata["x-echo-x-via"], metadata["x-echo-x-team"]) == ("egress-route", "blue")
+    # An HTTPRoute on a port without GRPCRoute takes gRPC's HTTP/2 too (detect), and its
+    # ResponseHeaderModifier edits the response the client sees.
+    cluster.delete("grpcroute", "grpc-echo-blue-team", namespace=NS)
+    cluster.apply(
+        """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: grpc-port-http
+  namespace: egress-test
+spec:
+  parentRefs:
+    - name: all-egress-traffic
+      kind: EgressNetwork
+      group: policy.linkerd.io
+      namespace: egress-test
+      port: 50051
+  rules:
+  - filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        add:
+        - name: x-route
+          value: grpc-port-http
+"""
+    )
+    answered = g.grpc_call(cluster, g.ECHO, data=[{"message": "m"}])
+    assert answered.ok and dict(answered.initial_metadata)["x-route"] == "grpc-port-http"
+    assert value(cluster, HTTP_STATUSES, route_name="grpc-port-http", http_status="200") == 1

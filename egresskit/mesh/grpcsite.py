@@ -5,7 +5,8 @@ gRPC calls to. Methods are defined in :mod:`egresskit.grpcproto` (no codegen).
 
 * :func:`internet_site`: what a gRPC service "out there" answers (``grpc.example.com:50051``
   in the notebooks): ``helloworld.Greeter/SayHello`` ("Hello, <name>!"), the
-  ``egresskit.echo.Echo`` methods in all four streaming shapes, and
+  ``egresskit.echo.Echo`` methods in all four streaming shapes (``Unary`` sends the
+  request's ``x-*`` metadata back as ``x-echo-*`` initial metadata), and
   ``grpc.health.v1.Health/Check`` (SERVING). ``Echo/Unary`` with the message
   ``status:<CODE>`` ends the call with that status instead (to see non-OK statuses go
   through the proxy and into ``grpc_status``).
@@ -98,6 +99,14 @@ def _say_hello(request: Any, context: grpc.ServicerContext) -> Any:
 
 
 def _unary(request: Any, context: grpc.ServicerContext) -> Any:
+    # Metadata the call arrived with, sent back as ``x-echo-<name>`` (to see a route's
+    # RequestHeaderModifier at work).
+    seen = [
+        (f"x-echo-{key}", value)
+        for key, value in context.invocation_metadata()
+        if key.startswith("x-") and isinstance(value, str)
+    ]
+    context.send_initial_metadata(tuple(seen))
     text = str(request.message)
     if text.startswith("status:"):
         code = getattr(grpc.StatusCode, text[len("status:") :].strip().upper(), None)

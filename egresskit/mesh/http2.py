@@ -59,7 +59,7 @@ from egresskit.mesh.http2_wire import (
     read_head,
     upstream_headers,
 )
-from egresskit.policy.decision import Decision
+from egresskit.policy.decision import Decision, HeaderEdit
 from egresskit.policy.engine import decide
 
 if TYPE_CHECKING:
@@ -472,7 +472,9 @@ class _Server:
                 name=f"proxy {self.proxy.pod} h2 stream {stream_id} request",
             )
             try:
-                await self._pump_response(stream_id, upeer, up_id, up_queue, grpc, record)
+                await self._pump_response(
+                    stream_id, upeer, up_id, up_queue, grpc, record, decision.response_header_edit
+                )
             except (h2.exceptions.H2Error, OSError, TimeoutError):
                 # The client's side went away (reset, closed, window never opened) while the
                 # response was being relayed: nobody gets the rest; stop the upstream too.
@@ -548,9 +550,11 @@ class _Server:
         up_queue: asyncio.Queue[_Item],
         grpc: bool,
         record: _Record,
+        edit: HeaderEdit | None,
     ) -> None:
-        """Upstream -> client: the response head (bounded by ``response_timeout``), DATA,
-        trailers; counted in the metrics before the last frame goes to the client."""
+        """Upstream -> client: the response head (bounded by ``response_timeout``) with the
+        route's ResponseHeaderModifier applied, DATA, trailers; counted in the metrics before
+        the last frame goes to the client."""
         peer = self.peer
         conn = peer.conn
         try:
@@ -572,7 +576,7 @@ class _Server:
                 message = f"{kind.lower()}: the upstream ended the stream before its response"
                 self._answer(stream_id, error_answer(502, message, grpc=grpc), True)
             return
-        headers = list(item.headers or [])
+        headers = upstream_headers(list(item.headers or []), edit)
         status = http_status(headers)
         name = grpc_status(headers)  # a trailers-only response carries it here
         if item.stream_ended is not None:

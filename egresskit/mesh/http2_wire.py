@@ -117,9 +117,10 @@ def host_only(authority: str | None) -> str:
 
 
 def upstream_headers(raw: Sequence[tuple[bytes, bytes]], edit: HeaderEdit | None) -> Headers:
-    """The request header block as it goes upstream: pseudo-headers first, as received,
-    then the others with the route's RequestHeaderModifier applied (add, set, remove;
-    header names are lower case in HTTP/2, RFC 9113 8.2.1)."""
+    """A header block as it goes on: pseudo-headers first, as received, then the others
+    with a route's header modifier applied (add, set, remove; header names are lower case
+    in HTTP/2, RFC 9113 8.2.1). Requests get RequestHeaderModifier, responses
+    ResponseHeaderModifier."""
     pseudo = [(k, v) for k, v in raw if k.startswith(b":")]
     rest = [(k, v) for k, v in raw if not k.startswith(b":")]
     if edit is not None:
