@@ -137,3 +137,28 @@ def test_methods_round_trip_and_unknown_names_are_listed() -> None:
 )
 def test_tcp_site_answers(line: bytes, reply: bytes, close: bool) -> None:
     assert answer(line) == (reply, close)
+
+
+def test_a_backend_without_a_grpc_client_gets_the_command_to_run() -> None:
+    from egresskit import grpcguide as g
+    from egresskit.errors import BackendError
+
+    class NoClient:  # a facade without grpc()/tcp(), as the kube backend is today
+        name = "kind-egresskit"
+
+    with pytest.raises(BackendError, match=r"kubectl exec -n egress-test <pod> -- python -m "):
+        g.grpc_call(NoClient(), g.SAY_HELLO, data=[{"name": "x"}])  # type: ignore[arg-type]
+    with pytest.raises(BackendError, match=r"nc tcp\.example\.com 6379"):
+        g.tcp_call(NoClient(), b"PING\r\n")  # type: ignore[arg-type]
+
+
+def test_sample_value_sums_matching_samples() -> None:
+    from egresskit.grpcguide import sample_value
+
+    text = (
+        '# TYPE x counter\nx_total{route_name="a",grpc_status="OK"} 2\n'
+        'x_total{route_name="a",grpc_status="NOT_FOUND"} 1\nx_total{route_name="b"} 5\n'
+    )
+    assert sample_value(text, "x_total", route_name="a") == 3
+    assert sample_value(text, "x_total", route_name="a", grpc_status="OK") == 2
+    assert sample_value(text, "x_total", route_name="c") == 0
