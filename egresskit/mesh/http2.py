@@ -28,7 +28,8 @@ Faults and bounds (the HTTP/1 path's standards, :mod:`egresskit.mesh.http1`):
   gone: ``error="RESET"`` / ``"IO"``; client reset: the upstream stream is reset,
   ``error="CANCEL"``.
 
-Pure parts (header blocks, answers, status codes) are in :mod:`egresskit.mesh.http2_wire`.
+Pure parts (header blocks, answers, status codes) are in :mod:`egresskit.mesh.http2_wire`;
+the connections themselves (h2 state, queues, flow control) in :mod:`egresskit.mesh.http2_peer`.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -47,6 +48,7 @@ import h2.exceptions
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
 
+from egresskit.mesh.http2_peer import ClientReset, Item, Peer, Upstream, UpstreamGone
 from egresskit.mesh.http2_wire import (
     BadRequest,
     Headers,
@@ -71,135 +73,7 @@ log = logging.getLogger(__name__)
 #: SETTINGS_MAX_CONCURRENT_STREAMS we announce (hyper's server default is 200; 100 is the
 #: value RFC 9113 section 6.5.2 recommends as a floor).
 MAX_STREAMS = 100
-#: Bytes read from an upstream at once.
-_READ = 64 * 1024
-
-
-class _ClientReset:
-    """Queue marker: the client reset its stream."""
-
-
-class _UpstreamGone:
-    """Queue marker: the upstream connection ended (EOF, protocol error, GOAWAY)."""
-
-
-_Item = h2.events.Event | _ClientReset | _UpstreamGone
 _Record = Callable[[int | None, str | None, str], None]
-
-
-class _Peer:
-    """One HTTP/2 connection (the client's or an upstream's): ``h2`` state, its bytes out,
-    one event queue per stream, and a wake-up for flow-control windows."""
-
-    def __init__(
-        self,
-        conn: h2.connection.H2Connection,
-        write: Callable[[bytes], None],
-        drain: Callable[[float], Awaitable[None]],
-    ) -> None:
-        self.conn = conn
-        self._write = write
-        self._drain = drain
-        self.streams: dict[int, asyncio.Queue[_Item]] = {}
-        self.window = asyncio.Event()
-        self.dead = False
-
-    def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data and not self.dead:
-            self._write(data)
-
-    def dispatch(self, events: list[h2.events.Event]) -> None:
-        """Route stream events to their queues; wake window waiters."""
-        for event in events:
-            if isinstance(event, h2.events.WindowUpdated | h2.events.RemoteSettingsChanged):
-                self.window.set()
-                continue
-            stream_id = getattr(event, "stream_id", None)
-            if not stream_id:
-                continue
-            queue = self.streams.get(stream_id)
-            if queue is not None:
-                queue.put_nowait(event)
-            elif isinstance(event, h2.events.DataReceived):
-                # Nobody wants it any more: give the window back so others can send.
-                with contextlib.suppress(h2.exceptions.H2Error):
-                    self.conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
-
-    def fail_all(self) -> None:
-        self.dead = True
-        for queue in self.streams.values():
-            queue.put_nowait(_UpstreamGone())
-        self.window.set()
-
-    async def send_data(self, stream_id: int, data: bytes, deadline: float) -> None:
-        """Send ``data`` on ``stream_id`` as the peer's windows allow, waiting until
-        ``deadline`` (loop time) for them to open. h2 errors and timeouts propagate."""
-        view = memoryview(data)
-        while view:
-            if self.dead:
-                raise ConnectionResetError("the connection is gone")
-            window = self.conn.local_flow_control_window(stream_id)
-            if window <= 0:
-                self.window.clear()
-                async with asyncio.timeout_at(deadline):
-                    await self.window.wait()
-                continue
-            n = min(window, self.conn.max_outbound_frame_size, len(view))
-            self.conn.send_data(stream_id, bytes(view[:n]))
-            view = view[n:]
-            self.flush()
-            await self._drain(deadline)
-
-
-class _Upstream:
-    """A kept HTTP/2 connection to one upstream target, shared by the client's streams."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None)
-        )
-        self.peer = _Peer(conn, writer.write, self._drain)
-        conn.initiate_connection()
-        self.peer.flush()
-        self.task = asyncio.get_running_loop().create_task(self._read(), name="h2 upstream read")
-
-    async def _drain(self, deadline: float) -> None:
-        async with asyncio.timeout_at(deadline):
-            await self.writer.drain()
-
-    async def _read(self) -> None:
-        peer = self.peer
-        try:
-            while True:
-                data = await self.reader.read(_READ)
-                if not data:
-                    break
-                events = peer.conn.receive_data(data)
-                peer.dispatch(events)
-                peer.flush()
-                if any(isinstance(e, h2.events.ConnectionTerminated) for e in events):
-                    break
-        except (OSError, h2.exceptions.H2Error) as exc:
-            log.debug("h2 upstream: %s", exc)
-            with contextlib.suppress(Exception):
-                peer.flush()
-        finally:
-            peer.fail_all()
-            self.writer.close()
-
-    def usable(self) -> bool:
-        conn = self.peer.conn
-        return (
-            not self.peer.dead
-            and conn.open_outbound_streams < conn.remote_settings.max_concurrent_streams
-        )
-
-    def close(self) -> None:
-        self.task.cancel()
-        self.writer.close()
 
 
 async def serve_http2(
@@ -233,9 +107,9 @@ class _Server:
         conn = h2.connection.H2Connection(
             h2.config.H2Configuration(client_side=False, header_encoding=None)
         )
-        self.peer = _Peer(conn, client.write, client.drain)
+        self.peer = Peer(conn, client.write, client.drain)
         self.tasks: set[asyncio.Task[None]] = set()
-        self.upstreams: dict[tuple[str, int], _Upstream] = {}
+        self.upstreams: dict[tuple[str, int], Upstream] = {}
         self.served = 0
         self.goaway = False
 
@@ -293,7 +167,7 @@ class _Server:
                     # Our SETTINGS bind the client only once acknowledged: bound it here too.
                     self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
                     continue
-                queue: asyncio.Queue[_Item] = asyncio.Queue()
+                queue: asyncio.Queue[Item] = asyncio.Queue()
                 self.peer.streams[stream_id] = queue
                 ended = event.stream_ended is not None
                 self.served += 1
@@ -319,7 +193,7 @@ class _Server:
     # -- one stream ---------------------------------------------------------------------
 
     async def _exchange(
-        self, stream_id: int, raw: Headers, ended: bool, queue: asyncio.Queue[_Item]
+        self, stream_id: int, raw: Headers, ended: bool, queue: asyncio.Queue[Item]
     ) -> None:
         try:
             await self._serve(stream_id, raw, ended, queue)
@@ -349,7 +223,7 @@ class _Server:
         self.peer.flush()
 
     async def _serve(
-        self, stream_id: int, raw: Headers, ended: bool, queue: asyncio.Queue[_Item]
+        self, stream_id: int, raw: Headers, ended: bool, queue: asyncio.Queue[Item]
     ) -> None:
         proxy = self.proxy
         started = time.monotonic()
@@ -436,7 +310,7 @@ class _Server:
 
         return record
 
-    async def _upstream(self, target: tuple[str, int]) -> _Upstream:
+    async def _upstream(self, target: tuple[str, int]) -> Upstream:
         up = self.upstreams.get(target)
         if up is not None and up.usable():
             return up
@@ -444,7 +318,7 @@ class _Server:
             up.close()
         async with asyncio.timeout(self.config.connect_timeout):
             reader, writer = await asyncio.open_connection(*target)
-        up = self.upstreams[target] = _Upstream(reader, writer)
+        up = self.upstreams[target] = Upstream(reader, writer)
         return up
 
     async def _forward(
@@ -452,15 +326,15 @@ class _Server:
         stream_id: int,
         raw: Headers,
         ended: bool,
-        queue: asyncio.Queue[_Item],
-        up: _Upstream,
+        queue: asyncio.Queue[Item],
+        up: Upstream,
         decision: Decision,
         grpc: bool,
         record: _Record,
     ) -> None:
         upeer = up.peer
         up_id = upeer.conn.get_next_available_stream_id()
-        up_queue: asyncio.Queue[_Item] = asyncio.Queue()
+        up_queue: asyncio.Queue[Item] = asyncio.Queue()
         upeer.streams[up_id] = up_queue
         try:
             upeer.conn.send_headers(
@@ -490,17 +364,17 @@ class _Server:
         finally:
             upeer.streams.pop(up_id, None)
 
-    async def _next(self, queue: asyncio.Queue[_Item], deadline: float) -> _Item:
+    async def _next(self, queue: asyncio.Queue[Item], deadline: float) -> Item:
         async with asyncio.timeout_at(deadline):
             return await queue.get()
 
     async def _pump_request(
         self,
         stream_id: int,
-        queue: asyncio.Queue[_Item],
-        upeer: _Peer,
+        queue: asyncio.Queue[Item],
+        upeer: Peer,
         up_id: int,
-        up_queue: asyncio.Queue[_Item],
+        up_queue: asyncio.Queue[Item],
         ended: bool,
     ) -> None:
         """Client -> upstream: DATA (acknowledged to the client only once passed on, so a
@@ -516,7 +390,7 @@ class _Server:
                     with contextlib.suppress(h2.exceptions.H2Error):
                         upeer.conn.reset_stream(up_id, ErrorCodes.CANCEL)
                     upeer.flush()
-                    up_queue.put_nowait(_ClientReset())
+                    up_queue.put_nowait(ClientReset())
                     return
                 if ended:
                     continue
@@ -540,14 +414,14 @@ class _Server:
             with contextlib.suppress(h2.exceptions.H2Error):
                 upeer.conn.reset_stream(up_id, ErrorCodes.CANCEL)
             upeer.flush()
-            up_queue.put_nowait(_ClientReset())
+            up_queue.put_nowait(ClientReset())
 
     async def _pump_response(
         self,
         stream_id: int,
-        upeer: _Peer,
+        upeer: Peer,
         up_id: int,
-        up_queue: asyncio.Queue[_Item],
+        up_queue: asyncio.Queue[Item],
         grpc: bool,
         record: _Record,
         edit: HeaderEdit | None,
@@ -613,7 +487,7 @@ class _Server:
                 conn.end_stream(stream_id)
                 peer.flush()
                 return
-            elif isinstance(item, h2.events.StreamReset | _UpstreamGone | _ClientReset):
+            elif isinstance(item, h2.events.StreamReset | UpstreamGone | ClientReset):
                 kind = self._fault(item)
                 record(status, name, kind)
                 if kind != "CANCEL":
@@ -621,9 +495,9 @@ class _Server:
                 return
 
     @staticmethod
-    def _fault(item: _Item) -> str:
+    def _fault(item: Item) -> str:
         """The metric ``error`` label for how a stream ended early."""
-        if isinstance(item, _ClientReset):
+        if isinstance(item, ClientReset):
             return "CANCEL"
         if isinstance(item, h2.events.StreamReset):
             return "RESET"
