@@ -8,6 +8,7 @@ failure names a case that reproduces.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import socket
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import pytest
 
@@ -24,7 +26,7 @@ from egresskit import guide
 from egresskit.cluster.local import LocalCluster
 from egresskit.grpcproto import ECHO_UNARY
 from egresskit.mesh.proxy import ProxyConfig
-from tests.contract import value
+from tests.contract import eventually, value
 
 pytestmark = pytest.mark.slow
 
@@ -61,6 +63,7 @@ def call_bytes(
     *,
     extra_headers: tuple[tuple[str, str], ...] = (),
     conn: h2.connection.H2Connection | None = None,
+    message: str = "fuzz",
 ) -> bytes:
     """A whole, valid unary call to Echo/Unary as a client sends it (preface included);
     pass ``conn`` to keep the client state for reading the answer."""
@@ -77,8 +80,8 @@ def call_bytes(
         *extra_headers,
     ]
     conn.send_headers(1, headers)
-    message = ECHO_UNARY.encode_request({"message": "fuzz"})
-    conn.send_data(1, b"\x00" + struct.pack(">I", len(message)) + message, end_stream=True)
+    body = ECHO_UNARY.encode_request({"message": message})
+    conn.send_data(1, b"\x00" + struct.pack(">I", len(body)) + body, end_stream=True)
     return conn.data_to_send()
 
 
@@ -231,3 +234,36 @@ def test_mutated_calls_left_open_are_served_or_closed_in_bounds(
     assert len(results) == len(cases)  # every one ended: a hang would have raised TimeoutError
     still_serves(cluster)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_upstream_faults_are_answered_as_grpc_errors_and_counted() -> None:
+    # A response head later than response_timeout: the proxy answers the call itself
+    # (grpc-status 14) and counts RESPONSE_HEADERS_TIMEOUT; a call the client resets is
+    # CANCEL; a redirect to a Service nothing serves is REFUSED.
+    config = dataclasses.replace(FAST, response_timeout=0.3, idle_timeout=5.0)
+    with LocalCluster(proxy_config=config) as cluster:
+        service_only = g.INTERNAL_GRPC.split("---")[0]
+        cluster.apply(
+            [guide.NAMESPACE, g.EGRESS_NETWORK_DENY, guide.CLIENT_POD, g.TEAM_HEADER_ROUTE]
+        )
+        blue = ["x-team: blue"]
+        late = g.grpc_call(cluster, g.ECHO, data=[{"message": "sleep:1500"}], headers=blue)
+        assert late.code == "UNAVAILABLE" and late.details.startswith("response headers timeout")
+        statuses = "outbound_grpc_route_request_statuses_total"
+        assert (
+            value(cluster, statuses, error="RESPONSE_HEADERS_TIMEOUT", grpc_status="UNKNOWN") == 1
+        )
+
+        # A client that resets its call right after sending it (RST_STREAM CANCEL, on
+        # the same connection, so the proxy sees the call first).
+        client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+        data = call_bytes(conn=client, message="sleep:1000")
+        client.reset_stream(1, h2.errors.ErrorCodes.CANCEL)
+        with socket.create_connection(grpc_port(cluster), timeout=WAIT) as sock:
+            sock.sendall(data + client.data_to_send())
+            assert eventually(cluster, statuses, 1, error="CANCEL") == 1
+
+        cluster.apply([service_only, g.BB_REDIRECT_ROUTE])
+        refused = g.grpc_call(cluster, g.BB)
+        assert refused.code == "UNAVAILABLE"
+        assert value(cluster, statuses, route_name="grpc-bb-internal", error="REFUSED") == 1

@@ -6,7 +6,8 @@ gRPC calls to. Methods are defined in :mod:`egresskit.grpcproto` (no codegen).
 * :func:`internet_site`: what a gRPC service "out there" answers (``grpc.example.com:50051``
   in the notebooks): ``helloworld.Greeter/SayHello`` ("Hello, <name>!"), the
   ``egresskit.echo.Echo`` methods in all four streaming shapes (``Unary`` sends the
-  request's ``x-*`` metadata back as ``x-echo-*`` initial metadata), and
+  request's ``x-*`` metadata back as ``x-echo-*`` initial metadata, and answers the
+  message ``sleep:<ms>`` that much later), and
   ``grpc.health.v1.Health/Check`` (SERVING). ``Echo/Unary`` with the message
   ``status:<CODE>`` ends the call with that status instead (to see non-OK statuses go
   through the proxy and into ``grpc_status``).
@@ -99,6 +100,11 @@ def _say_hello(request: Any, context: grpc.ServicerContext) -> Any:
 
 
 def _unary(request: Any, context: grpc.ServicerContext) -> Any:
+    text = str(request.message)
+    if text.startswith("sleep:") and text[len("sleep:") :].isdigit():
+        # Answer late (at most 10 s; headers too): to see timeouts and cancellations
+        # through the proxy.
+        time.sleep(min(int(text[len("sleep:") :]), 10_000) / 1000)
     # Metadata the call arrived with, sent back as ``x-echo-<name>`` (to see a route's
     # RequestHeaderModifier at work).
     seen = [
@@ -107,7 +113,6 @@ def _unary(request: Any, context: grpc.ServicerContext) -> Any:
         if key.startswith("x-") and isinstance(value, str)
     ]
     context.send_initial_metadata(tuple(seen))
-    text = str(request.message)
     if text.startswith("status:"):
         code = getattr(grpc.StatusCode, text[len("status:") :].strip().upper(), None)
         if isinstance(code, grpc.StatusCode) and code is not grpc.StatusCode.OK:
