@@ -267,3 +267,12 @@ def test_upstream_faults_are_answered_as_grpc_errors_and_counted() -> None:
         refused = g.grpc_call(cluster, g.BB)
         assert refused.code == "UNAVAILABLE"
         assert value(cluster, statuses, route_name="grpc-bb-internal", error="REFUSED") == 1
+
+
+def test_a_client_that_closes_mid_call_is_counted_as_cancel(cluster: LocalCluster) -> None:
+    # The whole call is sent, then the TCP connection ends before the (late) answer.
+    data = call_bytes(message="sleep:1000")
+    assert exchange(grpc_port(cluster), data) is not None
+    statuses = "outbound_grpc_route_request_statuses_total"
+    assert eventually(cluster, statuses, 1, error="CANCEL") == 1
+    still_serves(cluster)

@@ -268,6 +268,9 @@ class _Server:
             answer = error_answer(502, f"connection refused: {exc}", grpc=head.grpc)
             self._answer(stream_id, answer, not ended)
             return
+        except asyncio.CancelledError:
+            record(None, None, "CANCEL")  # the client's connection ended meanwhile
+            raise
         await self._forward(stream_id, raw, ended, queue, up, decision, head.grpc, record)
 
     def _recorder(self, decision: Decision, hostname: str, started: float) -> _Record:
@@ -349,9 +352,10 @@ class _Server:
                 await self._pump_response(
                     stream_id, upeer, up_id, up_queue, grpc, record, decision.response_header_edit
                 )
-            except (h2.exceptions.H2Error, OSError, TimeoutError):
-                # The client's side went away (reset, closed, window never opened) while the
-                # response was being relayed: nobody gets the rest; stop the upstream too.
+            except (h2.exceptions.H2Error, OSError, TimeoutError, asyncio.CancelledError):
+                # The client's side went away (reset, closed, window never opened, or the
+                # whole connection ended) while the response was being relayed: nobody gets
+                # the rest; stop the upstream too.
                 record(None, None, "CANCEL")
                 with contextlib.suppress(h2.exceptions.H2Error):
                     upeer.conn.reset_stream(up_id, ErrorCodes.CANCEL)
