@@ -32,7 +32,7 @@ from typing import Any
 
 from egresskit.cluster.base import Cluster
 from egresskit.errors import BackendError
-from egresskit.explain import dns_for, with_cluster_ips
+from egresskit.explaining import dns_for, with_cluster_ips
 from egresskit.grpcclient import GrpcCallResult, parse_header
 from egresskit.grpcmanifests import (
     ALL_MANIFESTS,
