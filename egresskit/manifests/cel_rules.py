@@ -18,7 +18,8 @@ CustomResourceDefinitions"; k8s.io/apiserver/pkg/cel):
 - Property names that are CEL keywords, or hold ``__ . - /``, are escaped as the API server
   escapes them (k8s.io/apiserver/pkg/cel/common/escaping.go): ``namespace`` is
   ``__namespace__`` in a rule, ``a.b`` is ``a__dot__b``.
-- Compiled programs are cached per rule text for the life of the process.
+- Compiled programs are cached per rule text for the life of the process, and the verdicts
+  per (schema node, node value), so a node seen before costs one JSON dump.
 - A rule that fails to evaluate (a missing field reached without ``has()``) is refused, as
   the API server refuses it, with the evaluation error as the reason.
 """
@@ -26,6 +27,7 @@ CustomResourceDefinitions"; k8s.io/apiserver/pkg/cel):
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,7 +124,24 @@ def _walk(
     rules = schema.get("x-kubernetes-validations")
     if not rules or any(s[: len(path)] == path for s in skip):
         return
-    view = cel_view(value, schema)
+    for rule, message, error in _verdicts(rules, cel_view(value, schema)):
+        out.append(Broken(path=path, rule=rule, message=message, error=error, value=value))
+
+
+#: (id of a schema node's rule list, the node as canonical JSON) -> its broken rules. The
+#: schemas live as long as the process (crds.crd_index), so their ids are stable keys;
+#: manifests repeat nodes (parentRefs, path matches), and a re-applied file repeats all.
+_MEMO: dict[tuple[int, str], tuple[tuple[str, str, str | None], ...]] = {}
+_MEMO_MAX = 50_000
+
+
+def _verdicts(rules: list[dict[str, Any]], view: Any) -> tuple[tuple[str, str, str | None], ...]:
+    """(rule, message, evaluation error or None) of each rule that does not hold."""
+    key = (id(rules), json.dumps(view, sort_keys=True, separators=(",", ":"), default=str))
+    hit = _MEMO.get(key)
+    if hit is not None:
+        return hit
+    broken: list[tuple[str, str, str | None]] = []
     for entry in rules:
         rule = entry["rule"]
         if "oldSelf" in rule:
@@ -131,10 +150,14 @@ def _walk(
         try:
             held = program(rule).execute({"self": view})
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-            out.append(Broken(path=path, rule=rule, message=message, error=str(exc), value=value))
+            broken.append((rule, message, str(exc)))
             continue
         if held is not True:
-            out.append(Broken(path=path, rule=rule, message=message, error=None, value=value))
+            broken.append((rule, message, None))
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    result = _MEMO[key] = tuple(broken)
+    return result
 
 
 def cel_view(value: Any, schema: Mapping[str, Any]) -> Any:
