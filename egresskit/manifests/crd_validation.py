@@ -71,6 +71,23 @@ def validate(obj: Mapping[str, Any]) -> list[FieldError]:
     version = api_version.rpartition("/")[2]
     if version not in crd.schemas:
         return [_unserved(crd, api_version)]
+    # The local backend reads each applied document twice, and notebooks re-apply the same
+    # YAML: a document seen before costs one JSON dump (the errors are frozen values).
+    key = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    seen = _SEEN.get(key)
+    if seen is None:
+        seen = tuple(_validate(obj, crd, version))
+        if len(_SEEN) >= _SEEN_MAX:
+            _SEEN.clear()
+        _SEEN[key] = seen
+    return list(seen)
+
+
+_SEEN: dict[str, tuple[FieldError, ...]] = {}
+_SEEN_MAX = 10_000
+
+
+def _validate(obj: Mapping[str, Any], crd: Crd, version: str) -> list[FieldError]:
     schema = crd.schemas[version]
     found: list[tuple[Path, int, FieldError]] = [
         (
