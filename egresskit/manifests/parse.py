@@ -49,25 +49,8 @@ from egresskit.manifests.reader import (
 )
 from egresskit.manifests.route_kinds import ROUTE_PARSERS
 
-# Names other code reads from this module, which held all of the above before it was split:
-# load.py uses show; tests/test_crd_schemas.py compares the route schema values to the CRDs.
-from egresskit.manifests.route_schema import (
-    GATEWAY_GRPC,
-    GROUP,
-    HOSTNAME,
-    LINKERD_HTTP,
-    METHODS,
-    PATH_TYPES,
-)
-
 __all__ = [
-    "GATEWAY_GRPC",
-    "GROUP",
-    "HOSTNAME",
-    "LINKERD_HTTP",
-    "METHODS",
     "PARSERS",
-    "PATH_TYPES",
     "parse_object",
     "plain",
     "read_object",
