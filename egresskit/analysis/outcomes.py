@@ -12,7 +12,8 @@ Rules:
 * A redirect answers 200 too, so labels and statuses alone are not enough: every answer
   is judged together with the objects in force at that moment
   (:class:`~egresskit.analysis.timeline.PolicyTimeline`).
-* Proxy side (docs/facts/linkerd-egress.md sections 3, 4.4, 6.2): default routes by name (``*-egress-deny``
+* Proxy side (docs/facts/linkerd-egress.md sections 3, 4.4, 6.2): default routes by name
+(``*-egress-deny``
   forbidden, ``*-egress-allow`` allowed); an explicit route is looked up by kind, namespace
   and name in the objects in force at the scrape, and its rules' backends decide
   (Service -> redirected, none or the parent EgressNetwork -> allowed, anything else

@@ -1,6 +1,7 @@
 """``egresskit cluster up|down|status``: a kind cluster with Gateway API and Linkerd.
 
-Job: drive the ``kind``, ``kubectl`` and ``linkerd`` CLIs through the sequence of docs/facts/linkerd-egress.md
+Job: drive the ``kind``, ``kubectl`` and ``linkerd`` CLIs through the sequence of
+docs/facts/linkerd-egress.md
 linkerd-egress.md section 7.3 (kind cluster, ``linkerd check --pre``, Gateway API
 experimental CRDs before Linkerd, Linkerd CRDs, control plane, ``linkerd check``).
 
