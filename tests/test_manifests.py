@@ -938,3 +938,22 @@ def test_supported_kinds() -> None:
     assert ("gateway.networking.k8s.io/v1alpha2", "HTTPRoute") not in kinds
     assert ("gateway.networking.k8s.io/v1alpha2", "GRPCRoute") not in kinds
     assert len(kinds) == 14
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "meant"),
+    [
+        (guide.CLIENT_POD.replace("annotations:", "annotation:"), "metadata.annotation",
+         "annotations"),
+        (guide.NAMESPACE.replace("metadata:", "metdata: {}\nmetadata:"), "metdata", "metadata"),
+        (guide.INTERNAL_EGRESS.replace("spec:", "specs: {}\nspec:", 1), "specs", "spec"),
+    ],
+    ids=["pod-annotation", "namespace-metdata", "service-specs"],
+)  # fmt: skip
+def test_core_kinds_refuse_unknown_top_level_and_metadata_fields(
+    text: str, path: str, meant: str
+) -> None:
+    (problem,) = problems_of(text, source_name="egress.yaml")
+    assert (problem.document, problem.path) == (1, path)
+    assert problem.expected.endswith(f'(did you mean "{meant}"?)')
+    assert problem.found == f'unknown field "{path}"'

@@ -39,7 +39,7 @@ from egresskit.manifests import cel_rules, structural
 from egresskit.manifests.crds import Crd, find_crd
 from egresskit.manifests.reader import show
 
-__all__ = ["FieldError", "validate"]
+__all__ = ["FieldError", "validate", "validate_envelope"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +83,33 @@ def validate(obj: Mapping[str, Any]) -> list[FieldError]:
     return list(seen)
 
 
+#: The top level of the core kinds (Namespace, Pod, Service, Deployment), in their OpenAPI.
+_CORE_TOP: dict[str, Any] = {"properties": {"spec": {}, "status": {}}}
+
+
+def validate_envelope(obj: Mapping[str, Any]) -> list[FieldError]:
+    """For a kind without a pinned CRD: unknown fields at the top level and in ``metadata``.
+
+    Strict decoding refuses them in every kind (``metadata.annotation`` for
+    ``annotations`` would silently drop the guide's hostname-labels annotation). Inside a
+    core kind's ``spec`` unknown fields are not found: egresskit carries no OpenAPI for the
+    core API. Objects of a CRD kind give [] (:func:`validate` covers them).
+    """
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if isinstance(api_version, str) and isinstance(kind, str) and find_crd(api_version, kind):
+        return []
+    label = kind if isinstance(kind, str) else "object"
+    return [
+        _unknown(u, f"a field a {label} has") for u in structural.unknown_fields(obj, _CORE_TOP)
+    ]
+
+
+def _unknown(u: structural.UnknownField, known: str) -> FieldError:
+    where = render(u.path)
+    return FieldError(path=where, expected=known + _did_you_mean(u.nearest),
+                      found=f'unknown field "{where}"')  # fmt: skip
+
+
 _SEEN: dict[str, tuple[FieldError, ...]] = {}
 _SEEN_MAX = 10_000
 
@@ -90,15 +117,7 @@ _SEEN_MAX = 10_000
 def _validate(obj: Mapping[str, Any], crd: Crd, version: str) -> list[FieldError]:
     schema = crd.schemas[version]
     found: list[tuple[Path, int, FieldError]] = [
-        (
-            u.path,
-            0,
-            FieldError(
-                path=render(u.path),
-                expected=f"a field the {crd.kind} CRD knows{_did_you_mean(u.nearest)}",
-                found=f'unknown field "{render(u.path)}"',
-            ),
-        )
+        (u.path, 0, _unknown(u, f"a field the {crd.kind} CRD knows"))
         for u in structural.unknown_fields(obj, schema)
     ]
     stored = structural.pruned_with_defaults(obj, schema)

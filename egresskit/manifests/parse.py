@@ -121,6 +121,9 @@ def read_object(
         r.problem(error.path, error.expected, error.found)
     if parser is None or api_version is None or kind is None or crd_errors:
         return None, r.problems
+    # Core kinds: strict decoding of the top level and metadata (crd_validation, ibid).
+    for error in crd_validation.validate_envelope(doc):
+        r.problem(error.path, error.expected, error.found)
     common: dict[str, Any] = {
         "api_version": api_version,
         "kind": kind,
