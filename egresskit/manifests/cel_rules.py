@@ -142,13 +142,16 @@ def _verdicts(rules: list[dict[str, Any]], view: Any) -> tuple[tuple[str, str, s
     if hit is not None:
         return hit
     broken: list[tuple[str, str, str | None]] = []
+    # One context per node: the library converts ``self`` to CEL once, not once per rule.
+    context = cel.Context()
+    context.add_variable("self", view)
     for entry in rules:
         rule = entry["rule"]
         if "oldSelf" in rule:
             continue  # a transition rule: only on update (see the module docstring)
         message = entry.get("message") or f"failed rule: {rule}"
         try:
-            held = program(rule).execute({"self": view})
+            held = program(rule).execute(context)
         except (RuntimeError, ValueError, KeyError, TypeError) as exc:
             broken.append((rule, message, str(exc)))
             continue
