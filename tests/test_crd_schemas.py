@@ -409,3 +409,22 @@ def test_egress_network_enum_matches_crd(schemas: Schemas) -> None:
     assert _at(schema, "spec.trafficPolicy")["enum"] == ["Allow", "Deny"]
     assert _at(schema, "spec")["required"] == ["trafficPolicy"]
     assert "default" not in _at(schema, "spec.networks")  # omitted stays None: ours
+
+
+def test_validation_benchmark_shape() -> None:
+    # Speed is judged by `make bench` only; here, that the benchmark measures what it says.
+    from benchmarks import bench_validation
+
+    (row,) = bench_validation.run(quick=True)
+    assert row["documents"] == bench_validation.QUICK_SIZES[0]
+    assert all(row[k] > 0 for k in ("index_s", "cold_ms_per_doc", "load_ms_per_doc"))
+    assert bench_validation.summarize([row])[0].startswith("first apply")
+    assert validate(GET_ROUTE) == []  # the caches it cleared come back
+
+
+def test_kind_list_item_with_a_typo_names_its_place() -> None:
+    listing = {"apiVersion": "v1", "kind": "List", "items": [NETWORK, MISTAKES[0][1]]}
+    with pytest.raises(ManifestError) as info:
+        load_manifests(listing, source_name="list.yaml")
+    (problem,) = info.value.problems
+    assert (problem.document, problem.path) == (1, "items[1].spec.hostname")
