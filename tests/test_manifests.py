@@ -7,11 +7,13 @@ sections 1, 4.2 and 4.8 (Linkerd's admission webhook), the CRDs in egresskit/crd
 from __future__ import annotations
 
 import copy
+import random
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from egresskit import guide
 from egresskit.errors import ManifestError, Problem
@@ -957,3 +959,68 @@ def test_core_kinds_refuse_unknown_top_level_and_metadata_fields(
     assert (problem.document, problem.path) == (1, path)
     assert problem.expected.endswith(f'(did you mean "{meant}"?)')
     assert problem.found == f'unknown field "{path}"'
+
+
+# ------------------------------------------------- mutated manifests: refused, never a crash
+
+SEEDS = [
+    *(d for t in guide.ALL_MANIFESTS.values() for d in yaml.safe_load_all(t) if d),
+    grpc(matches=[{"method": {"service": "pkg.Echo", "method": "Say"},
+                   "headers": [{"name": "x", "value": "1"}]}],
+         filters=[{"type": "RequestHeaderModifier",
+                   "requestHeaderModifier": {"set": [{"name": "a", "value": "b"}]}}],
+         backendRefs=[{"name": "svc", "port": 80}]),
+    linkerd("v1alpha1", matches=[{"path": {"value": "/a"}, "method": "GET"}],
+            backendRefs=[{"name": "svc", "port": 80}]),
+    linkerd("v1beta3", filters=[{"type": "RequestRedirect",
+                                 "requestRedirect": {"path": {"type": "ReplaceFullPath",
+                                                              "replaceFullPath": "/x"}}}],
+            timeouts={"request": "10s"}),
+    l4("TCPRoute", [{"backendRefs": [EN_BACKEND]}]),
+    _redirect(hostname="example.com", statusCode=301, path={"type": "ReplacePrefixMatch",
+                                                            "replacePrefixMatch": "/v2"}),
+    network(networks=[{"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}]),
+]  # fmt: skip
+ODD_VALUES = [None, 0, -1, 70000, "", "x", "/get", True, 1.5, [], {}, [{}], {"a": 1}, ["x"]]
+
+
+def _places(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    out = [path]
+    if isinstance(node, dict):
+        for k, v in node.items():
+            out += _places(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _places(v, (*path, i))
+    return out
+
+
+def _mutated(rng: random.Random) -> dict[str, Any]:
+    doc = copy.deepcopy(rng.choice(SEEDS))
+    for _ in range(rng.randint(1, 3)):
+        *parents, last = rng.choice(_places(doc)[1:])
+        parent = doc
+        for key in parents:
+            parent = parent[key]
+        if rng.random() < 0.6:
+            parent[last] = copy.deepcopy(rng.choice(ODD_VALUES))
+        elif isinstance(parent, dict):
+            parent.pop(last)
+    return doc
+
+
+def test_a_mutated_manifest_is_loaded_or_refused_never_a_crash() -> None:
+    # The parsers trust what the CRD validation admitted: a seeded fuzz makes sure nothing
+    # it lets through trips them up (a crash would be a KeyError or TypeError here).
+    rng = random.Random(10)
+    outcomes = {"loaded": 0, "refused": 0}
+    for _ in range(600):
+        doc = _mutated(rng)
+        try:
+            load_manifests(doc)
+        except ManifestError as exc:
+            assert exc.problems and all(p.expected and p.found for p in exc.problems)
+            outcomes["refused"] += 1
+        else:
+            outcomes["loaded"] += 1
+    assert outcomes["loaded"] > 20 and outcomes["refused"] > 300, outcomes
