@@ -14,13 +14,15 @@ is the source of truth, no schema rule is re-coded by hand. In the API server's 
    formats (``jsonschema``), unique list-map keys and set items;
 5. the CEL rules ``x-kubernetes-validations`` (:mod:`.cel_rules`).
 
-Kinds without a pinned CRD (Namespace, Pod, Service, Deployment) get ``[]``: the core kinds
-are checked by :mod:`egresskit.manifests.core_kinds`. Linkerd's admission-webhook rules are
-not CRD rules and stay as code in the route and EgressNetwork parsers. The kube backend's
-fake API server uses this same function, so both backends admit exactly the same objects.
+Kinds without a pinned CRD (Namespace, Pod, Service, Deployment) get ``[]`` from
+:func:`validate`; :func:`validate_envelope` checks their top level and metadata strictly, and
+:mod:`egresskit.manifests.core_kinds` their specs. Linkerd's admission-webhook rules are not
+CRD rules and stay as code in the route and EgressNetwork parsers. The kube backend's fake
+API server can call this same function, so both backends admit exactly the same objects.
 
 Speed: one compiled ``jsonschema`` validator per CRD version and one compiled CEL program
-per rule, kept for the process (``make bench`` measures a call).
+per rule, kept for the process; verdicts remembered per document and per CEL node
+(``make bench`` measures what an apply pays: ``benchmarks/bench_validation.py``).
 """
 
 from __future__ import annotations
