@@ -41,7 +41,7 @@ from egresskit.manifests import cel_rules, structural
 from egresskit.manifests.crds import Crd, find_crd
 from egresskit.manifests.reader import show
 
-__all__ = ["FieldError", "validate", "validate_envelope"]
+__all__ = ["FieldError", "as_stored", "validate", "validate_envelope"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,6 +83,23 @@ def validate(obj: Mapping[str, Any]) -> list[FieldError]:
             _SEEN.clear()
         _SEEN[key] = seen
     return list(seen)
+
+
+def as_stored(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``obj`` as the API server stores it: pruned, with the CRD's defaults filled in.
+
+    Call it on an admitted object (:func:`validate` gave []); objects of a kind without a
+    pinned CRD are returned as they are.
+    """
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return obj
+    crd = find_crd(api_version, kind)
+    schema = crd.schemas.get(api_version.rpartition("/")[2]) if crd is not None else None
+    if schema is None:
+        return obj
+    stored: Mapping[str, Any] = structural.pruned_with_defaults(obj, schema)
+    return stored
 
 
 #: The top level of the core kinds (Namespace, Pod, Service, Deployment), in their OpenAPI.

@@ -131,7 +131,9 @@ def read_object(
         "source": source,
         "raw": doc,
     }
-    obj = parser(r, doc, common)
+    # The parsers read the object as the API server stores it: the CRD's defaults filled in
+    # (so no default is re-coded by hand); ``raw`` keeps what the user wrote.
+    obj = parser(r, dict(crd_validation.as_stored(doc)), common)
     return (None if r.problems else obj), r.problems
 
 

@@ -60,9 +60,7 @@ from egresskit.manifests.route_schema import (
 
 def _value_matches(r: Reader, m: Mapping[str, Any], mpath: str, key: str) -> tuple[ValueMatch, ...]:
     return tuple(
-        ValueMatch(
-            type=cast(ValueMatchType, v.get("type") or "Exact"), name=v["name"], value=v["value"]
-        )
+        ValueMatch(type=cast(ValueMatchType, v["type"]), name=v["name"], value=v["value"])
         for _, v in r.item_maps(m.get(key) or [], at(mpath, key))
     )
 
@@ -70,10 +68,8 @@ def _value_matches(r: Reader, m: Mapping[str, Any], mpath: str, key: str) -> tup
 def _path_match(r: Reader, m: Mapping[str, Any], mpath: str, flavor: Flavor) -> PathMatch:
     p = m.get("path")
     if p is None:
-        return PathMatch()  # CRD default: PathPrefix "/"
-    type_ = cast(PathMatchType, p.get("type") or "PathPrefix")
-    value = p.get("value")
-    value = "/" if value is None else value
+        return PathMatch()  # GRPCRoute has no path; HTTPRoute CRDs default it to this
+    type_, value = cast(PathMatchType, p["type"]), p["value"]  # CRD defaults: PathPrefix "/"
     if not flavor.gateway and type_ != "RegularExpression" and not value.startswith("/"):
         # The Gateway API CRDs refuse this by CEL; Linkerd's own CRD has no such rule, but a
         # path that does not start with "/" can never match a request either.
@@ -115,14 +111,17 @@ def _http_route(flavor: Flavor) -> Parser:
         spec = read_route_spec(r, doc, flavor)
         ns = common["metadata"].namespace
         unsupported: list[str] = []
+        # Omitted rules get the CRD default (one rule, PathPrefix "/"); only a Linkerd
+        # HTTPRoute without any spec (its CRD allows that) has none: the same one rule.
         items = spec.get("rules")
-        if items is None:
-            rules: tuple[HTTPRouteRule, ...] = (HTTPRouteRule(),)  # CRD default: PathPrefix "/"
-        else:
-            rules = tuple(
+        rules = (
+            tuple(
                 _http_rule(r, rule, rpath, ns, flavor, unsupported)
                 for rpath, rule in r.item_maps(items, "spec.rules")
             )
+            if items is not None
+            else (HTTPRouteRule(),)
+        )
         return HTTPRoute(
             **common,
             hostnames=read_hostnames(r, spec),
@@ -140,7 +139,7 @@ def _grpc_method(
     config = m.get("method")
     if config is None:
         return None
-    type_ = cast(ValueMatchType, config.get("type") or "Exact")
+    type_ = cast(ValueMatchType, config["type"])  # CRD default: Exact
     if type_ != "Exact":
         # Linkerd cannot convert regex method matches (gateway-api-matching.md D11).
         unsupported.append(f"{at(mpath, 'method')}: RegularExpression method match")

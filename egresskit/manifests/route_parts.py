@@ -29,7 +29,7 @@ from egresskit.manifests.model import (
     ParentRef,
     RequestRedirect,
 )
-from egresskit.manifests.reader import Reader, at, or_default, show
+from egresskit.manifests.reader import Reader, at, show
 from egresskit.manifests.route_schema import FILTER_FIELDS, Flavor
 
 
@@ -68,8 +68,8 @@ def read_parent_refs(
     out = []
     for path, p in r.item_maps(r.get_list(spec, "spec", "parentRefs") or [], "spec.parentRefs"):
         ref = ParentRef(
-            group=flavor.parent_group if p.get("group") is None else p["group"],
-            kind=p.get("kind") or "Gateway",
+            group=p["group"],  # CRD defaults: group and kind (Gateway) are always there
+            kind=p["kind"],
             namespace=p.get("namespace") or route_ns,
             name=p["name"],
             port=p.get("port"),
@@ -100,12 +100,11 @@ def read_backend_refs(
     for path, b in r.item_maps(items or [], at(rpath, "backendRefs")):
         namespace = b.get("namespace")
         if flavor.legacy_backends:
+            # These CRD versions have no group, kind or weight; namespace defaults to
+            # "default" (the CRD's own default, already filled in).
             group, kind, weight = "", "Service", 1
-            namespace = namespace or "default"  # that CRD version's own default
         else:
-            group = b.get("group") or ""
-            kind = b.get("kind") or "Service"
-            weight = or_default(b.get("weight"), 1)
+            group, kind, weight = b["group"], b["kind"], b["weight"]  # CRD defaults
         if b.get("name") is None:
             # Only Linkerd's v1alpha1/v1beta1 CRDs leave a backend's name optional; a backend
             # without one names nothing to send to.
@@ -185,6 +184,7 @@ def _redirect(config: Mapping[str, Any]) -> RequestRedirect:
         path_type=path_type,
         path_value=path_value,
         port=config.get("port"),
-        # CRD default 302 (gateway-api-matching.md 3.1; the proxy alone would use 301: D14).
-        status_code=or_default(config.get("statusCode"), 302),
+        # CRD default 302, filled in (gateway-api-matching.md 3.1; the proxy alone would use
+        # 301: D14).
+        status_code=config["statusCode"],
     )

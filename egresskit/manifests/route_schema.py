@@ -1,17 +1,18 @@
 """What differs between the route CRDs as egresskit reads them: a :class:`Flavor` per CRD.
 
 Job: say, as data, how the Gateway API and ``policy.linkerd.io`` route CRDs (and CRD
-versions) differ where the parsers build model values: defaults, pruned fields, and which
-filter types Linkerd cannot convert. No schema rule is repeated here: by the time a parser
-runs, :mod:`egresskit.manifests.crd_validation` has checked the document against the CRD's
-own schema and CEL rules; ``tests/test_crd_schemas.py`` checks these values against the CRDs.
+versions) differ where the parsers build model values: CEL or not, fields a version lacks,
+and which filter types Linkerd cannot convert. The defaults come from the CRDs themselves
+(the parsers read the object as stored:
+:func:`~egresskit.manifests.crd_validation.as_stored`), and no schema rule is repeated
+here: :mod:`egresskit.manifests.crd_validation` has checked the document against the CRD's
+own schema and CEL rules before a parser runs. ``tests/test_crd_schemas.py`` checks these
+values against the CRDs.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-
-from egresskit.manifests.model import GATEWAY_GROUP, POLICY_GROUP
 
 #: Filter type -> the field holding its configuration.
 FILTER_FIELDS = {
@@ -30,9 +31,6 @@ class Flavor:
 
     #: Gateway API CRD (its CEL rules apply) rather than Linkerd's policy.linkerd.io one.
     gateway: bool
-    #: CRD default of parentRefs[].group: Gateway API defaults it to its own group, Linkerd's
-    #: HTTPRoute CRD to policy.linkerd.io; kind defaults to Gateway in both.
-    parent_group: str
     #: policy.linkerd.io HTTPRoute v1alpha1/v1beta1 backendRefs have only name, port,
     #: namespace (default "default") and filters: no group, kind or weight.
     legacy_backends: bool = False
@@ -43,14 +41,12 @@ class Flavor:
 
 GATEWAY_HTTP = Flavor(
     gateway=True,
-    parent_group=GATEWAY_GROUP,
     unconvertible=("URLRewrite", "RequestMirror", "ExtensionRef"),
 )
-LINKERD_HTTP = Flavor(gateway=False, parent_group=POLICY_GROUP)
+LINKERD_HTTP = Flavor(gateway=False)
 LINKERD_HTTP_LEGACY = replace(LINKERD_HTTP, legacy_backends=True)
 GATEWAY_GRPC = Flavor(
     gateway=True,
-    parent_group=GATEWAY_GROUP,
     unconvertible=("ResponseHeaderModifier", "RequestMirror", "ExtensionRef"),
 )
-GATEWAY_L4 = Flavor(gateway=True, parent_group=GATEWAY_GROUP)
+GATEWAY_L4 = Flavor(gateway=True)
