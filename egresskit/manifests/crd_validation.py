@@ -29,33 +29,16 @@ from __future__ import annotations
 
 import functools
 import json
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import jsonschema
 
 from egresskit.manifests import cel_rules, structural
 from egresskit.manifests.crds import Crd, find_crd
-from egresskit.manifests.reader import show
+from egresskit.manifests.field_errors import FORMATS, FieldError, Path, field_error, render
 
 __all__ = ["FieldError", "as_stored", "validate", "validate_envelope"]
-
-
-@dataclass(frozen=True, kw_only=True)
-class FieldError:
-    """One refused field: ``spec.hostname: expected ..., found ...``."""
-
-    #: ``spec.rules[0].matches[0].path.value``; ``""`` for the object itself.
-    path: str
-    expected: str
-    found: str
-
-    def __str__(self) -> str:
-        where = f"{self.path}: " if self.path else ""
-        return f"{where}expected {self.expected}, found {self.found}"
 
 
 def validate(obj: Mapping[str, Any]) -> list[FieldError]:
@@ -142,7 +125,7 @@ def _validate(obj: Mapping[str, Any], crd: Crd, version: str) -> list[FieldError
     stored = structural.pruned_with_defaults(obj, schema)
     bad: set[Path] = set()
     for error in _validator(crd.group, crd.kind, version).iter_errors(stored):
-        path, field = _field_error(error)
+        path, field = field_error(error)
         found.append((path, _PRIORITY.get(str(error.validator), 9), field))
         bad.add(tuple(error.absolute_path))
     for path in structural.duplicate_items(stored, schema):
@@ -164,8 +147,6 @@ def _validate(obj: Mapping[str, Any], crd: Crd, version: str) -> list[FieldError
         )
     return _in_document_order(obj, found)
 
-
-Path = tuple[str | int, ...]
 
 #: Sort order of problems at one field: unknown 0, required 1, type 2, other schema
 #: keywords 9, duplicates 10, CEL rules 11 (_CEL).
@@ -206,17 +187,6 @@ def _in_document_order(obj: Any, found: list[tuple[Path, int, FieldError]]) -> l
     return out
 
 
-def render(path: tuple[str | int, ...] | list[str | int]) -> str:
-    """``("spec", "rules", 0, "matches")`` -> ``spec.rules[0].matches``."""
-    out = ""
-    for part in path:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else part
-    return out
-
-
 def _did_you_mean(nearest: str | None) -> str:
     return f' (did you mean "{nearest}"?)' if nearest else ""
 
@@ -236,118 +206,9 @@ def _json(value: Any) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-# ------------------------------------------------------------------ the schema part
-
-
-#: Go's time.ParseDuration grammar, as ``format: duration`` is checked by kube-openapi
-#: (k8s.io/kube-openapi/pkg/validation/strfmt/duration.go, which also takes "1 day", "2w").
-_GO_DURATION = re.compile(r"^[-+]?((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+$|^0$")
-_UNIT_DURATION = re.compile(
-    r"^(\s*\d+\s*(ns|us|µs|ms|s|m|h|d|w|"
-    r"(nanosecond|microsecond|millisecond|second|minute|hour|day|week)s?)\s*)+$"
-)
-
-_FORMATS = jsonschema.FormatChecker(formats=())
-
-
-@_FORMATS.checks("duration")
-def _is_duration(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    return bool(_GO_DURATION.match(value) or _UNIT_DURATION.match(value))
-
-
-@_FORMATS.checks("date-time")
-def _is_date_time(value: object) -> bool:
-    if not isinstance(value, str):
-        return True
-    try:
-        datetime.fromisoformat(value)
-    except ValueError:
-        return False
-    return "T" in value.upper()
-
-
 @functools.cache
 def _validator(group: str, kind: str, version: str) -> jsonschema.protocols.Validator:
     crd = find_crd(f"{group}/{version}", kind)
     assert crd is not None
     # Kubernetes' structural schemas are an OpenAPI v3.0 subset, Draft 4 in JSON Schema terms.
-    return jsonschema.Draft4Validator(crd.schemas[version], format_checker=_FORMATS)
-
-
-#: Friendlier words for the patterns of the Gateway API and Linkerd CRDs.
-_PATTERNS = {
-    r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": (
-        'a lowercase RFC 1123 hostname, optionally with a leading "*."'
-    ),
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": (
-        "a lowercase RFC 1123 name (a-z, 0-9, '-', '.')"
-    ),
-    r"^$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$": (
-        'an API group ("" or a lowercase DNS name)'
-    ),
-    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$": "a lowercase RFC 1123 label (a-z, 0-9, '-')",
-    r"^[a-zA-Z]([-a-zA-Z0-9]*[a-zA-Z0-9])?$": "a kind name (letters, digits, '-')",
-    r"^[A-Za-z0-9!#$%&'*+\-.^_\x60|~]+$": "an HTTP header name (RFC 7230 token)",
-    r"^([0-9]{1,5}(h|m|s|ms)){1,4}$": "a Gateway API duration such as 10s, 1h30m or 500ms",
-}
-_TYPES = {
-    "integer": "an integer",
-    "number": "a number",
-    "string": "a string",
-    "boolean": "true or false",
-    "object": "a mapping",
-    "array": "a list",
-}
-
-
-def _bounds(schema: Mapping[str, Any]) -> str:
-    lo, hi = schema.get("minimum"), schema.get("maximum")
-    if lo is not None and hi is not None:
-        return f"an integer {lo}-{hi}"
-    if lo is not None:
-        return f"an integer >= {lo}"
-    return f"an integer <= {hi}"
-
-
-def _field_error(error: jsonschema.ValidationError) -> tuple[Path, FieldError]:
-    path = list(error.absolute_path)
-    schema, kind = error.schema, error.validator
-    value: Any = error.instance
-    if not isinstance(schema, Mapping):
-        schema = {}
-    expected = error.message
-    found = show(value)
-    if kind == "required":
-        missing = re.match(r"'(.*)' is a required property", error.message)
-        path.append(missing.group(1) if missing else "?")
-        expected, found = "a value (required)", "nothing"
-    elif kind == "type":
-        expected = _TYPES.get(str(schema.get("type")), f"a {schema.get('type')}")
-        if schema.get("type") == "integer" and ("minimum" in schema or "maximum" in schema):
-            expected = _bounds(schema)
-    elif kind == "enum":
-        expected = "one of " + ", ".join(str(v) for v in schema["enum"])
-    elif kind in ("minimum", "maximum"):
-        expected = _bounds(schema)
-    elif kind == "minItems":
-        expected, found = f"at least {_items(schema['minItems'])}", str(len(value))
-    elif kind == "maxItems":
-        expected, found = f"at most {_items(schema['maxItems'])}", str(len(value))
-    elif kind == "minLength":
-        expected = f"at least {schema['minLength']} character{'s' * (schema['minLength'] != 1)}"
-    elif kind == "maxLength":
-        expected, found = f"at most {schema['maxLength']} characters", f"{len(value)} characters"
-    elif kind == "pattern":
-        expected = _PATTERNS.get(schema["pattern"], f"a string matching {schema['pattern']}")
-    elif kind == "format":
-        expected = {
-            "duration": "a duration such as 10s, 1m30s or 1h",
-            "date-time": "an RFC 3339 date-time",
-        }.get(schema["format"], f"a {schema['format']}")
-    return tuple(path), FieldError(path=render(path), expected=expected, found=found)
-
-
-def _items(n: int) -> str:
-    return f"{n} item{'s' * (n != 1)}"
+    return jsonschema.Draft4Validator(crd.schemas[version], format_checker=FORMATS)
