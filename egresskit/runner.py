@@ -220,6 +220,8 @@ def refresh(only: str | None = None, stream: Any = sys.stdout) -> int:
     copies carry their outputs (charts as images) and nbval has something to compare."""
     import papermill
 
+    from egresskit.nbclean import clean_file
+
     for path in notebooks(only):
         print(f"refreshing {path.name} ...", file=stream, flush=True)
         papermill.execute_notebook(
@@ -230,6 +232,7 @@ def refresh(only: str | None = None, stream: Any = sys.stdout) -> int:
             progress_bar=False,
             cwd=str(path.parent),
         )
+        clean_file(path)  # committed copies carry no paths or timestamps of this machine
     return 0
 
 

@@ -299,7 +299,7 @@ class Tutorial:
         engine decides for ``url`` under the objects in force now."""
 
         def hint() -> str:
-            from egresskit.explain import explain
+            from egresskit.explaining import explain
 
             self.timeline.sync()
             snapshot = self.timeline.snapshot_at(datetime.now(UTC))

@@ -17,7 +17,7 @@ from egresskit.analysis.outcomes import (
     reconcile,
     route_outcome,
 )
-from egresskit.explain import with_cluster_ips
+from egresskit.explaining import with_cluster_ips
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import HTTPRoute
 from egresskit.policy.snapshot import Snapshot

@@ -20,7 +20,7 @@ Rules:
   the route series cannot tell them apart). TLS/TCP ``error="forbidden"`` is forbidden,
   any other non-empty ``error`` label is failed.
 * Client side: the policy engine's answer for the URL under the objects in force when the
-  request started (:func:`egresskit.explain.explain`), checked against what curl saw
+  request started (:func:`egresskit.explaining.explain`), checked against what curl saw
   (a Deny must be a 403 or a closed TLS/TCP connection); the body prefix confirms a
   redirect ("You cannot go there right now"). Disagreement is ``failed`` with both sides
   in ``reason``.
@@ -42,7 +42,7 @@ import pandas as pd
 from egresskit.analysis.reconciliation import Reconciliation, reconcile
 from egresskit.analysis.timeline import PolicyTimeline, objects_from_changes
 from egresskit.errors import EgressKitError
-from egresskit.explain import explain
+from egresskit.explaining import explain
 from egresskit.manifests.model import Route
 from egresskit.policy.decision import Decision
 from egresskit.policy.snapshot import Snapshot
