@@ -60,7 +60,6 @@ from egresskit.mesh.http1_wire import (
     Response,
     ResponseParser,
     chunk,
-    content_length,
     edit_headers,
     expects_continue,
     host_only,
@@ -643,10 +642,7 @@ class _Connection:
         if resp.body == "none":
             length = 0
         elif resp.body == "length":
-            announced = content_length(resp.headers)
-            if announced is None:
-                return None
-            length = announced
+            length = resp.length
         else:
             return None  # chunked or close-delimited: re-framed on the full path
         parts, _, keep, keep_up = response_plan(plan.req, resp, plan.decision)
