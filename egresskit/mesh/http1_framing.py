@@ -95,6 +95,20 @@ def framing(headers: Headers, version: str, *, request: bool) -> tuple[Framing, 
     return "none", 0
 
 
+#: RFC 9112 3.2: a request-target has no whitespace or control characters.
+_TARGET = re.compile(rb"[\x21-\x7e\x80-\xff]+")
+
+
+def check_request_line(target: bytes, version: str) -> None:
+    """Refuse what would go on as a different request line: an empty or spaced target
+    (RFC 9112 3.2), a version other than HTTP/1.0 or 1.1 (an HTTP/0.9 line is not
+    HTTP/1, RFC 9112 2.3); raises :class:`BadHead`."""
+    if version not in ("1.0", "1.1"):
+        raise BadHead(400, f"HTTP/{version} is not HTTP/1.0 or HTTP/1.1 (RFC 9112 2.3)")
+    if not _TARGET.fullmatch(target):
+        raise BadHead(400, f"request-target {target[:40]!r} (RFC 9112 3.2)")
+
+
 def check_host(headers: Headers, version: str) -> bytes | None:
     """The request's one Host value (None: absent in HTTP/1.0); raises :class:`BadHead`
     for none in HTTP/1.1, several (RFC 9112 3.2: MUST respond 400) or a malformed one

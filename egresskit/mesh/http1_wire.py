@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Literal
 
 import httptools
 
-from egresskit.mesh.http1_framing import BadHead, Framing, check_host, framing, reframe
+from egresskit.mesh.http1_framing import (
+    BadHead,
+    Framing,
+    check_host,
+    check_request_line,
+    framing,
+    reframe,
+)
 
 if TYPE_CHECKING:
     from egresskit.policy.decision import Decision, HeaderEdit
@@ -194,6 +201,7 @@ class _Messages:
         """The head's framing (RFC 9112 6), or the parser stops with the refusal."""
         try:
             if request:
+                check_request_line(self._url, version)
                 check_host(self._headers, version)
             return framing(self._headers, version, request=request)
         except BadHead as exc:
