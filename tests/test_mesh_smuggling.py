@@ -24,7 +24,15 @@ from egresskit.cluster.local import LocalCluster
 from egresskit.mesh.proxy import ProxyConfig
 from egresskit.mesh.sniff import ClientHello, sniff_client_hello
 from tests.contract import value
-from tests.smuggling import CORPUS, HIDDEN, StrictUpstream, check_in_process, cuts, mutate
+from tests.smuggling import (
+    CORPUS,
+    HIDDEN,
+    StrictUpstream,
+    check_in_process,
+    cuts,
+    fuzz_input,
+    mutate,
+)
 
 NS = guide.NAMESPACE_NAME
 HTTP_STATUSES = "outbound_http_route_request_statuses_total"
@@ -72,7 +80,7 @@ def test_mutated_inputs_forward_only_what_was_judged() -> None:
     seeds = list(CORPUS.values())
     failures = []
     for _ in range(IN_PROCESS_CASES):
-        data = mutate(rng, rng.choice(seeds))
+        data = fuzz_input(rng, seeds)
         verdict = check_in_process(cuts(rng, data) if len(data) > 1 else [data])
         if verdict.unjudged:
             failures.append((data, verdict))
@@ -174,9 +182,7 @@ def test_mutated_inputs_through_the_proxy(
     rng = random.Random(3)
     seeds = list(CORPUS.values())
     with caplog.at_level(logging.ERROR):
-        run_through(
-            cluster, upstream, [mutate(rng, rng.choice(seeds)) for _ in range(SOCKET_CASES)]
-        )
+        run_through(cluster, upstream, [fuzz_input(rng, seeds) for _ in range(SOCKET_CASES)])
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 

@@ -42,9 +42,10 @@ _DIGITS = re.compile(rb"[0-9]{1,18}")
 #: RFC 9110 5.5: CR, LF and NUL are never valid in a field value.
 _DANGEROUS = re.compile(rb"[\r\n\x00]")
 #: RFC 9110 7.2 / RFC 3986 3.2.2-3.2.3: host = IP-literal / reg-name (with IPv4 in it),
-#: port = *DIGIT (a port past 65535 is checked after).
+#: port = *DIGIT. Stricter than 3986 on the port: an empty one ("h:") is refused too, as
+#: servers behind the proxy crash on it (a port past 65535 is checked after).
 _HOST = re.compile(
-    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::(?P<port>[0-9]{0,5}))?"
+    rb"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::(?P<port>[0-9]{1,5}))?"
 )
 
 
