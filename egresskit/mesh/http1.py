@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from time import monotonic
 from typing import TYPE_CHECKING
 
 from egresskit.mesh.http1_wire import (
@@ -76,15 +75,11 @@ from egresskit.policy.decision import Decision, HttpRequest
 from egresskit.policy.engine import decide
 
 if TYPE_CHECKING:
-    from egresskit.mesh.metrics import ExchangeSeries
-    from egresskit.mesh.proxy import EgressProxy
-    from egresskit.policy.snapshot import Snapshot
+    from egresskit.mesh.settings import DataPlane
 
 #: How long a rejected client may keep sending before the socket is closed anyway: long
 #: enough for it to read the 400/431 instead of a reset (RFC 9112 section 9.6).
 LINGER_SECONDS = 0.5
-#: How long a closed upstream connection may take to go before it is reset.
-CLOSE_GRACE = 5.0
 
 
 class _ClientGone(Exception):
@@ -108,7 +103,7 @@ class _UpstreamError(Exception):
 
 
 async def serve_http1(
-    proxy: EgressProxy,
+    proxy: DataPlane,
     client: Channel,
     buffered: bytes,
     port: int,
@@ -140,75 +135,10 @@ class _Upstream:
         self.channel.close()
 
 
-#: How many distinct request heads and response heads a connection remembers, and the
-#: longest it remembers (a 64 KiB head is legal, but not worth keeping 16 of).
-_SEEN_HEADS = 16
-_MAX_SEEN_HEAD = 8 * 1024
-
-
-class _Plan:
-    """How the fast path forwards one request under one snapshot."""
-
-    __slots__ = ("decision", "head", "hostname", "req", "same_out", "series", "snap", "target")
-
-    def __init__(
-        self,
-        req: Request,
-        snap: Snapshot,
-        decision: Decision,
-        target: tuple[str, int],
-        head: bytes,
-        hostname: str,
-        same_out: bool,
-    ) -> None:
-        self.req = req
-        self.snap = snap
-        self.decision = decision
-        self.target = target
-        self.head = head
-        self.hostname = hostname
-        self.same_out = same_out
-        #: The metric series this plan's exchanges count into, by response status.
-        self.series: dict[int, ExchangeSeries] = {}
-
-
-class _Inflight:
-    """A request the fast path sent upstream, waiting for its response."""
-
-    __slots__ = ("expected", "plan", "started", "up")
-
-    def __init__(self, plan: _Plan, up: _Upstream, started: float) -> None:
-        self.plan = plan
-        self.up = up
-        self.started = started
-        #: Whether the response parser was told to expect the response (it is fed).
-        self.expected = False
-
-
-class _Known:
-    """A response head parsed once: how it goes out, and the body length it announces."""
-
-    __slots__ = ("keep", "keep_up", "length", "out", "status")
-
-    def __init__(self, status: int, length: int, out: bytes, keep: bool, keep_up: bool) -> None:
-        self.status = status
-        self.length = length
-        self.out = out
-        self.keep = keep
-        self.keep_up = keep_up
-
-
-async def _closed() -> bool:
-    """The step after an answer that closes the client connection."""
-    return False
-
-
 class _Connection:
     """One client connection's HTTP/1 state: parser, upstream pool, caches."""
 
-    def __init__(
-        self, proxy: EgressProxy, client: Channel, port: int, fixed_ip: str | None
-    ) -> None:
+    def __init__(self, proxy: DataPlane, client: Channel, port: int, fixed_ip: str | None) -> None:
         self.proxy = proxy
         self.config = proxy.config
         self.client = client
@@ -217,31 +147,9 @@ class _Connection:
         self.loop = asyncio.get_running_loop()
         self.requests = RequestParser(self.config.max_header_bytes)
         self.pool: dict[tuple[str, int], _Upstream] = {}
-        #: (id of decision, hostname) -> (decision, target): the decision object is held
-        #: so its id cannot be reused while the entry lives.
-        self.targets: dict[tuple[int, str | None], tuple[Decision, tuple[str, int] | None]] = {}
         self.head_sent = False
         #: Whether the current request's body was read to its end (nothing to drain).
         self.body_done = False
-        #: The last (snapshot, raw request, request, decision) on this connection.
-        self.memo: tuple[Snapshot, tuple[object, ...], HttpRequest, Decision] | None = None
-        #: The upstream request head for the memo's request and decision, once built.
-        self.memo_head: bytes | None = None
-        #: Fast path: the connection task's wake-up, the exchange in flight, and whether
-        #: the head deadline is set for the head being read.
-        self.wake: asyncio.Future[_Step | None] | None = None
-        self.inflight: _Inflight | None = None
-        self.head_armed = False
-        self.plan: _Plan | None = None
-        #: Whole request heads seen (the chunk's bytes -> the parsed request), and
-        #: response heads seen (bytes -> how they go out).
-        self.heads: dict[bytes, Request] = {}
-        self.known: dict[bytes, _Known] = {}
-        # Looked up once here rather than once per exchange on the fast path.
-        self.snapshot = proxy.snapshot
-        self.now = self.loop.time
-        self.idle_timeout = self.config.idle_timeout
-        self.response_timeout = self.config.response_timeout
 
     # -- the request loop -------------------------------------------------------------
 
@@ -249,15 +157,6 @@ class _Connection:
         if buffered:
             self.requests.feed(buffered)
         while True:
-            if self.config.fast_path:
-                try:
-                    step = await self._fast()
-                except _HeadTimeout:
-                    return  # hyper closes a slow or idle client without an answer
-                if step is not None:
-                    if not await step():
-                        return
-                    continue
             try:
                 event = await self._next_head()
             except (_HeadTimeout, _ClientGone):
@@ -322,19 +221,10 @@ class _Connection:
         self.body_done = False
         return await self._handle(req, request, decision)
 
-    def _decide(
-        self, req: Request, host: str | None, dst_ip: str, snap: Snapshot | None = None
-    ) -> tuple[HttpRequest, Decision]:
-        """The engine's decision for ``req`` under ``snap`` (default: the one current now)."""
-        # One snapshot per request: judged entirely by the old or the new policy.
-        if snap is None:
-            snap = self.proxy.snapshot()
-        # The engine is a pure function of (snapshot, request): a request identical to the
-        # previous one on this connection under the same snapshot gets the same decision.
-        key = (req.method, req.target, tuple(req.headers))
-        memo = self.memo
-        if memo is not None and memo[0] is snap and memo[1] == key:
-            return memo[2], memo[3]
+    def _decide(self, req: Request, host: str | None, dst_ip: str) -> tuple[HttpRequest, Decision]:
+        """The engine's decision for ``req`` under the snapshot current now: one snapshot
+        per request, so it is judged entirely by the old or the new policy."""
+        snap = self.proxy.snapshot()
         request = HttpRequest(
             client_namespace=self.proxy.namespace,
             dst_ip=dst_ip,
@@ -342,12 +232,9 @@ class _Connection:
             method=req.method.decode("ascii"),
             path=req.target.decode("latin-1"),
             host=host,
-            headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in key[2]]),
+            headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers]),
         )
-        decision = decide(snap, request)
-        self.memo = (snap, key, request, decision)
-        self.memo_head = None
-        return request, decision
+        return request, decide(snap, request)
 
     async def _handle(self, req: Request, request: HttpRequest, decision: Decision) -> bool:
         started = time.monotonic()
@@ -435,320 +322,12 @@ class _Connection:
             record(None, "CANCEL")
             return False
 
-    # -- the fast path -----------------------------------------------------------------
-    #
-    # The common exchange (a whole request head without a body, forwarded on a kept-alive
-    # upstream connection, the whole response in one go) runs as a chain of transport
-    # callbacks, with no task waking up for it: that is what lets one CPython thread keep
-    # pace with a one-worker nginx (benchmarks/bench_dataplane.py). Meanwhile the
-    # connection's task waits in _fast(). Anything else is handed over to the coroutine
-    # path above at a point it already has (the next head, or _after_send once the
-    # request is upstream), with every byte already fed to the parsers: both paths give
-    # the same answers, metrics, timeouts and faults (tests/test_mesh_faults.py runs on
-    # both).
-
-    async def _fast(self) -> _Step | None:
-        """Serve exchanges on the fast path until one needs the coroutine path; returns
-        None (read the next head there) or the step that finishes an exchange begun here.
-        Raises ``_HeadTimeout`` when the client is idle or slow past its bound."""
-        wake: asyncio.Future[_Step | None] = self.loop.create_future()
-        self.wake = wake
-        self._await_head()
-        try:
-            return await wake
-        finally:
-            self.wake = None
-            self.client.unhook()
-            inflight = self.inflight
-            if inflight is not None:  # cancelled mid-exchange: the proxy is closing
-                self.inflight = None
-                inflight.up.channel.unhook()
-
-    def _await_head(self) -> None:
-        """Between exchanges: serve what the client already sent, else wait for it."""
-        client = self.client
-        client.hook(self._client_data, self._client_wake, self.now() + self.idle_timeout)
-        requests = self.requests
-        # A head already begun (pipelined behind the last request) has request_head_timeout
-        # from now, as _next_head gives it.
-        self.head_armed = requests.head_open
-        if requests.head_open:
-            client.arm(self.now() + self.config.request_head_timeout)
-        data = client.take()
-        if data or requests.events or requests.dead or client.eof():
-            self._client_data(data)
-
-    def _client_data(self, data: bytes) -> None:
-        requests = self.requests
-        remember = False
-        if data:
-            if requests.idle():
-                # A chunk byte-identical to a whole request head (without a body) already
-                # parsed on this connection parses the same way: the parser sits between
-                # messages either way, so skip it.
-                seen = self.heads.get(data)
-                if seen is not None and self._start(seen):
-                    return
-                remember = seen is None
-            requests.feed(data)
-        events = requests.events
-        if not events:
-            if requests.dead or self.client.eof():
-                self._hand_over(None)  # after an upgrade, at EOF, or lost: it decides
-            elif not requests.head_open:
-                # Bytes that begin no head (blank lines between requests): like each of
-                # _next_head's reads, they start a fresh idle timeout.
-                self.client.arm(self.now() + self.idle_timeout)
-            elif not self.head_armed:
-                # The head began: from here it has request_head_timeout to finish.
-                self.head_armed = True
-                self.client.arm(self.now() + self.config.request_head_timeout)
-            return
-        req = events[0]
-        if len(events) == 2 and isinstance(events[1], End) and isinstance(req, Request):
-            if remember and not requests.head_open and len(data) <= _MAX_SEEN_HEAD:
-                # The chunk was exactly this one request: remember it.
-                if len(self.heads) >= _SEEN_HEADS:
-                    self.heads.clear()
-                self.heads[data] = req
-            if self._start(req):
-                events.clear()
-                return
-        self._hand_over(None)  # a body, a fault, pipelining: the coroutine path
-
-    def _client_wake(self, kind: str) -> None:
-        if kind == "timeout":
-            self._hand_over(None, _HeadTimeout())
-        else:
-            self._hand_over(None)  # EOF or lost: the coroutine path reads it and decides
-
-    def _start(self, req: Request) -> bool:
-        """Send ``req`` upstream on the fast path; False, with nothing done, when it needs
-        the coroutine path."""
-        snap = self.snapshot()
-        plan = self.plan
-        if plan is None or plan.req is not req or plan.snap is not snap:
-            plan = self._plan(req, snap)
-            if plan is None:
-                return False
-        up = self.pool.get(plan.target)
-        if up is None or not up.usable():
-            return False
-        # The exchange is the fast path's from here (the request is whole: no body left).
-        self.head_sent = False
-        self.body_done = True
-        self.client.unhook()
-        up.reused = True
-        self.inflight = _Inflight(plan, up, monotonic())
-        channel = up.channel
-        channel.hook(self._upstream_data, self._upstream_wake, self.now() + self.response_timeout)
-        channel.write(plan.head)
-        return True
-
-    def _plan(self, req: Request, snap: Snapshot) -> _Plan | None:
-        """How the fast path forwards ``req`` under ``snap`` (the same checks as _serve and
-        _forward, in their order); None when it needs the coroutine path."""
-        dst_ip = self.dst_ip
-        # Chunked: even an empty body has a last chunk to send (the coroutine path does).
-        if req.upgrade or req.method == b"HEAD" or req.body == "chunked" or dst_ip is None:
-            return None
-        host_raw = one_host(req)
-        if not host_raw:
-            return None
-        host = host_raw.decode("latin-1")
-        request, decision = self._decide(req, host, dst_ip, snap)
-        if (
-            decision.outcome == "failed"
-            or decision.family not in ("http", None)
-            or decision.target is None
-            or decision.http_status is not None
-        ):
-            return None
-        hostname = host_only(host) or ""
-        target = self._target(hostname, request, decision)
-        if target is None:
-            return None
-        head = self._upstream_head(req, decision)
-        if head is None:
-            return None
-        # A response head then goes out the same way whatever the request: keep-alive
-        # HTTP/1.1 (not HEAD, not an upgrade: checked above) and no response edits.
-        same_out = req.keep_alive and req.version == "1.1" and not decision.response_header_edit
-        plan = _Plan(req, snap, decision, target, head, hostname, same_out)
-        self.plan = plan
-        return plan
-
-    def _upstream_data(self, data: bytes) -> None:
-        inflight = self.inflight
-        if inflight is None:
-            return
-        responses = inflight.up.responses
-        if not inflight.expected:
-            if inflight.plan.same_out:
-                # A response head byte-identical to one already parsed on this connection
-                # (typically all but the Date changes once a second) goes out the same way.
-                end = data.find(b"\r\n\r\n", 0, _MAX_SEEN_HEAD) + 4
-                if end > 3:
-                    head = data if end == len(data) else data[:end]
-                    known = self.known.get(head)
-                    if known is None:
-                        known = self._learn(head, inflight.plan)
-                    if known is not None and len(data) - end == known.length:
-                        out = known.out + data[end:] if known.length else known.out
-                        self._finish(inflight, known.status, out, known.keep, known.keep_up)
-                        return
-            inflight.expected = True
-            responses.expect(head_only=False)
-        responses.feed(data)
-        events = responses.events
-        if not events and not responses.dead:
-            # The head is still coming (or a 1xx went by): like _response_head, each read
-            # has response_timeout.
-            inflight.up.channel.arm(self.now() + self.response_timeout)
-            return
-        resp = events[0] if events else None
-        if (
-            not isinstance(resp, Response)
-            or not isinstance(events[-1], End)
-            or responses.busy
-            or responses.dead
-            or resp.body == "eof"
-        ):
-            # A body still streaming, a fault, an odd message: the coroutine path.
-            self._hand_over_exchange(inflight, timed_out=False)
-            return
-        events.popleft()
-        parts, chunked, keep, keep_up = response_plan(
-            inflight.plan.req, resp, inflight.plan.decision
-        )
-        while events:
-            event = events.popleft()
-            if isinstance(event, bytes):
-                parts.append(chunk(event) if chunked else event)
-            elif isinstance(event, End):
-                if chunked:
-                    parts.append(last_chunk(event.trailers))
-                break
-        self._finish(inflight, resp.status, b"".join(parts), keep, keep_up)
-
-    def _learn(self, head: bytes, plan: _Plan) -> _Known | None:
-        """Parse a response head on its own; what it means, if it ends the fast way."""
-        probe = ResponseParser()
-        probe.expect(head_only=False)
-        probe.feed(head)
-        resp = probe.events[0] if probe.events else None
-        if probe.dead or not isinstance(resp, Response):
-            return None  # malformed, or a 1xx: the full parser deals with it
-        if resp.body == "none":
-            length = 0
-        elif resp.body == "length":
-            length = resp.length
-        else:
-            return None  # chunked or close-delimited: re-framed on the full path
-        parts, _, keep, keep_up = response_plan(plan.req, resp, plan.decision)
-        known = _Known(resp.status, length, b"".join(parts), keep, keep_up)
-        if len(self.known) >= _SEEN_HEADS:
-            self.known.clear()
-        self.known[head] = known
-        return known
-
-    def _upstream_wake(self, kind: str) -> None:
-        inflight = self.inflight
-        if inflight is not None:
-            # EOF or lost: _after_send reads it, then retries or answers 502 as usual.
-            self._hand_over_exchange(inflight, timed_out=kind == "timeout")
-
-    def _finish(
-        self, inflight: _Inflight, status: int, out: bytes, keep: bool, keep_up: bool
-    ) -> None:
-        """The whole response is here: count it, send it, wait for the next head."""
-        plan = inflight.plan
-        decision = plan.decision
-        if decision.labels:
-            # Counted before the answer goes out, as on the coroutine path.
-            metrics = self.proxy.metrics
-            series = plan.series.get(status)
-            if series is None:
-                series = plan.series[status] = metrics.exchange_series(
-                    decision.labels,
-                    decision.backend_labels or None,
-                    hostname=plan.hostname,
-                    http_status=status,
-                    error="",
-                )
-            metrics.count_exchange(series, monotonic() - inflight.started)
-        self.head_sent = True
-        self.inflight = None
-        self.proxy.fast_exchanges += 1
-        up = inflight.up
-        up.channel.unhook()
-        responses = up.responses
-        if not keep_up or responses.busy or responses.dead or responses.events:
-            up.close()
-            self.pool.pop(plan.target, None)
-        client = self.client
-        if not client.send(out):
-            self._hand_over(_closed)  # the client is gone: nobody reads the answer
-            return
-        if not keep:
-            self._hand_over(_closed)
-        elif client.write_paused():
-            self._hand_over(self._drained)  # the client is slow: drain, bounded, there
-        else:
-            self._await_head()
-
-    def _hand_over_exchange(self, inflight: _Inflight, *, timed_out: bool) -> None:
-        """Finish the exchange begun on the fast path on the coroutine path."""
-        up = inflight.up
-        up.channel.unhook()
-        if not inflight.expected:
-            up.responses.expect(head_only=False)
-        self.inflight = None
-        plan = inflight.plan
-        req, decision = plan.req, plan.decision
-        record = self._recorder(decision, plan.hostname, inflight.started)
-
-        async def respond() -> bool:
-            if timed_out:
-                raise _fault(TimeoutError(), phase="head")
-            return await self._after_send(req, decision, plan.target, up, plan.head, record)
-
-        async def step() -> bool:
-            return await self._guarded(req, record, respond)
-
-        self._hand_over(step)
-
-    def _hand_over(self, step: _Step | None, exc: BaseException | None = None) -> None:
-        self.client.unhook()
-        wake = self.wake
-        if wake is None or wake.done():
-            return
-        if exc is not None:
-            wake.set_exception(exc)
-        else:
-            wake.set_result(step)
-
-    async def _drained(self) -> bool:
-        try:
-            await self._client_write(b"")
-        except _ClientGone:
-            return False
-        return True
-
     def _target(
         self, hostname: str, request: HttpRequest, decision: Decision
     ) -> tuple[str, int] | None:
-        key = (id(decision), hostname)
-        cached = self.targets.get(key)
-        if cached is not None and cached[0] is decision:
-            return cached[1]
-        target = self.proxy.upstreams(
+        return self.proxy.upstreams(
             hostname or None, request.dst_ip, request.dst_port, False, decision
         )
-        if len(self.targets) > 64:
-            self.targets.clear()  # policy changes make new decisions: keep this small
-        self.targets[key] = (decision, target)
-        return target
 
     # -- forwarding -------------------------------------------------------------------
 
@@ -810,16 +389,9 @@ class _Connection:
         return await self._respond_upstream(req, resp, decision, up, target, record)
 
     def _upstream_head(self, req: Request, decision: Decision) -> bytes | None:
-        """The request head as it goes upstream (None: no Host left after the edits);
-        kept with the connection's decision memo, as it depends on the same inputs."""
-        memo = self.memo
-        if memo is not None and memo[3] is decision and self.memo_head is not None:
-            return self.memo_head
+        """The request head as it goes upstream (None: no Host left after the edits)."""
         headers = edit_headers(req.headers, decision.request_headers)
-        head = request_head(req, headers) if any(k == b"host" for k, _ in headers) else None
-        if memo is not None and memo[3] is decision:
-            self.memo_head = head
-        return head
+        return request_head(req, headers) if any(k == b"host" for k, _ in headers) else None
 
     def _take_body(self, req: Request) -> tuple[bytes, bool]:
         """The request body bytes at hand, framed for the upstream, and whether it is all."""

@@ -35,6 +35,7 @@ from egresskit.errors import EgressKitError
 from egresskit.mesh.http1 import serve_http1
 from egresskit.mesh.metrics import ProxyMetrics
 from egresskit.mesh.runtime import Channel, connect, relay
+from egresskit.mesh.settings import CLOSE_GRACE, ProxyConfig, Upstreams
 from egresskit.mesh.sniff import (
     ClientHello,
     NeedMore,
@@ -45,32 +46,11 @@ from egresskit.policy.decision import Decision, TcpConnection, TlsConnection
 from egresskit.policy.engine import decide, port_policy
 from egresskit.policy.snapshot import Snapshot
 
+__all__ = ["EgressProxy", "ProxyConfig", "Upstreams"]
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-#: How long a closed connection may take to flush before it is reset.
-CLOSE_GRACE = 5.0
-
-#: Where an allowed or redirected stream goes: (original host name, ip, port, is_tls,
-#: decision) -> (host, port) on loopback, or None when nothing answers there.
-Upstreams = Callable[[str | None, str, int, bool, Decision], tuple[str, int] | None]
-
-
-@dataclass(kw_only=True)
-class ProxyConfig:
-    detect_timeout: float = 10.0
-    #: How long a client may take to send a request head (slowloris bound).
-    request_head_timeout: float = 10.0
-    #: How long a keep-alive connection may sit idle between requests.
-    idle_timeout: float = 60.0
-    connect_timeout: float = 3.0
-    #: Bound on waiting for the upstream's response head (Linkerd has no default; a hung
-    #: upstream must not hold a notebook forever).
-    response_timeout: float = 30.0
-    max_header_bytes: int = 64 * 1024
-    #: Serve the common HTTP/1 exchange as transport callbacks (egresskit.mesh.http1);
-    #: off, every exchange takes the coroutine path. Same behaviour either way.
-    fast_path: bool = True
 
 
 @dataclass(kw_only=True)
@@ -88,9 +68,6 @@ class EgressProxy:
     _ports: dict[tuple[int, str | None], int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _live: set[asyncio.BaseTransport] = field(default_factory=set)
-    #: HTTP/1 exchanges served wholly on the fast path (egresskit.mesh.http1); the rest
-    #: went the coroutine way. For tests and the benchmark's report.
-    fast_exchanges: int = 0
 
     # -- listeners ------------------------------------------------------------------------
 
