@@ -687,20 +687,32 @@ if TYPE_CHECKING:
     _Step = Callable[[], Awaitable[bool]]
 
 
+#: Linkerd's answer to an upstream fault, by the exchange's phase (connect, request,
+#: head, body; ``*``: any) and the fault's cause: the metric ``error`` label, the status
+#: and the ``l5d-proxy-error`` text (docs/facts/linkerd-egress.md 6.2; hyper's errors).
+FAULTS: dict[tuple[str, str], tuple[str, int, str]] = {
+    # The upstream stopped taking the request: no headers will come in time.
+    ("request", "timeout"): ("RESPONSE_HEADERS_TIMEOUT", 504, "request not taken in time"),
+    ("head", "timeout"): ("RESPONSE_HEADERS_TIMEOUT", 504, "no response headers in time"),
+    ("body", "timeout"): ("RESPONSE_STREAM_TIMEOUT", 504, "response body stalled"),
+    # A connect timeout is neither a route timeout nor an h2 reason: UNKNOWN.
+    ("connect", "timeout"): ("UNKNOWN", 504, "connect timed out"),
+    ("*", "refused"): ("REFUSED", 502, "connection refused"),
+    ("*", "io"): ("IO", 502, ""),
+}
+
+
 def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
-    """Classify an upstream I/O failure during ``phase`` (connect, request, head, body)."""
+    """Classify an upstream I/O failure during ``phase`` by :data:`FAULTS`."""
     if isinstance(exc, _UpstreamError):
         return exc
     if isinstance(exc, TimeoutError):
-        if phase == "head":
-            return _UpstreamError("RESPONSE_HEADERS_TIMEOUT", 504, "no response headers in time")
-        if phase == "request":
-            # The upstream stopped taking the request: no headers will come in time.
-            return _UpstreamError("RESPONSE_HEADERS_TIMEOUT", 504, "request not taken in time")
-        if phase == "body":
-            return _UpstreamError("RESPONSE_STREAM_TIMEOUT", 504, "response body stalled")
-        # A connect timeout is neither a route timeout nor an h2 reason: UNKNOWN.
-        return _UpstreamError("UNKNOWN", 504, f"{phase} timed out")
-    if isinstance(exc, ConnectionRefusedError):
-        return _UpstreamError("REFUSED", 502, "connection refused")
-    return _UpstreamError("IO", 502, f"{phase}: {exc}" if str(exc) else phase)
+        cause = "timeout"
+    elif isinstance(exc, ConnectionRefusedError):
+        cause = "refused"
+    else:
+        cause = "io"
+    kind, status, text = FAULTS.get((phase, cause)) or FAULTS[("*", cause)]
+    if not text:
+        text = f"{phase}: {exc}" if str(exc) else phase
+    return _UpstreamError(kind, status, text)

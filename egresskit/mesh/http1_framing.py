@@ -20,7 +20,8 @@ Rules (RFC 9112; "6.3 (3)" is the third rule of section 6.3's list):
   A coding the proxy cannot decode before it (``gzip, chunked``) gets 501 (6.1: SHOULD).
 * ``Content-Length`` values that differ, or are not decimal digits: 400 (6.3 (5)); the
   same value repeated (``5, 5`` or two fields) is accepted as one (6.3 (5)).
-* A field value with CR, LF or NUL is refused (RFC 9110 5.5: "invalid and dangerous").
+* A field value with CR, LF or NUL is refused (RFC 9110 5.5: "invalid and dangerous";
+  llhttp refuses CR and NUL itself, an LF could only come from a folded line).
 * Responses are held to the same rules; a faulty response framing is the upstream's
   fault (6.3 (5): a proxy MUST discard it and answer 502). Assumption: a response whose
   final coding is not chunked (legal, close-delimited by 6.3 (4)) is refused too, as the
@@ -39,8 +40,6 @@ Framing = Literal["none", "length", "chunked"]
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 #: RFC 9110 8.6: Content-Length = 1*DIGIT (bounded: no body is larger than 2**63).
 _DIGITS = re.compile(rb"[0-9]{1,18}")
-#: RFC 9110 5.5: CR, LF and NUL are never valid in a field value.
-_DANGEROUS = re.compile(rb"[\r\n\x00]")
 #: RFC 9110 7.2 / RFC 3986 3.2.2-3.2.3: host = IP-literal / reg-name (with IPv4 in it),
 #: port = *DIGIT. Stricter than 3986 on the port: an empty one ("h:") is refused too, as
 #: servers behind the proxy crash on it (a port past 65535 is checked after).
@@ -64,12 +63,14 @@ def framing(headers: Headers, version: str, *, request: bool) -> tuple[Framing, 
     codings: list[bytes] = []
     lengths: list[bytes] = []
     for name, value in headers:
-        if _DANGEROUS.search(value):
+        if b"\n" in value or b"\r" in value or b"\0" in value:
             raise BadHead(400, f"field {name!r}: CR, LF or NUL in its value (RFC 9110 5.5)")
-        lname = name.lower()
-        if lname == b"transfer-encoding":
+        size = len(name)
+        # Only two names matter here: compared by length first (this runs per header of
+        # every message, and most are neither).
+        if size == 17 and name.lower() == b"transfer-encoding":
             codings += [c.strip(b" ").lower() for c in value.split(b",")]
-        elif lname == b"content-length":
+        elif size == 14 and name.lower() == b"content-length":
             lengths += [v.strip(b" ") for v in value.split(b",")]
     if codings:
         if version != "1.1":
