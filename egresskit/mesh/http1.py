@@ -30,16 +30,20 @@ pipelined requests are served in order; an upgrade (101) or an accepted ``CONNEC
 turns the connection into a tunnel. Assumption: a declined upgrade or CONNECT gets its
 answer and the connection closes (the bytes after it are not HTTP we could parse).
 
-Rules: every wait is bounded by a :class:`~egresskit.mesh.proxy.ProxyConfig` value;
+Rules: every wait is bounded by a :class:`~egresskit.mesh.settings.ProxyConfig` value;
 every forwarded request that gets an answer is counted exactly once in the route
 metrics, before its last byte reaches the client.
 
-Speed (this is the data plane the benchmark measures): the common exchange runs on the
-fast path (see "the fast path" in :class:`_Connection` and docs/local-backend.md) as
-transport callbacks, with remembered request and response heads; the coroutine path has
-no task or timer per read (the :class:`Channel` has one lazy deadline per connection),
-one write per direction when the whole message is at hand, one metrics call per exchange,
-the upstream target cached per connection and decision.
+One path: every exchange, the first on a connection or the thousandth, identical to the
+last or not, takes the code below (issue 11: two paths kept equal by parity tests, and
+caches of byte-identical heads that only a benchmark of identical requests used, were
+complexity without a user). Speed comes from no task or timer per read (the
+:class:`Channel` has one lazy deadline per connection), one write per direction when the
+whole message is at hand, one metrics call per exchange.
+
+Framing (RFC 9112 section 6) is decided in one place,
+:mod:`egresskit.mesh.http1_framing`, when the parser completes a head: a head it
+refuses is never judged or forwarded, and what goes on carries the framing used.
 
 The bytes themselves (messages, parsers, serialisation) are in the pure
 :mod:`egresskit.mesh.http1_wire`; this module is the I/O around them.
@@ -136,7 +140,7 @@ class _Upstream:
 
 
 class _Connection:
-    """One client connection's HTTP/1 state: parser, upstream pool, caches."""
+    """One client connection's HTTP/1 state: parser, upstream pool."""
 
     def __init__(self, proxy: DataPlane, client: Channel, port: int, fixed_ip: str | None) -> None:
         self.proxy = proxy
@@ -683,8 +687,6 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
     _Record = Callable[[int | None, str], None]
-    #: What finishes an exchange the fast path handed over: True keeps the connection.
-    _Step = Callable[[], Awaitable[bool]]
 
 
 #: Linkerd's answer to an upstream fault, by the exchange's phase (connect, request,

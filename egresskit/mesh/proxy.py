@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from egresskit.dns import SimulatedDNS
@@ -35,7 +35,7 @@ from egresskit.errors import EgressKitError
 from egresskit.mesh.http1 import serve_http1
 from egresskit.mesh.metrics import ProxyMetrics
 from egresskit.mesh.runtime import Channel, connect, relay
-from egresskit.mesh.settings import CLOSE_GRACE, ProxyConfig, Upstreams
+from egresskit.mesh.settings import CLOSE_GRACE, DataPlane, ProxyConfig, Upstreams
 from egresskit.mesh.sniff import (
     ClientHello,
     NeedMore,
@@ -46,7 +46,17 @@ from egresskit.policy.decision import Decision, TcpConnection, TlsConnection
 from egresskit.policy.engine import decide, port_policy
 from egresskit.policy.snapshot import Snapshot
 
-__all__ = ["EgressProxy", "ProxyConfig", "Upstreams"]
+__all__ = ["HANDLERS", "EgressProxy", "ProxyConfig", "Upstreams"]
+
+#: A protocol handler: serves one client connection once detection (or the port's
+#: protocol) named its protocol; ``buffered`` holds the bytes detection already read.
+#: Arguments: (the proxy, the client, buffered, original port, original IP if pinned).
+Handler = Callable[[DataPlane, Channel, bytes, int, str | None], Awaitable[None]]
+
+#: Handlers by detected protocol (:func:`~egresskit.mesh.sniff.detect_protocol`'s names;
+#: a gRPC port goes to "http2"). An HTTP/2 handler registers here; a protocol without
+#: one is closed without an answer, as before.
+HANDLERS: dict[str, Handler] = {"http1": serve_http1}
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +155,8 @@ class EgressProxy:
             if policy.parent is not None and policy.parent.kind != "Service":
                 port_protocol = policy.protocol
         if port_protocol == "grpc":
-            # Not emulated: the local proxy speaks HTTP/1 only (gRPC needs HTTP/2).
-            log.info("proxy %s/%s: HTTP/2 is not supported locally", self.namespace, self.pod)
+            # A gRPC port speaks HTTP/2 only (spec 5.2): no detection.
+            await self._handle("http2", client, b"", port, fixed_ip)
             return
         if port_protocol == "opaque":
             buffered, protocol = b"", "opaque"
@@ -156,11 +166,8 @@ class EgressProxy:
             return
         if port_protocol == "tls" and protocol != "tls":
             return  # no ClientHello (silence included): "Could not find SNI", closed
-        if protocol == "http1":
-            await serve_http1(self, client, buffered, port, fixed_ip)
-            return
-        if protocol == "http2":
-            log.info("proxy %s/%s: HTTP/2 is not supported locally", self.namespace, self.pod)
+        if protocol in ("http1", "http2"):
+            await self._handle(protocol, client, buffered, port, fixed_ip)
             return
         sni: str | None = None
         if protocol == "tls":
@@ -188,6 +195,16 @@ class EgressProxy:
             request = TcpConnection(client_namespace=self.namespace, dst_ip=ip, dst_port=port)
         decision = decide(self.snapshot(), request)
         await self._stream(decision, client, buffered, sni, ip, port, protocol == "tls")
+
+    async def _handle(
+        self, protocol: str, client: Channel, buffered: bytes, port: int, fixed_ip: str | None
+    ) -> None:
+        """Hand the connection to the handler of ``protocol`` (:data:`HANDLERS`)."""
+        handler = HANDLERS.get(protocol)
+        if handler is None:
+            log.info("proxy %s/%s: %s is not supported locally", self.namespace, self.pod, protocol)
+            return
+        await handler(self, client, buffered, port, fixed_ip)
 
     def resolve(self, host: str | None, fixed_ip: str | None) -> str | None:
         if fixed_ip is not None:
