@@ -246,3 +246,60 @@ def test_the_framing_used_is_the_framing_forwarded() -> None:
     assert isinstance(req, Request) and (req.body, req.length) == ("length", 3)
     out = request_head(req, edit_headers(req.headers, None))
     assert out.lower().count(b"content-length") == 1 and b"content-length: 3\r\n" in out
+
+
+# ------------------------------------------------------------------ responses, same rules
+
+
+@pytest.mark.parametrize(
+    ("fields", "ok"),
+    [
+        pytest.param(b"Content-Length: 2\r\n", True, id="length"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n", True, id="chunked"),
+        pytest.param(b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", False, id="cl-te"),
+        pytest.param(b"Content-Length: 2\r\nContent-Length: 3\r\n", False, id="cl-differ"),
+        pytest.param(b"Transfer-Encoding: gzip\r\n", False, id="te-gzip"),
+        pytest.param(b"Transfer-Encoding: identity\r\n", False, id="te-identity"),
+        pytest.param(
+            b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n", False, id="te-te"
+        ),
+    ],
+)
+def test_an_upstream_response_is_framed_one_way_or_refused(fields: bytes, ok: bool) -> None:
+    from egresskit.mesh.http1_wire import Response, ResponseParser
+
+    parser = ResponseParser()
+    parser.expect(head_only=False)
+    body = b"2\r\nok\r\n0\r\n\r\n" if b"chunked" in fields else b"ok"
+    parser.feed(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n" + body)
+    events = list(parser.events)
+    if ok:
+        assert isinstance(events[0], Response) and not parser.dead
+        assert b"".join(e for e in events if isinstance(e, bytes)) == b"ok"
+    else:
+        assert parser.dead and not any(isinstance(e, Response) for e in events), events
+
+
+def test_the_client_gets_the_framing_the_body_goes_out_with() -> None:
+    from egresskit.mesh.http1_wire import Response, ResponseParser, response_plan
+    from egresskit.policy.decision import Decision
+
+    # A close-delimited response goes to an HTTP/1.1 client chunked, a length-framed one
+    # with its length: one framing header either way (RFC 9112 6).
+    for raw, want in [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok", b"transfer-encoding: chunked\r\n"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"content-length: 2\r\n"),
+    ]:
+        parser = ResponseParser()
+        parser.expect(head_only=False)
+        parser.feed(raw)
+        resp = parser.events[0]
+        assert isinstance(resp, Response)
+        req = events_for([b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"])[0]
+        assert isinstance(req, Request)
+        decision = Decision(
+            outcome="allowed", protocol=None, family="http", parent=None, route=None, backend=None
+        )
+        head = b"".join(response_plan(req, resp, decision)[0])
+        assert head.count(want) == 1
+        assert head.lower().count(b"content-length") + head.count(b"transfer-encoding") == 1

@@ -33,6 +33,7 @@ from tests.smuggling import (
     fuzz_input,
     mutate,
 )
+from tests.test_mesh_faults import LocalServer
 
 NS = guide.NAMESPACE_NAME
 HTTP_STATUSES = "outbound_http_route_request_statuses_total"
@@ -202,3 +203,33 @@ def test_mutated_client_hellos_through_the_tls_listener(caplog: pytest.LogCaptur
         assert (ok.exit_code, ok.http_status) == (0, 200), "the proxy keeps serving"
     finally:
         cluster.close()
+
+
+# ------------------------------------------------------------------ responses
+
+
+def smuggling_upstream(server: LocalServer, conn: socket.socket) -> None:
+    """Answers every request with a response framed two ways (CL and TE), the second
+    response hidden in its body for a hop that reads the length."""
+    hidden = b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nhidden"
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(hidden), hidden)
+    while data := server.recv(conn):
+        if b"\r\n\r\n" in data:
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n" + body
+            )
+
+
+def test_a_response_framed_two_ways_is_502_and_never_reaches_the_client() -> None:
+    # RFC 9112 6.3 (3) and (5): a proxy discards such a response and answers 502.
+    with LocalServer(smuggling_upstream) as server:
+        cluster = LocalCluster(upstreams={"httpbin.org": server.address}, proxy_config=FAST)
+        try:
+            cluster.apply([guide.NAMESPACE, guide.EGRESS_NETWORK, guide.CLIENT_POD])
+            port = cluster.outbound_ports("client", namespace=NS)[80]
+            raw = send(port, b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\n\r\n")
+            assert raw.startswith(b"HTTP/1.1 502 "), raw[:80]
+            assert b"hidden" not in raw
+            assert value(cluster, HTTP_STATUSES, error="IO", http_status="") == 1
+        finally:
+            cluster.close()
