@@ -8,11 +8,10 @@ the tests (``tests/test_mesh_smuggling.py``) and ``make fuzz`` (``python -m test
   Host tricks), each hiding ``GET /forbidden`` where a lax hop would see a request.
 * :func:`mutate`: a seeded mutation of a corpus entry (bytes flipped, inserted, cut,
   lines doubled, tokens that matter to framing spliced in).
-* :func:`check_in_process`: the proxy's sans-IO request side on its own, as fast as a
-  fuzzer needs: every request the proxy's parser queues is "judged"; what the proxy
-  would forward (head as re-written, body as re-framed) is parsed by a strict llhttp
-  (no leniency, as Node's http module); the upstream must see exactly the judged
-  requests, in order, and never more.
+* :func:`check_in_process`: the proxy's sans-IO HTTP/1 machine on its own, as fast as a
+  fuzzer needs: every request it judges is recorded; what it forwards is parsed by a
+  strict llhttp (no leniency, as Node's http module); the upstream must see exactly
+  the judged requests, in order, and never more.
 * :class:`StrictUpstream`: the same strict parser behind real sockets, recording every
   request head it parses, answering each whole request ``200 ok``.
 """
@@ -27,16 +26,10 @@ from dataclasses import dataclass, field
 
 import httptools
 
-from egresskit.mesh.http1_wire import (
-    End,
-    Fault,
-    Request,
-    RequestParser,
-    chunk,
-    edit_headers,
-    last_chunk,
-    request_head,
-)
+from egresskit.mesh.http1_machine import Act, Http1Machine, Judgement
+from egresskit.mesh.http1_wire import Request
+from egresskit.mesh.settings import ProxyConfig
+from egresskit.policy.decision import Decision
 
 HOST = b"httpbin.org"
 HIDDEN = b"GET /forbidden HTTP/1.1\r\nHost: httpbin.org\r\n\r\n"
@@ -289,39 +282,68 @@ class Verdict:
         return max(extra, 0) + wrong
 
 
+_ALLOWED = Decision(
+    outcome="allowed",
+    protocol=None,
+    family="http",
+    parent=None,
+    route=None,
+    backend=None,
+    target="original",
+)
+_DENIED = Decision(
+    outcome="forbidden",
+    protocol=None,
+    family="http",
+    parent=None,
+    route=None,
+    backend=None,
+    http_status=403,
+)
+_OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
 def check_in_process(pieces: list[bytes]) -> Verdict:
-    """Feed ``pieces`` to the proxy's request parser; forward every queued request as
-    :mod:`egresskit.mesh.http1` does (head re-written, body re-framed, nothing after a
-    fault or a connection-ending request); parse the forwarded bytes strictly."""
-    parser = RequestParser(LIMIT)
+    """Drive the proxy's HTTP/1 machine (:class:`Http1Machine`, the same one the proxy
+    runs) with ``pieces`` from the client and a strict llhttp as the upstream, which
+    answers each whole request ``200``; every head the machine judges is recorded
+    (CONNECT is denied, as under the guide's restricting policy: an accepted CONNECT is
+    a tunnel, opaque by design). At the end the client half-closes."""
     verdict = Verdict()
     upstream = _Recorder()
-    out: list[bytes] = []
-    current: Request | None = None
-    stop = False
+    state = {"answered": 0, "closed": False, "alive": True}
+
+    def judge(req: Request, host: str | None) -> Judgement:
+        verdict.judged.append(head_of(req))
+        if req.method == b"CONNECT":
+            return Judgement("answer", decision=_DENIED, status=403)
+        return Judgement("forward", decision=_ALLOWED, target=("upstream", 80), hostname="h")
+
+    machine = Http1Machine(ProxyConfig(max_header_bytes=LIMIT), judge, 0.0)
+
+    def run(acts: list[Act]) -> None:
+        for act in acts:
+            if act.kind == "open":
+                run(machine.upstream_opened(0.0, reused=False))
+            elif act.kind == "upstream" and state["alive"]:
+                state["alive"] = upstream.feed(act.data)
+                while upstream.complete > state["answered"]:
+                    state["answered"] += 1
+                    run(machine.upstream_data(_OK, 0.0))
+            elif act.kind == "client" and verdict.fault is None:
+                status = act.data[9:12]
+                if act.data.startswith(b"HTTP/1.1 ") and status[:1] in (b"4", b"5"):
+                    verdict.fault = int(status)
+            elif act.kind == "close":
+                state["closed"] = True
+
+    run(machine.flush())
     for piece in pieces:
-        parser.feed(piece)
-        while parser.events and not stop:
-            event = parser.events.popleft()
-            if isinstance(event, Request):
-                current = event
-                verdict.judged.append(head_of(event))
-                out.append(request_head(event, edit_headers(event.headers, None)))
-            elif isinstance(event, bytes):
-                assert current is not None
-                out.append(chunk(event) if current.body == "chunked" else event)
-            elif isinstance(event, End):
-                assert current is not None
-                if current.body == "chunked":
-                    out.append(last_chunk(event.trailers))
-                # The proxy closes after these: what follows is never read as HTTP.
-                stop = not current.keep_alive or current.upgrade
-            elif isinstance(event, Fault):
-                verdict.fault = event.status
-                stop = True
-        if stop or parser.dead:
+        run(machine.client_data(piece, 0.0))
+        if state["closed"]:
             break
-    upstream.feed(b"".join(out))
+    if not state["closed"]:
+        run(machine.client_closed(0.0, lost=False))
     verdict.upstream = upstream.heads
     return verdict
 

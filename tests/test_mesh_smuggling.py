@@ -46,7 +46,7 @@ FAST = ProxyConfig(
 )
 WAIT = 5.0
 #: Inputs per run of the fuzzers here (``make fuzz`` runs far more: tests/fuzz.py).
-IN_PROCESS_CASES = 20_000
+IN_PROCESS_CASES = 10_000
 SOCKET_CASES = 120
 TLS_CASES = 60
 
@@ -59,13 +59,15 @@ def test_each_shape_forwards_only_what_was_judged(name: str) -> None:
     data = CORPUS[name]
     whole = check_in_process([data])
     assert whole.unjudged == 0, whole
-    # However TCP cuts it, the same fault is answered. A head whose body breaks in the
-    # same chunk is never judged; cut before its body, it is (it cannot wait for the
-    # body), and what it forwarded is then cut short with the connection.
+    # However TCP cuts it, nothing unjudged goes on. A head whose body breaks in the
+    # same chunk is never judged (400); cut before its body, it is (it cannot wait for
+    # the body), and what it forwarded is then cut short with the connection (no
+    # answer: the exchange is cancelled). Otherwise the same answer either way.
     bytewise = check_in_process([data[i : i + 1] for i in range(len(data))])
     assert bytewise.unjudged == 0, bytewise
-    assert bytewise.fault == whole.fault
     assert bytewise.judged[: len(whole.judged)] == whole.judged
+    if bytewise.judged == whole.judged:
+        assert bytewise.fault == whole.fault
 
 
 def test_the_hidden_request_is_judged_or_refused_never_forwarded_inside_a_body() -> None:

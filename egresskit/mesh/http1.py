@@ -1,4 +1,4 @@
-"""HTTP/1.1 through the egress proxy, bodies streamed (httptools, on :class:`Channel`).
+"""HTTP/1.1 through the egress proxy: the asyncio shell around the exchange machine.
 
 Job: read each request head, ask the policy engine with the snapshot current at that
 moment, then either answer for the proxy (403 deny, 500 invalid backend, 3xx redirect
@@ -35,75 +35,32 @@ every forwarded request that gets an answer is counted exactly once in the route
 metrics, before its last byte reaches the client.
 
 One path: every exchange, the first on a connection or the thousandth, identical to the
-last or not, takes the code below (issue 11: two paths kept equal by parity tests, and
-caches of byte-identical heads that only a benchmark of identical requests used, were
-complexity without a user). Speed comes from no task or timer per read (the
-:class:`Channel` has one lazy deadline per connection), one write per direction when the
-whole message is at hand, one metrics call per exchange.
+last or not, is decided by :class:`~egresskit.mesh.http1_machine.Http1Machine` (sans-IO:
+events in, actions out); this module is the one asyncio Protocol that drives it, as
+uvicorn drives httptools: the client's transport is handed over from the detection
+:class:`Channel`, each upstream connection has a small Protocol, and there is one timer
+per connection. No task wakes up for an exchange (a new upstream connection is opened
+by one). Flow control: while one side does not take our bytes, the other side is not
+read.
 
 Framing (RFC 9112 section 6) is decided in one place,
 :mod:`egresskit.mesh.http1_framing`, when the parser completes a head: a head it
 refuses is never judged or forwarded, and what goes on carries the framing used.
-
-The bytes themselves (messages, parsers, serialisation) are in the pure
-:mod:`egresskit.mesh.http1_wire`; this module is the I/O around them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
-from egresskit.mesh.http1_wire import (
-    End,
-    Fault,
-    Request,
-    RequestParser,
-    Response,
-    ResponseParser,
-    chunk,
-    edit_headers,
-    expects_continue,
-    host_only,
-    last_chunk,
-    one_host,
-    reason_phrase,
-    request_head,
-    response_line,
-    response_plan,
-    switches,
-)
-from egresskit.mesh.runtime import Channel, connect, relay
-from egresskit.policy.decision import Decision, HttpRequest
+from egresskit.mesh.http1_machine import Act, Count, Http1Machine, Judgement
+from egresskit.mesh.http1_wire import Request, host_only
+from egresskit.policy.decision import HttpRequest
 from egresskit.policy.engine import decide
 
 if TYPE_CHECKING:
+    from egresskit.mesh.runtime import Channel
     from egresskit.mesh.settings import DataPlane
-
-#: How long a rejected client may keep sending before the socket is closed anyway: long
-#: enough for it to read the 400/431 instead of a reset (RFC 9112 section 9.6).
-LINGER_SECONDS = 0.5
-
-
-class _ClientGone(Exception):
-    """The client closed, broke or stalled the connection."""
-
-
-class _HeadTimeout(Exception):
-    """The client did not (finish) sending a request head in time."""
-
-
-class _UpstreamError(Exception):
-    """An upstream fault: ``kind`` is the metric ``error`` label, ``status`` the answer."""
-
-    def __init__(self, kind: str, status: int, message: str) -> None:
-        self.kind = kind
-        self.status = status
-        super().__init__(message)
-
-
-# ====================================================================== one connection
 
 
 async def serve_http1(
@@ -113,608 +70,350 @@ async def serve_http1(
     port: int,
     fixed_ip: str | None,
 ) -> None:
+    """Serve HTTP/1 on ``client`` (``buffered``: bytes detection already read) until the
+    connection closes."""
     conn = _Connection(proxy, client, port, fixed_ip)
     try:
         await conn.run(buffered)
     finally:
-        for up in conn.pool.values():
-            up.close()
+        conn.shut()
 
 
-class _Upstream:
-    """A kept-alive upstream connection and its response parser."""
+class _Upstream(asyncio.Protocol):
+    """One upstream connection: its bytes and state go to the client connection."""
 
-    def __init__(self, channel: Channel) -> None:
-        self.channel = channel
-        self.responses = ResponseParser()
-        self.reused = False
+    def __init__(self, owner: _Connection, target: tuple[str, int]) -> None:
+        self.owner = owner
+        self.target = target
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        #: Bytes came while it sat in the pool: not fit for another request.
+        self.dirty = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A cast by assignment: uvloop's transports do not subclass asyncio's.
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        owner = self.owner
+        if owner.up is self:
+            owner.do(owner.machine.upstream_data(data, owner.now()))
+        else:
+            self.dirty = True
+
+    def eof_received(self) -> bool:
+        self._gone()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone()
+
+    def _gone(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        owner = self.owner
+        if owner.up is self:
+            owner.do(owner.machine.upstream_closed(owner.now()))
+
+    def pause_writing(self) -> None:
+        self.owner.full(client=False, full=True, who=self)
+
+    def resume_writing(self) -> None:
+        self.owner.full(client=False, full=False, who=self)
 
     def usable(self) -> bool:
-        # Not idle: among others, the server closed its idle keep-alive connection.
-        responses = self.responses
-        # Events left over (an upstream that answered twice): not fit for a new request.
-        return not (responses.busy or responses.dead or responses.events) and self.channel.idle()
+        """Open both ways with nothing unread: fit to carry a new request."""
+        transport = self.transport
+        return not (self.closed or self.dirty or transport is None or transport.is_closing())
 
     def close(self) -> None:
-        self.channel.close()
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
 
 
-class _Connection:
-    """One client connection's HTTP/1 state: parser, upstream pool."""
+class _Connection(asyncio.Protocol):
+    """One client connection: the machine, the transports, the pool, the one timer."""
 
     def __init__(self, proxy: DataPlane, client: Channel, port: int, fixed_ip: str | None) -> None:
         self.proxy = proxy
-        self.config = proxy.config
-        self.client = client
+        self.channel = client
+        assert client.transport is not None
+        self.transport = client.transport
         self.port = port
         self.dst_ip = fixed_ip
         self.loop = asyncio.get_running_loop()
-        self.requests = RequestParser(self.config.max_header_bytes)
+        self.now = self.loop.time
+        self.done: asyncio.Future[None] = self.loop.create_future()
         self.pool: dict[tuple[str, int], _Upstream] = {}
-        self.head_sent = False
-        #: Whether the current request's body was read to its end (nothing to drain).
-        self.body_done = False
+        self.up: _Upstream | None = None
+        self.connecting: asyncio.Task[None] | None = None
+        self.queue: list[Act] = []
+        self.running = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.deadline: float | None = None
+        #: Why the client is not read (the machine's own pause, the upstream full), and
+        #: whether the upstream is not read (the client full).
+        self.client_paused: set[str] = set()
+        self.up_paused = False
+        self.machine = Http1Machine(proxy.config, self.judge, self.now())
 
-    # -- the request loop -------------------------------------------------------------
+    # -- the machine's world ----------------------------------------------------------
 
-    async def run(self, buffered: bytes) -> None:
-        if buffered:
-            self.requests.feed(buffered)
-        while True:
-            try:
-                event = await self._next_head()
-            except (_HeadTimeout, _ClientGone):
-                return  # hyper closes a slow or idle client without an answer
-            if isinstance(event, Fault):
-                await self._reject(event.status)
-                return
-            if event is None:
-                return
-            if not await self._serve(event):
-                return
-
-    async def _next_head(self) -> Request | Fault | None:
-        """The next request head: ``idle`` bounds the wait for its first byte, ``head``
-        the whole head from there (one deadline, so trickling bytes cannot extend it)."""
-        requests = self.requests
-        events = requests.events
-        loop = self.loop
-        deadline = loop.time() + self.config.request_head_timeout if requests.head_open else None
-        while not events:
-            if requests.dead:
-                return None  # after an upgrade: nothing more to parse
-            wait = deadline if deadline is not None else loop.time() + self.config.idle_timeout
-            try:
-                data = await self.client.read(wait)
-            except TimeoutError as exc:
-                raise _HeadTimeout() from exc
-            except OSError as exc:
-                raise _ClientGone() from exc
-            if not data:
-                # EOF: clean between requests, a 400 in the middle of a head (h11's and
-                # hyper's "incomplete message").
-                return Fault(400) if requests.head_open else None
-            requests.feed(data)
-            if deadline is None and requests.head_open:
-                deadline = loop.time() + self.config.request_head_timeout
-        event = events.popleft()
-        if isinstance(event, Request | Fault):
-            return event
-        return Fault(400)  # a body piece where a head belongs cannot happen; be safe
-
-    async def _serve(self, req: Request) -> bool:
-        """Serve one request; False when the client connection must close afterwards."""
+    def judge(self, req: Request, host: str | None) -> Judgement:
+        """The policy's decision for one request head, under the snapshot current now
+        (one snapshot per request: judged entirely by the old or the new policy)."""
         proxy = self.proxy
-        self.body_done = False
-        host_raw = one_host(req)
-        if host_raw is False or (host_raw is None and req.version == "1.1"):
-            # h11 and hyper: one Host only; RFC 9112 3.2: an HTTP/1.1 request needs one.
-            await self._reject(400)
-            return False
-        host = host_raw.decode("latin-1") if host_raw is not None else None
         if self.dst_ip is None:
             # A name-routed listener: the original destination is the Host's address,
             # fixed for the connection as iptables would have fixed it.
             self.dst_ip = proxy.resolve(host_only(host), None)
             if self.dst_ip is None:
-                await self._drain_body()
-                await self._respond(502, [("l5d-proxy-error", f"unknown host {host!r}")], req)
-                return False
-        request, decision = self._decide(req, host, self.dst_ip)
-        self.head_sent = False
-        self.body_done = False
-        return await self._handle(req, request, decision)
-
-    def _decide(self, req: Request, host: str | None, dst_ip: str) -> tuple[HttpRequest, Decision]:
-        """The engine's decision for ``req`` under the snapshot current now: one snapshot
-        per request, so it is judged entirely by the old or the new policy."""
-        snap = self.proxy.snapshot()
+                return Judgement("unknown-host")
         request = HttpRequest(
-            client_namespace=self.proxy.namespace,
-            dst_ip=dst_ip,
+            client_namespace=proxy.namespace,
+            dst_ip=self.dst_ip,
             dst_port=self.port,
             method=req.method.decode("ascii"),
             path=req.target.decode("latin-1"),
             host=host,
             headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers]),
         )
-        return request, decide(snap, request)
-
-    async def _handle(self, req: Request, request: HttpRequest, decision: Decision) -> bool:
-        started = time.monotonic()
-        hostname = host_only(request.host) or ""
-        metrics = self.proxy.metrics
-        labels = decision.labels
-        if decision.outcome == "failed" or (decision.family not in ("http", None)):
-            # The port does not serve HTTP/1 (SNI-required TLS, gRPC/HTTP/2, opaque on a
-            # name-routed listener): the proxy's protocol handling fails and the connection
-            # closes with no answer and no route metrics (spec 5.2).
-            return False
-
+        decision = decide(proxy.snapshot(), request)
+        hostname = host_only(host) or ""
+        if decision.outcome == "failed" or decision.family not in ("http", None):
+            return Judgement("close", decision=decision)
         if decision.target is None or decision.http_status is not None:
-            # The proxy answers itself: drain the request body first, then respond.
-            drained = await self._drain_body()
-            answer = decision.http_status or 502
-            # Counted before the answer goes out, so a client that has its answer can
-            # already see it in the metrics.
-            if labels:
-                backend = (
-                    decision.backend_labels
-                    if decision.outcome == "invalid" and decision.backend_labels
-                    else None
-                )
-                metrics.http_exchange(
-                    labels,
-                    backend,
-                    hostname=hostname,
-                    http_status=answer,
-                    error="",
-                    duration_s=time.monotonic() - started,
-                )
-            sent = await self._respond(answer, list(decision.response_headers), req)
-            return sent and drained
-
-        target = self._target(hostname, request, decision)
-        record = self._recorder(decision, hostname, started)
-
-        async def forward() -> bool:
-            if target is None:
-                raise _UpstreamError("REFUSED", 502, "nothing answers for this destination")
-            return await self._forward(req, decision, target, record)
-
-        return await self._guarded(req, record, forward)
-
-    def _recorder(self, decision: Decision, hostname: str, started: float) -> _Record:
-        """Count the exchange in the route metrics once (later calls do nothing)."""
-        labels = decision.labels
-        metrics = self.proxy.metrics
-        recorded = False
-
-        def record(status: int | None, error: str) -> None:
-            nonlocal recorded
-            if recorded or not labels:
-                return
-            recorded = True
-            metrics.http_exchange(
-                labels,
-                decision.backend_labels or None,
+            return Judgement(
+                "answer",
+                decision=decision,
                 hostname=hostname,
-                http_status=status,
-                error=error,
-                duration_s=time.monotonic() - started,
+                status=decision.http_status or 502,
+                headers=tuple(decision.response_headers),
             )
+        target = proxy.upstreams(hostname or None, self.dst_ip, self.port, False, decision)
+        return Judgement("forward", decision=decision, target=target, hostname=hostname)
 
-        return record
+    async def run(self, buffered: bytes) -> None:
+        channel = self.channel
+        self.transport.set_protocol(self)
+        self.do(self.machine.flush())
+        data = buffered + channel.take()
+        if data:
+            self.do(self.machine.client_data(data, self.now()))
+        if channel.at_eof():
+            self.do(self.machine.client_closed(self.now(), lost=self.transport.is_closing()))
+        await self.done
 
-    async def _guarded(
-        self, req: Request, record: _Record, step: Callable[[], Awaitable[bool]]
-    ) -> bool:
-        """Run a forwarded exchange's ``step``; upstream faults get the proxy's answer."""
-        try:
-            return await step()
-        except _UpstreamError as exc:
-            record(None, exc.kind)
-            if not self.head_sent:
-                await self._drain_body()
-                error = f"{exc.kind.lower().replace('_', ' ')}: {exc}"
-                await self._respond(
-                    exc.status, [("l5d-proxy-error", error), ("connection", "close")], req
-                )
-            return False
-        except _ClientGone:
-            # The client went away (or stalled its body) mid-exchange: nobody gets an answer.
-            record(None, "CANCEL")
-            return False
-
-    def _target(
-        self, hostname: str, request: HttpRequest, decision: Decision
-    ) -> tuple[str, int] | None:
-        return self.proxy.upstreams(
-            hostname or None, request.dst_ip, request.dst_port, False, decision
-        )
-
-    # -- forwarding -------------------------------------------------------------------
-
-    async def _forward(
-        self,
-        req: Request,
-        decision: Decision,
-        target: tuple[str, int],
-        record: _Record,
-    ) -> bool:
-        head = self._upstream_head(req, decision)
-        if head is None:
-            # h11 (the client side before) refuses to send an HTTP/1.1 request without one.
-            raise _UpstreamError("IO", 502, "request: Missing mandatory Host: header")
-        body, complete = self._take_body(req)
-        up = await self._upstream(target)
-        head_only = req.method == b"HEAD"
-        up.responses.expect(head_only=head_only)
-        if complete and not body:
-            await self._send_upstream(up, head)
-            return await self._after_send(req, decision, target, up, head, record)
-        await self._send_upstream(up, head + body if body else head)
-        if not complete:
-            if not body and expects_continue(req):
-                # hyper answers ``Expect: 100-continue`` itself when the body is read.
-                await self._client_write(b"HTTP/1.1 100 Continue\r\n\r\n")
-            await self._stream_body(req, up)
-        return await self._after_send(req, decision, target, up, None, record)
-
-    async def _after_send(
-        self,
-        req: Request,
-        decision: Decision,
-        target: tuple[str, int],
-        up: _Upstream,
-        retry: bytes | None,
-        record: _Record,
-    ) -> bool:
-        """The request is with the upstream: wait for its response and pass it on.
-
-        ``retry``: the whole request (a head without a body), to send again on a fresh
-        connection if a kept-alive one turns out closed.
-        """
-        try:
-            resp = await self._response_head(up)
-        except _UpstreamError as exc:
-            if retry is None or not (up.reused and exc.kind == "IO"):
-                raise
-            # A kept-alive upstream connection may have been closed by the server just
-            # then; a request without a body can go again on a fresh one (RFC 9112 9.3.1).
+    def shut(self) -> None:
+        """Close whatever is left (also when the proxy cancels the connection)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.connecting is not None:
+            self.connecting.cancel()
+        for up in self.pool.values():
             up.close()
-            self.pool.pop(target, None)
-            up = await self._upstream(target)
-            up.responses.expect(head_only=req.method == b"HEAD")
-            await self._send_upstream(up, retry)
-            resp = await self._response_head(up)
-        if req.upgrade and switches(req, resp):
-            return await self._tunnel(req, resp, decision, up, target, record)
-        return await self._respond_upstream(req, resp, decision, up, target, record)
+        self.pool.clear()
+        if self.up is not None:
+            self.up.close()
+            self.up = None
+        self.transport.close()
+        if not self.done.done():
+            self.done.set_result(None)
 
-    def _upstream_head(self, req: Request, decision: Decision) -> bytes | None:
-        """The request head as it goes upstream (None: no Host left after the edits)."""
-        headers = edit_headers(req.headers, decision.request_headers)
-        return request_head(req, headers) if any(k == b"host" for k, _ in headers) else None
-
-    def _take_body(self, req: Request) -> tuple[bytes, bool]:
-        """The request body bytes at hand, framed for the upstream, and whether it is all."""
-        events = self.requests.events
-        if not events:
-            return b"", False
-        chunked = req.body == "chunked"
-        parts: list[bytes] = []
-        while events:
-            event = events[0]
-            if isinstance(event, bytes):
-                events.popleft()
-                parts.append(chunk(event) if chunked else event)
-            elif isinstance(event, End):
-                events.popleft()
-                self.body_done = True
-                if chunked:
-                    parts.append(last_chunk(event.trailers))
-                return b"".join(parts), True
-            else:
-                break  # a fault: the body did not finish
-        return b"".join(parts), False
-
-    async def _stream_body(self, req: Request, up: _Upstream) -> None:
-        """Stream the rest of the request body as it arrives: never buffered whole."""
-        requests = self.requests
-        while True:
-            if not requests.events:
-                if requests.dead:
-                    raise _ClientGone()
-                try:
-                    data = await self.client.read(self.loop.time() + self.config.idle_timeout)
-                except (OSError, TimeoutError) as exc:
-                    raise _ClientGone() from exc
-                if not data:
-                    raise _ClientGone()
-                requests.feed(data)
-            body, complete = self._take_body(req)
-            if body:
-                await self._send_upstream(up, body)
-            if complete:
-                return
-            if requests.events and isinstance(requests.events[0], Fault):
-                raise _ClientGone()
-
-    async def _send_upstream(self, up: _Upstream, data: bytes) -> None:
-        ch = up.channel
+    def do(self, acts: list[Act]) -> None:
+        """Carry out the machine's actions in order (the actions of events they cause,
+        such as a pooled upstream opened at once, queue behind)."""
+        if self.running:
+            self.queue.extend(acts)
+            return
+        self.running = True
         try:
-            if ch.is_closing():
-                raise ConnectionResetError("the upstream connection is closed")
-            ch.write(data)
-            await ch.drain(self.loop.time() + self.config.response_timeout)
-        except (OSError, RuntimeError) as exc:  # TimeoutError included
-            raise _fault(exc, phase="request") from exc
-
-    async def _response_head(self, up: _Upstream) -> Response:
-        """The response head; ``response_timeout`` bounds each read."""
-        # _fill inlined: this wait sits at the bottom of the deepest await chain, and every
-        # resumption walks the whole chain.
-        responses = up.responses
-        events = responses.events
-        while not events:
-            if responses.dead:
-                raise _UpstreamError("IO", 502, "head: the upstream sent malformed HTTP")
-            try:
-                data = await up.channel.read(self.loop.time() + self.config.response_timeout)
-            except (OSError, TimeoutError) as exc:
-                raise _fault(exc, phase="head") from exc
-            if not data:
-                break
-            responses.feed(data)
-        event = events.popleft() if events else None
-        if not isinstance(event, Response):
-            raise _UpstreamError("IO", 502, "the upstream closed the connection without a response")
-        return event
-
-    async def _fill(self, up: _Upstream, phase: str) -> None:
-        """Read until some upstream event is queued; ``response_timeout`` bounds each read."""
-        responses = up.responses
-        events = responses.events
-        while not events:
-            if responses.dead:
-                raise _UpstreamError("IO", 502, f"{phase}: the upstream sent malformed HTTP")
-            try:
-                data = await up.channel.read(self.loop.time() + self.config.response_timeout)
-            except (OSError, TimeoutError) as exc:
-                raise _fault(exc, phase=phase) from exc
-            if not data:
-                if phase == "body" and responses.busy:
-                    events.append(End([]))  # the caller knows whether EOF may end the body
-                    return
-                raise _UpstreamError("IO", 502, f"{phase}: the upstream closed the connection")
-            responses.feed(data)
-
-    async def _respond_upstream(
-        self,
-        req: Request,
-        resp: Response,
-        decision: Decision,
-        up: _Upstream,
-        target: tuple[str, int],
-        record: _Record,
-    ) -> bool:
-        status = resp.status
-        parts, chunked, keep, keep_up = response_plan(req, resp, decision)
-        framing = "eof" if resp.body == "eof" and req.method != b"HEAD" else ""
-        self.head_sent = True
-        events = up.responses.events
-        # One event of look-ahead, so the response is counted before its last bytes
-        # reach the client (a client that has its answer can already see it counted).
-        try:
-            while True:
-                done = False
-                while events and not done:
-                    event = events.popleft()
-                    if isinstance(event, bytes):
-                        parts.append(chunk(event) if chunked else event)
-                    elif isinstance(event, End):
-                        if framing != "eof" and up.responses.busy:
-                            # EOF before the announced end of the body.
-                            record(status, "IO")
-                            raise _UpstreamError("IO", 502, "the upstream body was cut short")
-                        if chunked:
-                            parts.append(last_chunk(event.trailers))
-                        done = True
-                    else:
-                        record(status, "IO")
-                        raise _UpstreamError("IO", 502, "unexpected upstream event")
-                if done:
-                    record(status, "")
-                    await self._client_write(b"".join(parts))
-                    break
-                if parts:
-                    await self._client_write(b"".join(parts))
-                    parts = []
-                try:
-                    await self._fill(up, "body")
-                except _UpstreamError as exc:
-                    record(status, exc.kind)
-                    raise
-        except _ClientGone:
-            record(status, "CANCEL")
-            raise
-        if not keep_up or up.responses.busy or up.responses.dead:
-            up.close()
-            self.pool.pop(target, None)
-        return keep
-
-    async def _tunnel(
-        self,
-        req: Request,
-        resp: Response,
-        decision: Decision,
-        up: _Upstream,
-        target: tuple[str, int],
-        record: _Record,
-    ) -> bool:
-        """An accepted upgrade or CONNECT: the head goes back, then bytes both ways."""
-        self.pool.pop(target, None)
-        headers = edit_headers(resp.headers, decision.response_header_edit)
-        parts = [response_line(resp.status, resp.reason)]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(b"\r\n")
-        responses = up.responses
-        while responses.events:  # bytes the upstream sent right after its head
-            event = responses.events.popleft()
-            if isinstance(event, bytes):
-                parts.append(event)
-        if responses.rest:
-            parts.append(responses.rest)
-        self.head_sent = True
-        record(resp.status, "")
-        try:
-            await self._client_write(b"".join(parts))
-            rest = self.requests.rest
-            if rest:
-                up.channel.write(rest)
-            await relay(self.client, up.channel)
+            for act in acts:
+                self._one(act)
+            while self.queue:
+                batch, self.queue = self.queue, []
+                for act in batch:
+                    self._one(act)
         finally:
-            up.close()
-        return False
+            self.running = False
 
-    async def _upstream(self, target: tuple[str, int]) -> _Upstream:
-        pool = self.pool
-        up = pool.get(target)
+    def _one(self, act: Act) -> None:
+        kind = act.kind
+        if kind == "client":
+            if not self.transport.is_closing():
+                self.transport.write(act.data)
+        elif kind == "upstream":
+            up = self.up
+            if up is not None and up.transport is not None and not up.transport.is_closing():
+                up.transport.write(act.data)
+        elif kind == "deadline":
+            self._deadline(act.arg)
+        elif kind == "count":
+            self._count(act.arg)
+        elif kind == "open":
+            target, fresh = act.arg
+            self._open(target, fresh=fresh)
+        elif kind == "release":
+            self._release(keep=act.arg)
+        elif kind == "pause":
+            self._pause_client("machine", True)
+        elif kind == "resume":
+            self._pause_client("machine", False)
+        elif kind in ("eof", "client-eof"):
+            if self.transport.can_write_eof() and not self.transport.is_closing():
+                self.transport.write_eof()
+        elif kind == "upstream-eof":
+            up = self.up
+            transport = up.transport if up is not None else None
+            if transport is not None and not transport.is_closing() and transport.can_write_eof():
+                transport.write_eof()
+        elif kind == "close":
+            self.shut()
+        # "tunnel": nothing to do here: the machine relays in its tunnel phase.
+
+    def _count(self, act: Count) -> None:
+        decision = act.decision
+        backend = decision.backend_labels or None
+        if decision.target is None or decision.http_status is not None:
+            # An answer of the proxy's own: backend labels only for an invalid backend.
+            backend = backend if decision.outcome == "invalid" else None
+        self.proxy.metrics.http_exchange(
+            decision.labels,
+            backend,
+            hostname=act.hostname,
+            http_status=act.status,
+            error=act.error,
+            duration_s=act.duration,
+        )
+
+    # -- upstreams --------------------------------------------------------------------
+
+    def _open(self, target: tuple[str, int], *, fresh: bool) -> None:
+        up = self.pool.get(target)
+        if up is not None and not fresh and up.usable():
+            self.up = up
+            self.do(self.machine.upstream_opened(self.now(), reused=True))
+            return
         if up is not None:
-            if up.usable():
-                up.reused = True
-                return up
-            del pool[target]
+            del self.pool[target]
             up.close()
-        try:
-            channel = await connect(target, self.config.connect_timeout)
-        except (OSError, TimeoutError) as exc:
-            raise _fault(exc, phase="connect") from exc
-        up = _Upstream(channel)
-        pool[target] = up
-        return up
-
-    # -- the client side ----------------------------------------------------------------
-
-    async def _client_write(self, data: bytes) -> None:
-        """Write to the client; one that stops reading for ``idle_timeout`` is gone."""
-        client = self.client
-        if client.is_closing():
-            raise _ClientGone()
-        client.write(data)
-        try:
-            await client.drain(self.loop.time() + self.config.idle_timeout)
-        except OSError as exc:  # TimeoutError included
-            raise _ClientGone() from exc
-
-    async def _drain_body(self) -> bool:
-        """Read and drop the rest of the current request's body (bounded, never raises);
-        False when it did not end (the connection cannot go on)."""
-        if self.body_done:
-            return True  # already forwarded whole: nothing of it is left to read
-        requests = self.requests
-        events = requests.events
-        while True:
-            while events:
-                event = events[0]
-                if isinstance(event, bytes):
-                    events.popleft()
-                elif isinstance(event, End):
-                    events.popleft()
-                    self.body_done = True
-                    return True
-                else:
-                    return False
-            if requests.dead:
-                return False
-            try:
-                data = await self.client.read(self.loop.time() + self.config.idle_timeout)
-            except (OSError, TimeoutError):
-                return False
-            if not data:
-                return False
-            requests.feed(data)
-
-    async def _respond(self, status: int, headers: list[tuple[str, str]], req: Request) -> bool:
-        """A synthetic empty answer (``content-length: 0``); False if it could not be sent."""
-        parts = [response_line(status, reason_phrase(status))]
-        for name, value in headers:
-            parts += (name.lower().encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
-        parts.append(b"content-length: 0\r\n")
-        close = (
-            not req.keep_alive
-            or req.upgrade
-            or any(k.lower() == "connection" and "close" in v.lower() for k, v in headers)
+        self.connecting = self.loop.create_task(
+            self._connect(target), name=f"http1 connect {target[0]}:{target[1]}"
         )
-        if close and not any(k.lower() == "connection" for k, _ in headers):
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
-        self.head_sent = True
+
+    async def _connect(self, target: tuple[str, int]) -> None:
         try:
-            await self._client_write(b"".join(parts))
-        except _ClientGone:
-            return False
-        return not close
-
-    async def _reject(self, status: int) -> None:
-        """hyper answers an unparsable head with 400 (431 when too large) and closes."""
-        client = self.client
-        if client.is_closing():
+            _, up = await self.loop.create_connection(lambda: _Upstream(self, target), *target)
+        except ConnectionRefusedError:
+            self.connecting = None
+            self.do(self.machine.upstream_failed(self.now(), cause="refused"))
             return
-        client.write(
-            response_line(status, reason_phrase(status))
-            + b"content-length: 0\r\nconnection: close\r\n\r\n"
-        )
-        deadline = self.loop.time() + LINGER_SECONDS
-        try:
-            await client.drain(deadline)
-            if client.can_write_eof():
-                client.write_eof()
-            # Lingering close: read (and drop) what the client is still sending, for a
-            # bounded time, so closing with unread data does not reset the answer away
-            # (RFC 9112 9.6).
-            while await client.read(deadline):
-                pass
-        except (OSError, RuntimeError):  # TimeoutError included
+        except Exception as exc:  # OSError and the like: an I/O fault, answered 502
+            self.connecting = None
+            self.do(self.machine.upstream_failed(self.now(), cause="io", detail=str(exc)))
             return
+        self.connecting = None
+        if self.done.done():
+            up.close()
+            return
+        self.pool[target] = up
+        self.up = up
+        self.do(self.machine.upstream_opened(self.now(), reused=False))
 
+    def _release(self, *, keep: bool) -> None:
+        if self.connecting is not None:
+            self.connecting.cancel()
+            self.connecting = None
+        up = self.up
+        self.up = None
+        if self.up_paused and up is not None and up.transport is not None:
+            self.up_paused = False
+            if not up.transport.is_closing():
+                up.transport.resume_reading()
+        self._pause_client("upstream", False)
+        if up is None:
+            return
+        if not keep or not up.usable():
+            up.close()
+            if self.pool.get(up.target) is up:
+                del self.pool[up.target]
 
-# ====================================================================== helpers
+    # -- flow control -------------------------------------------------------------------
 
-if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    def _pause_client(self, why: str, pause: bool) -> None:
+        paused = self.client_paused
+        before = bool(paused)
+        if pause:
+            paused.add(why)
+        else:
+            paused.discard(why)
+        if self.transport.is_closing() or before == bool(paused):
+            return
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
 
-    _Record = Callable[[int | None, str], None]
+    def full(self, *, client: bool, full: bool, who: _Upstream | None = None) -> None:
+        """A write buffer went over (or back under) its mark: stop (or restart) reading
+        the other side, and tell the machine (its deadline may change)."""
+        if not client:
+            if who is not self.up:
+                return
+            self._pause_client("upstream", full)
+        else:
+            up = self.up
+            if up is not None and up.transport is not None and not up.transport.is_closing():
+                if full and not self.up_paused:
+                    up.transport.pause_reading()
+                elif not full and self.up_paused:
+                    up.transport.resume_reading()
+            self.up_paused = full and up is not None
+        self.do(self.machine.write_full(self.now(), client=client, full=full))
 
+    # -- the one timer --------------------------------------------------------------------
 
-#: Linkerd's answer to an upstream fault, by the exchange's phase (connect, request,
-#: head, body; ``*``: any) and the fault's cause: the metric ``error`` label, the status
-#: and the ``l5d-proxy-error`` text (docs/facts/linkerd-egress.md 6.2; hyper's errors).
-FAULTS: dict[tuple[str, str], tuple[str, int, str]] = {
-    # The upstream stopped taking the request: no headers will come in time.
-    ("request", "timeout"): ("RESPONSE_HEADERS_TIMEOUT", 504, "request not taken in time"),
-    ("head", "timeout"): ("RESPONSE_HEADERS_TIMEOUT", 504, "no response headers in time"),
-    ("body", "timeout"): ("RESPONSE_STREAM_TIMEOUT", 504, "response body stalled"),
-    # A connect timeout is neither a route timeout nor an h2 reason: UNKNOWN.
-    ("connect", "timeout"): ("UNKNOWN", 504, "connect timed out"),
-    ("*", "refused"): ("REFUSED", 502, "connection refused"),
-    ("*", "io"): ("IO", 502, ""),
-}
+    def _deadline(self, at: float | None) -> None:
+        """Moved only when it must fire earlier; a timer that fires early re-arms."""
+        self.deadline = at
+        if at is None:
+            return
+        if self.timer is None or self.timer_at > at:
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer_at = at
+            self.timer = self.loop.call_at(at, self._expire)
 
+    def _expire(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is None:
+            return
+        if self.now() < deadline:
+            self._deadline(deadline)
+            return
+        self.do(self.machine.timeout(self.now()))
 
-def _fault(exc: BaseException, *, phase: str) -> _UpstreamError:
-    """Classify an upstream I/O failure during ``phase`` by :data:`FAULTS`."""
-    if isinstance(exc, _UpstreamError):
-        return exc
-    if isinstance(exc, TimeoutError):
-        cause = "timeout"
-    elif isinstance(exc, ConnectionRefusedError):
-        cause = "refused"
-    else:
-        cause = "io"
-    kind, status, text = FAULTS.get((phase, cause)) or FAULTS[("*", cause)]
-    if not text:
-        text = f"{phase}: {exc}" if str(exc) else phase
-    return _UpstreamError(kind, status, text)
+    # -- the client's transport ---------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        self.do(self.machine.client_data(data, self.now()))
+
+    def eof_received(self) -> bool:
+        self.do(self.machine.client_closed(self.now(), lost=False))
+        return True  # keep our half open: the answer may still have to go out
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.do(self.machine.client_closed(self.now(), lost=True))
+        self.channel.connection_lost(exc)  # the proxy's bookkeeping of the connection
+        self.shut()
+
+    def pause_writing(self) -> None:
+        self.full(client=True, full=True)
+
+    def resume_writing(self) -> None:
+        self.full(client=True, full=False)

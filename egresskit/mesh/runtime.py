@@ -92,6 +92,9 @@ class Channel(asyncio.Protocol):
     connection that is only moved when a wait needs it earlier (a timer per read costs
     more than the rest of a proxied exchange); moving it later costs nothing, the timer
     re-arms itself when it fires early. Reading pauses above ``limit`` buffered bytes.
+
+    Detection, TLS and opaque streams read through it; an HTTP/1 connection's transport
+    is handed over to :mod:`egresskit.mesh.http1`'s Protocol once detected.
     """
 
     def __init__(
@@ -189,13 +192,6 @@ class Channel(asyncio.Protocol):
         for waiter in waiters:
             waiter.set_exception(TimeoutError())
 
-    # -- state ----------------------------------------------------------------------
-
-    def idle(self) -> bool:
-        """Open both ways with nothing unread: fit to carry a new request."""
-        transport = self.transport
-        return not (self._eof or self._chunks or transport is None or transport.is_closing())
-
     def take(self) -> bytes:
         """Every buffered byte, without waiting (b"" when there is none)."""
         chunks = self._chunks
@@ -259,9 +255,6 @@ class Channel(asyncio.Protocol):
     def at_eof(self) -> bool:
         """The peer closed its side and every byte it sent was read."""
         return self._eof and not self._chunks
-
-    def has_data(self) -> bool:
-        return bool(self._chunks)
 
     def is_closing(self) -> bool:
         return self._lost or self.transport is None or self.transport.is_closing()
