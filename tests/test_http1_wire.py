@@ -303,3 +303,25 @@ def test_the_client_gets_the_framing_the_body_goes_out_with() -> None:
         head = b"".join(response_plan(req, resp, decision)[0])
         assert head.count(want) == 1
         assert head.lower().count(b"content-length") + head.count(b"transfer-encoding") == 1
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param(b"X-A: a\rb\r\n", id="bare-cr"),
+        pytest.param(b"X-A: a\x00b\r\n", id="nul"),
+        pytest.param(b"X-A: a\r\n b\r\n", id="folded"),
+        pytest.param(b"X-A: a\n\tb\n", id="folded-bare-lf"),
+        pytest.param(b"X-A:\r\n b\r\n", id="folded-empty"),
+    ],
+)
+def test_cr_nul_and_folded_lines_are_refused_by_the_parser_itself(field: bytes) -> None:
+    # RFC 9110 5.5 / RFC 9112 5.2: framing() looks at values only when a field may frame
+    # the body, relying on llhttp for the rest: this holds llhttp to it, both ways.
+    assert refused(b"GET / HTTP/1.1\r\nHost: h\r\n" + field + b"\r\n") == 400
+    from egresskit.mesh.http1_wire import ResponseParser
+
+    parser = ResponseParser()
+    parser.expect(head_only=False)
+    parser.feed(b"HTTP/1.1 200 OK\r\n" + field + b"content-length: 0\r\n\r\n")
+    assert parser.dead
