@@ -57,21 +57,27 @@ class BadHead(Exception):
         super().__init__(f"{status}: {reason}")
 
 
-def framing(headers: Headers, version: str, *, request: bool) -> tuple[Framing, int]:
-    """The body framing of a head and its length (0 unless ``length``); raises
-    :class:`BadHead` (400 or 501 for a request; a response is the upstream's fault)."""
+def framing(
+    transfer_encodings: list[bytes],
+    content_lengths: list[bytes],
+    version: str,
+    *,
+    request: bool,
+) -> tuple[Framing, int]:
+    """The body framing of a head, from the values of its Transfer-Encoding and
+    Content-Length fields (in order; the parser collects them), and its length (0
+    unless ``length``); raises :class:`BadHead` (400 or 501 for a request; a response
+    is the upstream's fault)."""
     codings: list[bytes] = []
     lengths: list[bytes] = []
-    for name, value in headers:
+    for value in transfer_encodings:
         if b"\n" in value or b"\r" in value or b"\0" in value:
-            raise BadHead(400, f"field {name!r}: CR, LF or NUL in its value (RFC 9110 5.5)")
-        size = len(name)
-        # Only two names matter here: compared by length first (this runs per header of
-        # every message, and most are neither).
-        if size == 17 and name.lower() == b"transfer-encoding":
-            codings += [c.strip(b" ").lower() for c in value.split(b",")]
-        elif size == 14 and name.lower() == b"content-length":
-            lengths += [v.strip(b" ") for v in value.split(b",")]
+            raise BadHead(400, "Transfer-Encoding: CR, LF or NUL in its value (RFC 9110 5.5)")
+        codings += [c.strip(b" ").lower() for c in value.split(b",")]
+    for value in content_lengths:
+        if b"\n" in value or b"\r" in value or b"\0" in value:
+            raise BadHead(400, "Content-Length: CR, LF or NUL in its value (RFC 9110 5.5)")
+        lengths += [v.strip(b" ") for v in value.split(b",")]
     if codings:
         if version != "1.1":
             raise BadHead(400, "Transfer-Encoding in an HTTP/1.0 message (RFC 9112 6.1)")

@@ -176,9 +176,9 @@ class _Messages:
         self._headers: Headers = []
         self._trailers: Headers = []
         self._in_body = False
-        #: A field of the head may frame the body (named as long as Transfer-Encoding
-        #: or Content-Length): :func:`framing` has to look.
-        self._framed = False
+        #: The values of the head's Transfer-Encoding and Content-Length fields.
+        self._te: list[bytes] = []
+        self._cl: list[bytes] = []
 
     def on_message_begin(self) -> None:
         self.head_open = True
@@ -186,7 +186,8 @@ class _Messages:
         self._url = self._reason = b""
         self._headers = []
         self._trailers = []
-        self._framed = False
+        self._te = []
+        self._cl = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -200,7 +201,15 @@ class _Messages:
             return
         self._headers.append((name, value))
         if len(name) in _FRAMING_LENGTHS:
-            self._framed = True
+            self._framing_field(name, value)
+
+    def _framing_field(self, name: bytes, value: bytes) -> None:
+        """Collect Transfer-Encoding and Content-Length values, in order, for framing()."""
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            self._te.append(value)
+        elif lname == b"content-length":
+            self._cl.append(value)
 
     def on_body(self, body: bytes) -> None:
         self._release()
@@ -216,12 +225,11 @@ class _Messages:
             if request:
                 check_request_line(self._url, version)
                 check_host(self._headers, version)
-            if not self._framed:
-                # No field named like Transfer-Encoding or Content-Length: no body by
-                # framing. (CR, LF and NUL in a value, and folded lines, llhttp refuses
-                # itself: tests/test_http1_wire.py holds it to that.)
+            if not (self._te or self._cl):
+                # No field frames the body. (CR, LF and NUL in a value, and folded lines,
+                # llhttp refuses itself: tests/test_http1_wire.py holds it to that.)
                 return "none", 0
-            return framing(self._headers, version, request=request)
+            return framing(self._te, self._cl, version, request=request)
         except BadHead as exc:
             self.refused = exc.status
             raise  # from a callback: the parser stops, feed() answers the status
@@ -311,7 +319,7 @@ class RequestParser(_Messages):
             return
         self._headers.append((name, value))
         if len(name) in _FRAMING_LENGTHS:
-            self._framed = True
+            self._framing_field(name, value)
         if not self._raw:
             self._count(len(name) + len(value) + 4)
 
