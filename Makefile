@@ -58,6 +58,7 @@ fuzz: setup
 # Rewrite the notebooks from notebooks/build.py and save them executed, with outputs.
 notebooks: setup
 	$(BIN)/python notebooks/build.py
+	$(BIN)/python notebooks/build_grpc.py
 	$(BIN)/python -m egresskit.runner
 
 cluster: setup

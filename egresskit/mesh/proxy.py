@@ -12,8 +12,8 @@ Rules:
   port, in which case the destination is the name in the SNI or ``Host`` (``outbound_ports``).
 * On a pinned listener the port's protocol decides first (docs/facts/linkerd-egress.md
   5.2): an opaque port is relayed unread; a TLSRoute port needs a whole ClientHello with
-  an SNI (broken, missing or silent: closed, no route metrics); a gRPC port is not
-  emulated (closed).
+  an SNI (broken, missing or silent: closed, no route metrics); a gRPC port speaks
+  HTTP/2 only (:mod:`egresskit.mesh.http2`).
 * Protocol detection reads what the client sends first, at most ``detect_timeout``
   (Linkerd: 10 s); silence means opaque (docs/facts/linkerd-egress.md 5.2).
 * Each HTTP request takes the snapshot current when its head arrives and is judged by it
@@ -33,9 +33,10 @@ from dataclasses import dataclass, field
 from egresskit.dns import SimulatedDNS
 from egresskit.errors import EgressKitError
 from egresskit.mesh.http1 import serve_http1
+from egresskit.mesh.http2 import serve_http2
 from egresskit.mesh.metrics import ProxyMetrics
 from egresskit.mesh.runtime import Channel, connect, relay
-from egresskit.mesh.settings import CLOSE_GRACE, DataPlane, ProxyConfig, Upstreams
+from egresskit.mesh.settings import CLOSE_GRACE, ProxyConfig, Upstreams
 from egresskit.mesh.sniff import (
     ClientHello,
     NeedMore,
@@ -51,12 +52,11 @@ __all__ = ["HANDLERS", "EgressProxy", "ProxyConfig", "Upstreams"]
 #: A protocol handler: serves one client connection once detection (or the port's
 #: protocol) named its protocol; ``buffered`` holds the bytes detection already read.
 #: Arguments: (the proxy, the client, buffered, original port, original IP if pinned).
-Handler = Callable[[DataPlane, Channel, bytes, int, str | None], Awaitable[None]]
+Handler = Callable[["EgressProxy", Channel, bytes, int, str | None], Awaitable[None]]
 
 #: Handlers by detected protocol (:func:`~egresskit.mesh.sniff.detect_protocol`'s names;
-#: a gRPC port goes to "http2"). An HTTP/2 handler registers here; a protocol without
-#: one is closed without an answer, as before.
-HANDLERS: dict[str, Handler] = {"http1": serve_http1}
+#: a gRPC port goes to "http2"); a protocol without one is closed without an answer.
+HANDLERS: dict[str, Handler] = {"http1": serve_http1, "http2": serve_http2}
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class EgressProxy:
             if policy.parent is not None and policy.parent.kind != "Service":
                 port_protocol = policy.protocol
         if port_protocol == "grpc":
-            # A gRPC port speaks HTTP/2 only (spec 5.2): no detection.
+            # HTTP/2 with no detection: anything else fails the HTTP/2 handshake (spec 5.2).
             await self._handle("http2", client, b"", port, fixed_ip)
             return
         if port_protocol == "opaque":
