@@ -25,6 +25,8 @@ from typing import Any
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: The kernel name the notebooks declare and ``make lab`` registers.
 KERNEL_NAME = "egresskit"
+#: The ``kernelspec`` every notebook builder writes (notebooks/build*.py).
+KERNELSPEC = {"name": KERNEL_NAME, "display_name": "egresskit", "language": "python"}
 
 
 def kernel_manager() -> type[Any]:

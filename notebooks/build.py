@@ -13,6 +13,8 @@ from pathlib import Path
 
 import nbformat
 
+from egresskit.runner import KERNELSPEC
+
 HERE = Path(__file__).resolve().parent
 
 PARAMETERS = """\
@@ -258,11 +260,7 @@ def build() -> list[Path]:
     for name, cells in NOTEBOOKS.items():
         nb = nbformat.v4.new_notebook()
         nb.cells = cells
-        nb.metadata["kernelspec"] = {
-            "name": "egresskit",  # what `make lab` registers; egresskit.runner maps it
-            "display_name": "egresskit",
-            "language": "python",
-        }
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)  # what `make lab` registers
         nb.metadata["language_info"] = {"name": "python"}
         path = HERE / f"{name}.ipynb"
         existing = nbformat.read(path, as_version=4) if path.exists() else None
