@@ -1,0 +1,722 @@
+"""Exercises: tasks a learner solves by writing manifests, checked with real traffic.
+
+Each :class:`Exercise` states a task as requests and their expected outcomes
+(:class:`Probe`), gives a skeleton manifest (valid YAML that applies but does not solve the
+task) and a solution. :meth:`Workshop.check` applies the learner's YAML on the cluster,
+sends each probe as a real curl from the client pod, and judges it twice: by what the
+client saw (403, a closed connection, the internal service's body, or the destination's
+answer) and by the proxy series it moved (a default ``*-egress-deny`` route, or one of the
+learner's routes). On a mismatch it prints one ``FAIL`` line with a hint built from the
+policy engine's reasoning for that request (:func:`egresskit.explain.explain`), e.g. "your
+HTTPRoute httpbin-get has no hostnames, so it also allows google.com/get". It never raises
+for a wrong answer: a bad manifest (parse or schema error, any ``EgressKitError`` that
+``apply`` raises) is a FAIL line too, naming what the error names.
+
+gRPC does not run on the local mesh's wire yet, so the GRPCRoute exercise is judged by the
+engine alone, on the objects the cluster holds after the apply (said in its output).
+
+Every check starts from the same base (namespace, EgressNetwork ``Deny``, client pod,
+``internal-egress``): objects applied by the previous check are deleted first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from egresskit import guide
+from egresskit.errors import EgressKitError
+from egresskit.explain import dns_for, with_cluster_ips
+from egresskit.lesson import ApplyReport, Lesson, Observation
+from egresskit.manifests import load_manifests
+from egresskit.manifests.model import K8sObject
+from egresskit.policy.decision import Decision, HttpRequest
+from egresskit.policy.engine import decide
+from egresskit.policy.snapshot import Snapshot
+
+Want = Literal["allowed", "forbidden", "redirected"]
+NS = guide.NAMESPACE_NAME
+TERMINUS_TEXT = "You cannot go there right now"
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute")
+
+#: What every exercise starts from: the guide's objects with the EgressNetwork on Deny.
+BASE = (
+    guide.NAMESPACE,
+    guide.EGRESS_NETWORK.replace("trafficPolicy: Allow", "trafficPolicy: Deny"),
+    guide.CLIENT_POD,
+    guide.INTERNAL_EGRESS,
+)
+
+_SAYS = {
+    "allowed": "allowed to its destination",
+    "forbidden": "forbidden",
+    "redirected": "sent to internal-egress",
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Probe:
+    """One request of a task and the outcome the task wants for it."""
+
+    url: str
+    want: Want
+    method: str = "GET"
+    headers: tuple[tuple[str, str], ...] = ()
+    #: gRPC ``/package.Service/Method``: judged by the engine only (not on the wire yet).
+    grpc_path: str | None = None
+
+    @property
+    def shown(self) -> str:
+        if self.grpc_path is not None:
+            return f"gRPC {self.grpc_path} to {self.url}"
+        hdr = "".join(f" -H '{k}: {v}'" for k, v in self.headers)
+        return f"{self.method} {self.url}{hdr}"
+
+    @property
+    def expected(self) -> str:
+        """The client's view the task wants, in words."""
+        if self.want == "redirected":
+            return f"the internal service's answer ({TERMINUS_TEXT!r})"
+        if self.want == "allowed":
+            return "an answer from the destination"
+        if self.grpc_path is not None:
+            return "grpc-status PERMISSION_DENIED"
+        if urlsplit(self.url).scheme == "https":
+            return "the connection closed (curl exit 35)"
+        return "HTTP 403"
+
+    def curl_args(self) -> list[str]:
+        args = ["-sS", "-m", "10"]
+        if self.method != "GET":
+            args += ["-X", self.method]
+        for k, v in self.headers:
+            args += ["-H", f"{k}: {v}"]
+        return [*args, self.url]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Exercise:
+    number: int
+    key: str
+    title: str
+    task: str  # markdown: the requests and what they must give
+    skeleton: str
+    solution: str
+    probes: tuple[Probe, ...]
+    engine_only: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeResult:
+    probe: Probe
+    got: str  # allowed | forbidden | redirected | other
+    client: str
+    proxy: str  # the route the proxy counted it under, or what the engine chose
+    ok: bool
+    decision: Decision | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    """The outcome of one check: printed as lines, the last one PASS or FAIL."""
+
+    exercise: Exercise
+    ok: bool
+    verdict: str
+    report: ApplyReport | None = None
+    probes: tuple[ProbeResult, ...] = field(default=())
+
+    def lines(self) -> list[str]:
+        out = [f"Exercise {self.exercise.number}: {self.exercise.title}"]
+        if self.report is not None:
+            for r in self.report.results:
+                said = f" (Linkerd: {r.verdict})" if r.verdict else ""
+                out.append(f"  applied: {r.obj} {r.verb}{said}")
+        for p in self.probes:
+            mark = "ok   " if p.ok else "WRONG"
+            out.append(f"  {mark} {p.probe.shown}: client {p.client}; proxy: {p.proxy}")
+        out.append(self.verdict)
+        return out
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(str(self))
+
+
+# ------------------------------------------------------------------------ the workshop
+
+
+class Workshop:
+    """Runs the checks on one cluster (through a :class:`Lesson`), one base for all."""
+
+    def __init__(self, lesson: Lesson) -> None:
+        self.lesson = lesson
+        self._applied: list[K8sObject] = []
+        self.base_report = lesson.apply(list(BASE))
+
+    def check(self, number: int, answer: str, *, out: Any = print) -> CheckResult:
+        """Apply ``answer`` for exercise ``number``, send its probes, print and return."""
+        ex = EXERCISES[number - 1]
+        result = self._check(ex, answer)
+        out(str(result))
+        return result
+
+    def _check(self, ex: Exercise, answer: str) -> CheckResult:
+        self._reset()
+        if not answer.strip() or not load_or_none(answer):
+            return _fail(ex, "the answer is empty: write the manifest in the cell above")
+        try:
+            objects = load_manifests(answer, source_name="your answer")
+        except EgressKitError as exc:
+            return _fail(ex, f"your manifest was refused: {_one_line(exc)}")
+        wrong_ns = [o for o in objects if o.namespace != NS and o.kind != "Namespace"]
+        if wrong_ns:
+            o = wrong_ns[0]
+            return _fail(
+                ex,
+                f"{o.kind} {o.name}: metadata.namespace: expected {NS!r} (the client's "
+                f"namespace), found {o.namespace!r}",
+            )
+        try:
+            report = self.lesson.apply(answer)
+        except EgressKitError as exc:
+            return _fail(ex, f"your manifest was refused: {_one_line(exc)}")
+        self._applied = list(objects)
+        if not report.accepted:
+            bad = next(r for r in report.results if not r.accepted)
+            return _fail(ex, f"{bad.obj}: Linkerd says {bad.verdict}", report=report)
+        results = tuple(self._probe(p, objects) for p in ex.probes)
+        wrong = [r for r in results if not r.ok]
+        if not wrong:
+            how = "the engine decides" if ex.engine_only else "the client and the proxy agree"
+            verdict = (
+                f"PASS exercise {ex.number} ({ex.title}): all {len(results)} requests "
+                f"behave as asked; {how}"
+            )
+            return CheckResult(exercise=ex, ok=True, verdict=verdict, report=report, probes=results)
+        first = wrong[0]
+        verdict = (
+            f"FAIL {first.probe.shown}: expected {first.probe.expected} "
+            f"({_SAYS[first.probe.want]}), saw {first.client}. Hint: {hint(first, objects, ex)}"
+        )
+        return CheckResult(exercise=ex, ok=False, verdict=verdict, report=report, probes=results)
+
+    def _reset(self) -> None:
+        """Delete what the previous check applied; restore base objects it changed."""
+        base_keys = {_key(o): text for text in BASE for o in load_manifests(text)}
+        restore = []
+        for obj in self._applied:
+            if _key(obj) in base_keys:
+                restore.append(base_keys[_key(obj)])
+                continue
+            with contextlib.suppress(EgressKitError):  # already gone
+                self.lesson.delete(obj.kind, obj.name, obj.namespace or NS)
+        if restore:
+            self.lesson.apply(restore)
+        self._applied = []
+
+    def _probe(self, probe: Probe, learner: Sequence[K8sObject]) -> ProbeResult:
+        if probe.grpc_path is not None:
+            return self._probe_grpc(probe)
+        decision = self.lesson.decide(probe.url, method=probe.method, headers=dict(probe.headers))
+        seen = self.lesson.observe(*probe.curl_args())
+        client_got, client = _client_view(probe, seen)
+        proxy_got, proxy = _proxy_view(seen)
+        ok = client_got == probe.want and proxy_got in (probe.want, "counted")
+        got = client_got if client_got != probe.want else proxy_got
+        return ProbeResult(
+            probe=probe, got=got, client=client, proxy=proxy, ok=ok, decision=decision
+        )
+
+    def _probe_grpc(self, probe: Probe) -> ProbeResult:
+        decision = grpc_decision(self.lesson.in_force(), probe)
+        got = decision.outcome if decision.outcome in _SAYS else "other"
+        status = decision.grpc_status or "OK (forwarded)"
+        route = decision.route.name if decision.route else "no route"
+        return ProbeResult(
+            probe=probe,
+            got=got,
+            client=f"grpc-status {status} (engine)",
+            proxy=f"{route} (engine only: gRPC is not on the local wire yet)",
+            ok=got == probe.want,
+            decision=decision,
+        )
+
+
+def grpc_decision(objects: Sequence[Mapping[str, Any]], probe: Probe) -> Decision:
+    """The engine's decision for one gRPC call (HTTP/2 POST, ``content-type: application/grpc``)."""
+    snap = Snapshot.build(with_cluster_ips(load_manifests(list(objects))))
+    parts = urlsplit(probe.url)
+    host = parts.hostname or ""
+    port = parts.port or 443
+    ip = str(dns_for(snap).resolve(host, search_namespace=NS))
+    request = HttpRequest(
+        client_namespace=NS,
+        dst_ip=ip,
+        dst_port=port,
+        method="POST",
+        path=probe.grpc_path or "/",
+        host=f"{host}:{port}",
+        headers=(("content-type", "application/grpc"), *probe.headers),
+        http_version="2",
+        grpc=True,
+    )
+    trace: list[str] = []
+    d = decide(snap, request, trace=trace)
+    return Decision(**{**vars(d), "reasons": tuple(trace)})
+
+
+# ------------------------------------------------------------------------ judging
+
+
+def _client_view(probe: Probe, seen: Observation) -> tuple[str, str]:
+    r = seen.result
+    if r.http_status is None:
+        if r.exit_code == 0:
+            return "other", "no HTTP response"
+        return "forbidden", f"the connection closed (curl exit {r.exit_code})"
+    if TERMINUS_TEXT in r.stdout:
+        return "redirected", f"HTTP {r.http_status}, internal-egress's answer"
+    if r.http_status == 403:
+        return "forbidden", "HTTP 403"
+    return "allowed", f"HTTP {r.http_status} from {urlsplit(probe.url).hostname}"
+
+
+def _proxy_view(seen: Observation) -> tuple[str, str]:
+    """What the proxy's series say: the route that counted the request's end."""
+    final = [c for c in seen.counted if not c.family.endswith("_open_total")] or list(seen.counted)
+    if not final:
+        return "other", "counted nothing"
+    c = final[0]
+    name = c.label("route_name")
+    if c.label("route_kind") == "default":
+        got = "forbidden" if name.endswith("-egress-deny") else "allowed"
+        return got, name
+    # One of the learner's routes: the client's view tells allowed from redirected.
+    return "counted", f"{c.label('route_kind')} {name}"
+
+
+def hint(result: ProbeResult, learner: Sequence[K8sObject], ex: Exercise) -> str:
+    """A hint for the request that went wrong, from the engine's reasoning for it."""
+    d, probe = result.decision, result.probe
+    if d is None:
+        return "compare your manifest with the task"
+    host = urlsplit(probe.url).hostname or ""
+    port = urlsplit(probe.url).port or (443 if probe.url.startswith("https") else 80)
+    target = f"{host}{urlsplit(probe.url).path}" if probe.grpc_path is None else probe.grpc_path
+    mine = {(o.kind, o.name): o for o in learner if o.kind in ROUTE_KINDS}
+    route = d.route
+    ours = route is not None and (route.kind, route.name) in mine
+    if probe.want == "forbidden" and ours and route is not None:
+        obj = mine[(route.kind, route.name)]
+        rule = _rule(obj, d.rule_index)
+        verb = "sends" if d.outcome == "redirected" else "allows"
+        if route.kind == "TCPRoute":
+            return (
+                f"a TCPRoute matches every connection on its port, and yours is on port {port}: "
+                "attach it only to the port that needs it (spec.parentRefs[].port)"
+            )
+        if not obj.raw.get("spec", {}).get("hostnames"):
+            also = f"{target} to internal-egress" if verb == "sends" else target
+            return f"your {route.kind} {route.name} has no hostnames, so it also {verb} {also}"
+        if probe.grpc_path is not None and not _has(rule, "method", "method"):
+            return (
+                f"the match of your {route.kind} {route.name} names no method, so it also "
+                f"allows {probe.grpc_path}"
+            )
+        wanted = [p for p in ex.probes if p.want != "forbidden"]
+        if probe.method not in {p.method for p in wanted} and not _has(rule, "method"):
+            return (
+                f"rule {d.rule_index} of your {route.kind} {route.name} has no method, "
+                f"so it also {verb} {probe.method} {target}"
+            )
+        if any(p.headers for p in wanted) and not _has(rule, "headers"):
+            return (
+                f"rule {d.rule_index} of your {route.kind} {route.name} matches no header, so "
+                f"it also {verb} {target} {_with(probe)}"
+            )
+        return (
+            f"rule {d.rule_index} of your {route.kind} {route.name} matches {probe.shown}: "
+            "make its matches narrower"
+        )
+    if probe.want == "redirected" and d.outcome == "allowed" and ours and route is not None:
+        return (
+            f"your {route.kind} {route.name} sends it to the original destination: give the "
+            "rule backendRefs with kind Service, name internal-egress, port 80"
+        )
+    if probe.want in ("allowed", "redirected") and not ours:
+        about = [r for r in d.reasons if any(f"{k} {NS}/{n}" in r for k, n in mine)]
+        on_port = {
+            (o.kind, o.name): [p.get("port") for p in o.raw.get("spec", {}).get("parentRefs", [])]
+            for o in mine.values()
+        }
+        if not about:
+            attached = ", ".join(f"{k} {n} on port {ports}" for (k, n), ports in on_port.items())
+            return (
+                f"none of your routes is attached to port {port} ({attached or 'no routes'}), "
+                f"so the default route {d.route.name if d.route else '?'} decided"
+            )
+        why = "; ".join(_plain(r) for r in about)
+        return (
+            f"no rule of yours matched it, so the default route "
+            f"{d.route.name if d.route else '?'} decided. The engine says: {why}"
+        )
+    if result.got != d.outcome and d.outcome == probe.want:
+        return (
+            f"the engine expects {d.outcome} via {d.route.name if d.route else 'no route'}, "
+            "but the traffic disagrees: run the check again"
+        )
+    why = d.reason or (d.reasons[-1] if d.reasons else "")
+    return f"the engine says {d.summary()}: {why}"
+
+
+def _rule(obj: K8sObject, index: int | None) -> Mapping[str, Any]:
+    rules = obj.raw.get("spec", {}).get("rules") or [{}]
+    return dict(rules[index or 0]) if (index or 0) < len(rules) else {}
+
+
+def _has(rule: Mapping[str, Any], key: str, sub: str | None = None) -> bool:
+    for m in rule.get("matches") or []:
+        value = m.get(key)
+        if value and (sub is None or (isinstance(value, Mapping) and value.get(sub))):
+            return True
+    return False
+
+
+def _with(probe: Probe) -> str:
+    if not probe.headers:
+        return "without any header"
+    return "with " + ", ".join(f"{k}: {v}" for k, v in probe.headers)
+
+
+def _plain(reason: str) -> str:
+    return reason.replace(f" {NS}/", " ")
+
+
+def _key(obj: K8sObject) -> tuple[str, str, str]:
+    return (obj.kind, obj.namespace or "", obj.name)
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _fail(ex: Exercise, why: str, *, report: ApplyReport | None = None) -> CheckResult:
+    return CheckResult(exercise=ex, ok=False, verdict=f"FAIL {why}", report=report)
+
+
+def load_or_none(text: str) -> bool:
+    """True when ``text`` holds at least one YAML document that is not empty."""
+    import yaml
+
+    try:
+        return any(doc for doc in yaml.safe_load_all(text))
+    except yaml.YAMLError:
+        return True  # let load_manifests name the error
+
+
+# ------------------------------------------------------------------------ the tasks
+
+
+def _route(kind: str, api: str, name: str, port: int, spec: str) -> str:
+    return (
+        f"apiVersion: {api}\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {NS}\n"
+        "spec:\n  parentRefs:\n  - name: all-egress-traffic\n    kind: EgressNetwork\n"
+        f"    group: policy.linkerd.io\n    namespace: {NS}\n    port: {port}\n"
+        + textwrap.indent(textwrap.dedent(spec).strip("\n"), "  ")
+        + "\n"
+    )
+
+
+HTTP_V1 = "gateway.networking.k8s.io/v1"
+ALPHA2 = "gateway.networking.k8s.io/v1alpha2"
+EN_BACKEND = """\
+  rules:
+  - backendRefs:
+    - kind: EgressNetwork
+      group: policy.linkerd.io
+      name: all-egress-traffic
+"""
+
+EXERCISES: tuple[Exercise, ...] = (
+    Exercise(
+        number=1,
+        key="close-the-hole",
+        title="close the hole in httpbin-get",
+        task=(
+            "The guide's `httpbin-get` has no `hostnames`, so `/get` is allowed on every "
+            "host. Change it so that:\n\n"
+            "- `curl http://httpbin.org/get` → **200** from httpbin\n"
+            "- `curl http://google.com/get` → **403**\n"
+            "- `curl http://httpbin.org/ip` → **403**"
+        ),
+        skeleton=_route(
+            "HTTPRoute", HTTP_V1, "httpbin-get", 80,
+            """
+              # TODO: make this route match httpbin.org only
+              rules:
+              - matches:
+                - path:
+                    value: "/get"
+            """,
+        ),
+        solution=_route(
+            "HTTPRoute", HTTP_V1, "httpbin-get", 80,
+            """
+              hostnames:
+              - httpbin.org
+              rules:
+              - matches:
+                - path:
+                    value: "/get"
+            """,
+        ),
+        probes=(
+            Probe(url="http://httpbin.org/get", want="allowed"),
+            Probe(url="http://google.com/get", want="forbidden"),
+            Probe(url="http://httpbin.org/ip", want="forbidden"),
+        ),
+    ),
+    Exercise(
+        number=2,
+        key="tls-by-sni",
+        title="HTTPS to one host only, by SNI",
+        task=(
+            "Allow HTTPS to `api.github.com` and to nothing else:\n\n"
+            "- `curl https://api.github.com/` → **200**\n"
+            "- `curl https://github.com/` → connection closed (**curl exit 35**)\n"
+            "- `curl https://httpbin.org/get` → connection closed (**curl exit 35**)"
+        ),
+        skeleton=_route(
+            "TLSRoute", ALPHA2, "github-api", 443,
+            "  # TODO: which server names (SNI) may pass?\n" + EN_BACKEND,
+        ),
+        solution=_route(
+            "TLSRoute", ALPHA2, "github-api", 443,
+            "  hostnames:\n  - api.github.com\n" + EN_BACKEND,
+        ),
+        probes=(
+            Probe(url="https://api.github.com/", want="allowed"),
+            Probe(url="https://github.com/", want="forbidden"),
+            Probe(url="https://httpbin.org/get", want="forbidden"),
+        ),
+    ),
+    Exercise(
+        number=3,
+        key="post-only",
+        title="POST /post, and nothing else, on httpbin.org",
+        task=(
+            "Allow exactly one kind of request to `httpbin.org`:\n\n"
+            "- `curl -X POST http://httpbin.org/post` → **200**\n"
+            "- `curl http://httpbin.org/post` (a GET) → **403**\n"
+            "- `curl http://httpbin.org/get` → **403**\n"
+            "- `curl -X POST http://google.com/post` → **403**"
+        ),
+        skeleton=_route(
+            "HTTPRoute", HTTP_V1, "httpbin-post", 80,
+            """
+              hostnames:
+              - httpbin.org
+              rules:
+              - matches:
+                - path:
+                    value: "/post"
+                  # TODO: only this method
+            """,
+        ),
+        solution=_route(
+            "HTTPRoute", HTTP_V1, "httpbin-post", 80,
+            """
+              hostnames:
+              - httpbin.org
+              rules:
+              - matches:
+                - path:
+                    value: "/post"
+                  method: POST
+            """,
+        ),
+        probes=(
+            Probe(url="http://httpbin.org/post", method="POST", want="allowed"),
+            Probe(url="http://httpbin.org/post", want="forbidden"),
+            Probe(url="http://httpbin.org/get", want="forbidden"),
+            Probe(url="http://google.com/post", method="POST", want="forbidden"),
+        ),
+    ),
+    Exercise(
+        number=4,
+        key="header",
+        title="only with a ticket header",
+        task=(
+            "Let `http://httpbin.org/headers` through only when the request carries the "
+            "header `x-egress-ticket: ABC-123`:\n\n"
+            "- `curl -H 'x-egress-ticket: ABC-123' http://httpbin.org/headers` → **200**\n"
+            "- `curl http://httpbin.org/headers` → **403**\n"
+            "- `curl -H 'x-egress-ticket: nope' http://httpbin.org/headers` → **403**"
+        ),
+        skeleton=_route(
+            "HTTPRoute", HTTP_V1, "httpbin-ticket", 80,
+            """
+              hostnames:
+              - httpbin.org
+              rules:
+              - matches:
+                - path:
+                    value: "/headers"
+                  # TODO: and the header x-egress-ticket with value ABC-123
+            """,
+        ),
+        solution=_route(
+            "HTTPRoute", HTTP_V1, "httpbin-ticket", 80,
+            """
+              hostnames:
+              - httpbin.org
+              rules:
+              - matches:
+                - path:
+                    value: "/headers"
+                  headers:
+                  - name: x-egress-ticket
+                    value: ABC-123
+            """,
+        ),
+        probes=(
+            Probe(
+                url="http://httpbin.org/headers",
+                headers=(("x-egress-ticket", "ABC-123"),),
+                want="allowed",
+            ),
+            Probe(url="http://httpbin.org/headers", want="forbidden"),
+            Probe(
+                url="http://httpbin.org/headers",
+                headers=(("x-egress-ticket", "nope"),),
+                want="forbidden",
+            ),
+        ),
+    ),
+    Exercise(
+        number=5,
+        key="redirect-one-host",
+        title="send one external host to the internal service",
+        task=(
+            "Plaintext requests to `example.com` must go to `internal-egress` (already "
+            "deployed), nothing else changes:\n\n"
+            f"- `curl http://example.com/` → **200** with *{TERMINUS_TEXT}*\n"
+            "- `curl http://google.com/` → **403**\n"
+            "- `curl http://httpbin.org/get` → **403**"
+        ),
+        skeleton=_route(
+            "HTTPRoute", HTTP_V1, "example-to-internal", 80,
+            """
+              # TODO: only for example.com
+              rules:
+              - backendRefs:
+                - kind: Service
+                  name: internal-egress
+                  port: 80
+            """,
+        ),
+        solution=_route(
+            "HTTPRoute", HTTP_V1, "example-to-internal", 80,
+            """
+              hostnames:
+              - example.com
+              rules:
+              - backendRefs:
+                - kind: Service
+                  name: internal-egress
+                  port: 80
+            """,
+        ),
+        probes=(
+            Probe(url="http://example.com/", want="redirected"),
+            Probe(url="http://google.com/", want="forbidden"),
+            Probe(url="http://httpbin.org/get", want="forbidden"),
+        ),
+    ),
+    Exercise(
+        number=6,
+        key="tcp-port",
+        title="a TCPRoute for a non-HTTP port",
+        task=(
+            "A service at `httpbin.org:9000` speaks a protocol the proxy should not parse: "
+            "let every connection to port 9000 through as opaque TCP (counted in "
+            "`outbound_tcp_route_*`), and keep port 80 denied. We test port 9000 with "
+            "curl, whose bytes the proxy forwards without reading them:\n\n"
+            "- `curl http://httpbin.org:9000/get` → **200**, counted by your TCPRoute\n"
+            "- `curl http://httpbin.org/get` (port 80) → **403**"
+        ),
+        skeleton=_route(
+            "TCPRoute", ALPHA2, "port-9000", 80,
+            "  # TODO: the port above is not the right one\n" + EN_BACKEND,
+        ),
+        solution=_route("TCPRoute", ALPHA2, "port-9000", 9000, EN_BACKEND),
+        probes=(
+            Probe(url="http://httpbin.org:9000/get", want="allowed"),
+            Probe(url="http://httpbin.org/get", want="forbidden"),
+        ),
+    ),
+    Exercise(
+        number=7,
+        key="grpc-method",
+        title="one gRPC method (engine only)",
+        task=(
+            "A gRPC service at `grpc.example.com:50051`: allow the health check "
+            "`grpc.health.v1.Health/Check` and nothing else there:\n\n"
+            "- `/grpc.health.v1.Health/Check` → **OK** (forwarded)\n"
+            "- `/grpc.health.v1.Health/Watch` → **PERMISSION_DENIED**\n"
+            "- `/grpc.reflection.v1.ServerReflection/ServerReflectionInfo` → "
+            "**PERMISSION_DENIED**\n\n"
+            "gRPC does not run on the local mesh's wire yet: the check applies your "
+            "GRPCRoute on the cluster (Linkerd must accept it) and asks the policy engine."
+        ),
+        skeleton=_route(
+            "GRPCRoute", HTTP_V1, "health-check", 50051,
+            """
+              hostnames:
+              - grpc.example.com
+              rules:
+              - matches:
+                - method:
+                    service: grpc.health.v1.Health
+                    # TODO: and only this method
+            """,
+        ),
+        solution=_route(
+            "GRPCRoute", HTTP_V1, "health-check", 50051,
+            """
+              hostnames:
+              - grpc.example.com
+              rules:
+              - matches:
+                - method:
+                    service: grpc.health.v1.Health
+                    method: Check
+            """,
+        ),
+        probes=(
+            Probe(
+                url="https://grpc.example.com:50051",
+                grpc_path="/grpc.health.v1.Health/Check",
+                want="allowed",
+            ),
+            Probe(
+                url="https://grpc.example.com:50051",
+                grpc_path="/grpc.health.v1.Health/Watch",
+                want="forbidden",
+            ),
+            Probe(
+                url="https://grpc.example.com:50051",
+                grpc_path="/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                want="forbidden",
+            ),
+        ),
+        engine_only=True,
+    ),
+)  # fmt: skip
