@@ -54,6 +54,7 @@ bench: setup bench-sysdeps
 notebooks: setup
 	$(BIN)/python notebooks/build.py
 	$(BIN)/python -m egresskit.runner
+	$(BIN)/python notebooks/build.py --strip
 
 cluster: setup
 	$(BIN)/egresskit cluster up

@@ -22,6 +22,7 @@ Every check starts from the same base (namespace, EgressNetwork ``Deny``, client
 from __future__ import annotations
 
 import contextlib
+import html
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -86,7 +87,7 @@ class Probe:
         if self.grpc_path is not None:
             return "grpc-status PERMISSION_DENIED"
         if urlsplit(self.url).scheme == "https":
-            return "the connection closed (curl exit 35)"
+            return "a closed connection (curl exit 35)"
         return "HTTP 403"
 
     def curl_args(self) -> list[str]:
@@ -148,6 +149,15 @@ class CheckResult:
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(str(self))
 
+    def _repr_html_(self) -> str:
+        colour = "#1a7f37" if self.ok else "#cf222e"
+        *body, last = self.lines()
+        return (
+            "<pre style='white-space:pre-wrap;margin:0'>"
+            + html.escape("\n".join(body))
+            + f"\n<b style='color:{colour}'>{html.escape(last)}</b></pre>"
+        )
+
 
 # ------------------------------------------------------------------------ the workshop
 
@@ -160,12 +170,11 @@ class Workshop:
         self._applied: list[K8sObject] = []
         self.base_report = lesson.apply(list(BASE))
 
-    def check(self, number: int, answer: str, *, out: Any = print) -> CheckResult:
-        """Apply ``answer`` for exercise ``number``, send its probes, print and return."""
-        ex = EXERCISES[number - 1]
-        result = self._check(ex, answer)
-        out(str(result))
-        return result
+    def check(self, number: int, answer: str) -> CheckResult:
+        """Apply ``answer`` for exercise ``number`` and send its probes. The result shows
+        itself in a notebook (its lines, the last one PASS or FAIL); it never raises for a
+        wrong answer."""
+        return self._check(EXERCISES[number - 1], answer)
 
     def _check(self, ex: Exercise, answer: str) -> CheckResult:
         self._reset()
@@ -357,7 +366,10 @@ def hint(result: ProbeResult, learner: Sequence[K8sObject], ex: Exercise) -> str
             for o in mine.values()
         }
         if not about:
-            attached = ", ".join(f"{k} {n} on port {ports}" for (k, n), ports in on_port.items())
+            attached = ", ".join(
+                f"{k} {n} on port {', '.join(str(p) for p in ports)}"
+                for (k, n), ports in on_port.items()
+            )
             return (
                 f"none of your routes is attached to port {port} ({attached or 'no routes'}), "
                 f"so the default route {d.route.name if d.route else '?'} decided"
