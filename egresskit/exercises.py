@@ -25,7 +25,7 @@ import contextlib
 import html
 import textwrap
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -128,11 +128,12 @@ class CheckResult:
     exercise: Exercise
     ok: bool
     verdict: str
+    note: str = ""  # e.g. " (checking the solution: solutions = True)"
     report: ApplyReport | None = None
     probes: tuple[ProbeResult, ...] = field(default=())
 
     def lines(self) -> list[str]:
-        out = [f"Exercise {self.exercise.number}: {self.exercise.title}"]
+        out = [f"Exercise {self.exercise.number}: {self.exercise.title}{self.note}"]
         if self.report is not None:
             for r in self.report.results:
                 said = f" (Linkerd: {r.verdict})" if r.verdict else ""
@@ -165,8 +166,11 @@ class CheckResult:
 class Workshop:
     """Runs the checks on one cluster (through a :class:`Lesson`), one base for all."""
 
-    def __init__(self, lesson: Lesson) -> None:
+    def __init__(self, lesson: Lesson, *, use_solutions: bool = False) -> None:
         self.lesson = lesson
+        #: Check each exercise's own solution instead of the answer given (the notebook's
+        #: ``solutions`` parameter: CI runs the notebook both ways).
+        self.use_solutions = use_solutions
         self._applied: list[K8sObject] = []
         self.base_report = lesson.apply(list(BASE))
 
@@ -174,7 +178,10 @@ class Workshop:
         """Apply ``answer`` for exercise ``number`` and send its probes. The result shows
         itself in a notebook (its lines, the last one PASS or FAIL); it never raises for a
         wrong answer."""
-        return self._check(EXERCISES[number - 1], answer)
+        ex = EXERCISES[number - 1]
+        if not self.use_solutions:
+            return self._check(ex, answer)
+        return replace(self._check(ex, ex.solution), note=" (its solution: solutions = True)")
 
     def _check(self, ex: Exercise, answer: str) -> CheckResult:
         self._reset()

@@ -173,6 +173,10 @@ class Observation:
 
     def __str__(self) -> str:
         lines = [f"$ curl {' '.join(self.args)}", f"client: {self.client_view}"]
+        if "-i" in self.args and self.result.http_status is not None:
+            # curl -i: the response head, as curl prints it.
+            head = self.result.stdout.replace("\r\n", "\n").split("\n\n", 1)[0]
+            lines.extend(f"  < {line}" for line in head.splitlines())
         if self.counted:
             lines.append("proxy (linkerd dg proxy-metrics, the series this request moved):")
             lines.extend(str(c) for c in self.counted)

@@ -483,17 +483,17 @@ def exercise_cells() -> list[nbformat.NotebookNode]:
                 tags=("exercise-skeleton",),
             )
         )
-        solution = code(
-            f"# Solution {n}. To check it: set solutions = True in the parameters cell, run all.\n"
-            + yaml_block(f"solution_{n}", ex.solution)
-            + f"\n\nif solutions:\n    answer_{n} = solution_{n}",
-            tags=("solution",),
-        )
-        solution.metadata["jupyter"] = {"source_hidden": True}
-        cells.append(solution)
         check = nbformat.v4.new_code_cell(f"workshop.check({n}, answer_{n})")
         check.metadata["tags"] = ["exercise-check"]
         cells.append(check)
+        cells.append(
+            md(
+                f"<details><summary><b>Solution {n}</b> (click to show)</summary>\n\n"
+                f"```yaml\n{ex.solution}```\n\n"
+                "Copy it into the answer cell, or set `solutions = True` in the parameters "
+                "cell and run all: every check then uses its solution.\n</details>"
+            )
+        )
     return cells
 
 
@@ -511,8 +511,8 @@ NOTEBOOKS["05-exercises"] = [
         "On a mismatch it prints the request that went wrong and a hint from the policy "
         "engine's reasoning. The answers as given are deliberately incomplete: every check "
         "fails until you fix them.\n\n"
-        "Stuck? The hidden cell under each answer holds a solution (click the `...` to "
-        "expand it), or set `solutions = True` in the parameters cell and run all."
+        "Stuck? Under each answer, *Solution* opens with one click; or set "
+        "`solutions = True` in the parameters cell and run all to see every check pass."
     ),
     code(
         PARAMETERS + "\nsolutions = False  # True: the checks use the solutions",
@@ -520,7 +520,8 @@ NOTEBOOKS["05-exercises"] = [
     ),
     code(
         SETUP + "\n\nfrom egresskit.exercises import Workshop\n\n"
-        "workshop = Workshop(t.lesson)  # the base every exercise starts from\n"
+        "# The base every exercise starts from; solutions=True checks the solutions instead.\n"
+        "workshop = Workshop(t.lesson, use_solutions=solutions)\n"
         "workshop.base_report"
     ),
     *exercise_cells(),

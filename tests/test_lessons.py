@@ -199,3 +199,11 @@ def test_committed_notebooks_carry_no_machine_paths(path: Path) -> None:
     papermill = nb["metadata"].get("papermill", {})
     assert not {"input_path", "output_path", "environment_variables"} & set(papermill)
     assert "/work/" not in path.read_text() and "/tmp/" not in path.read_text()
+
+
+def test_observe_with_dash_i_shows_the_proxys_own_403(lesson: Lesson) -> None:
+    lesson.apply([guide.NAMESPACE, DENY_EN, guide.CLIENT_POD])
+    text = str(lesson.observe("-sS", "-i", "http://httpbin.org/get"))
+    assert "client: HTTP 403\n  < HTTP/1.1 403 Forbidden\n" in text
+    assert "  < l5d-proxy-error: traffic not allowed\n" in text
+    assert '  route_name="http-egress-deny",\n' in text
