@@ -150,3 +150,44 @@ def test_the_notebook_under_papermill_fails_on_skeletons_and_passes_on_solutions
     verdicts = _check_verdicts(out)
     assert len(verdicts) == len(EXERCISES)
     assert all(v.startswith(verdict) for v in verdicts), verdicts
+
+
+WRONG_ANSWERS = [
+    pytest.param(
+        2,
+        EXERCISES[1].solution.replace("- api.github.com", "- github.com"),
+        "FAIL GET https://api.github.com/: expected an answer from api.github.com, saw a "
+        "closed connection (curl exit 35). Hint: no rule of yours matched it, so the default "
+        "route tls-egress-deny decided. The engine says: TLSRoute github-api: hostnames "
+        "['github.com'] do not match 'api.github.com'",
+        id="sni-of-the-wrong-host",
+    ),
+    pytest.param(
+        6,
+        EXERCISES[5].solution.replace("kind: TCPRoute", "kind: TLSRoute"),
+        "Hint: the engine says FAILED via (no route): the port requires TLS with an SNI",
+        id="tlsroute-on-a-plaintext-port",
+    ),
+    pytest.param(
+        5,
+        EXERCISES[4].solution.replace("kind: Service", "kind: Servic"),
+        "but a backend is not resolved (InvalidKind",
+        id="backend-kind-typo",
+    ),
+]
+
+
+@pytest.mark.parametrize(("number", "answer", "says"), WRONG_ANSWERS)
+def test_a_wrong_answer_gets_a_hint_from_the_engine(
+    workshop: Workshop, number: int, answer: str, says: str
+) -> None:
+    result = workshop.check(number, answer)
+    assert not result.ok
+    assert says in result.verdict
+
+
+def test_solutions_mode_checks_the_solution_whatever_the_answer(workshop: Workshop) -> None:
+    graded = Workshop(workshop.lesson, use_solutions=True)
+    result = graded.check(1, "")
+    assert result.ok
+    assert str(result).splitlines()[0].endswith("(its solution: solutions = True)")
