@@ -54,7 +54,6 @@ bench: setup bench-sysdeps
 notebooks: setup
 	$(BIN)/python notebooks/build.py
 	$(BIN)/python -m egresskit.runner
-	$(BIN)/python notebooks/build.py --strip
 
 cluster: setup
 	$(BIN)/egresskit cluster up

@@ -3,7 +3,8 @@
 Rules of the measurement (egresskit issue 5):
 
 * ``parse``: one proxy's ``/metrics`` text with 10,000 series in Linkerd's families
-  (new-style counters typed without ``_total``, histograms with ``le`` first, docs/facts/linkerd-egress.md
+  (new-style counters typed without ``_total``, histograms with ``le`` first,
+  docs/facts/linkerd-egress.md
   6.3), parsed by :func:`parse_proxy_metrics` and turned into a frame by ``to_frame``.
 * ``hour``: one hour of 1 Hz scrapes of 50 series (180,000 rows, the long frame a
   :class:`~egresskit.analysis.scrape.Scraper` keeps), built untimed; then timed:

@@ -291,7 +291,8 @@ def baseline_lookup(table: dict[int, int], req: Request) -> int | None:
 
 
 def is_hit(d: Decision) -> bool:
-    """Served by an explicit route rather than a synthesised default (docs/facts/linkerd-egress.md 3)."""
+    """Served by an explicit route rather than a synthesised default (docs/facts/linkerd-egress.md
+    3)."""
     return d.route is not None and d.route.kind != "default"
 
 

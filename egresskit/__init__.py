@@ -6,6 +6,10 @@ The public surface is small and imported lazily (so ``import egresskit`` is chea
 * :func:`explain` -- what Linkerd would do with a request, and why;
 * :func:`load_manifests` -- parse, default and validate Kubernetes manifests;
 * :func:`decide` and :class:`Snapshot` -- the pure policy engine.
+
+Rule: no submodule has the name of a public function (``explain`` lives in
+``egresskit.explaining``), because importing a submodule sets the package attribute of
+that name to the module, and ``egresskit.explain(...)`` would then call a module.
 """
 
 from __future__ import annotations
@@ -16,14 +20,14 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from egresskit.backends import connect
-    from egresskit.explain import explain
+    from egresskit.explaining import explain
     from egresskit.manifests import load_manifests
     from egresskit.policy.engine import decide
     from egresskit.policy.snapshot import Snapshot
 
 _EXPORTS = {
     "connect": "egresskit.backends",
-    "explain": "egresskit.explain",
+    "explain": "egresskit.explaining",
     "load_manifests": "egresskit.manifests",
     "decide": "egresskit.policy.engine",
     "Snapshot": "egresskit.policy.snapshot",

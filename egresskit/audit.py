@@ -1,8 +1,9 @@
 """Auditing egress policy: what happens to each request and why, and what a reviewer flags.
 
 * :func:`explain_table`: the engine's answer for a list of requests, one row each.
-* :func:`findings`: rules a reviewer would flag in a set of manifests, each with the
-  request that proves it (so a finding is shown, not told).
+* :func:`findings` (:func:`finding_list`): rules a reviewer would flag in a set of
+  manifests, each with the request that proves it (so a finding is shown, not told).
+* :func:`audit`: both for a set of requests, with a severity to gate CI on.
 * :func:`enforcement_delay`: how long after a policy change the client sees it.
 * :func:`bypass_demo`: the guide's warning, shown: a workload without the proxy is not
   subject to any EgressNetwork.
@@ -12,31 +13,27 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
 
-from egresskit.explain import explain, with_cluster_ips
-from egresskit.manifests import load_manifests
+from egresskit.explaining import explain, snapshot_of
 from egresskit.manifests.model import (
     EgressNetwork,
+    GRPCRoute,
     HTTPRoute,
-    K8sObject,
     TCPRoute,
     TLSRoute,
 )
+from egresskit.policy.decision import Decision
 from egresskit.policy.snapshot import Snapshot
 
 COLUMNS = ["url", "outcome", "status", "route", "backend", "reason"]
 
 
 def _snapshot(manifests: object) -> Snapshot:
-    if isinstance(manifests, Snapshot):
-        return manifests
-    if isinstance(manifests, list) and manifests and isinstance(manifests[0], K8sObject):
-        return Snapshot.build(with_cluster_ips(manifests))
-    return Snapshot.build(with_cluster_ips(load_manifests(manifests)))  # type: ignore[arg-type]
+    return snapshot_of(manifests)
 
 
 def explain_table(
@@ -65,20 +62,37 @@ def explain_table(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+#: Severities from least to most serious; ``--fail-on`` takes one of them.
+SEVERITIES = ("info", "warning", "error")
+
+
 @dataclass(frozen=True, kw_only=True)
 class Finding:
-    severity: str  # "warning" or "info"
+    severity: str  # one of SEVERITIES
     obj: str
     finding: str
     proof_url: str | None = None
     proof: str = ""
+    #: The engine's answer for ``proof_url``: the request that shows the finding.
+    proof_decision: Decision | None = None
 
 
-def findings(manifests: object, *, namespace: str) -> pd.DataFrame:
+def finding_list(manifests: object, *, namespace: str = "default") -> list[Finding]:
     """What a reviewer would flag, each proven with the engine where a request can show it."""
     snap = _snapshot(manifests)
     out: list[Finding] = []
     for obj in snap.objects:
+        if isinstance(obj, EgressNetwork):
+            cond = snap.egress_network_status.get((obj.metadata.namespace or "", obj.name))
+            if cond is not None and not cond.status:
+                out.append(
+                    Finding(
+                        severity="error",
+                        obj=obj.display,
+                        finding=f"not Accepted ({cond.reason}: {cond.message}): no route "
+                        "can attach to it",
+                    )
+                )
         if isinstance(obj, EgressNetwork) and obj.traffic_policy == "Allow":
             out.append(
                 Finding(
@@ -119,7 +133,7 @@ def findings(manifests: object, *, namespace: str) -> pd.DataFrame:
                     "replaces the port's default route",
                 )
             )
-        if isinstance(obj, HTTPRoute | TLSRoute | TCPRoute):
+        if isinstance(obj, HTTPRoute | TLSRoute | TCPRoute | GRPCRoute):
             for entry in snap.route_status.get(obj.key, ()):
                 if not entry.accepted.status:
                     out.append(
@@ -130,15 +144,102 @@ def findings(manifests: object, *, namespace: str) -> pd.DataFrame:
                             f"{entry.parent_ref.name}:{entry.parent_ref.port}: it has no effect",
                         )
                     )
-    rows = []
+    proven = []
     for f in out:
-        proof = ""
         if f.proof_url:
             d = explain(snap, f.proof_url, namespace=namespace)
             via = d.route.name if d.route else "no route"
-            proof = f"{f.proof_url} -> {d.outcome} via {via}"
-        rows.append({"severity": f.severity, "object": f.obj, "finding": f.finding, "proof": proof})
+            f = replace(f, proof=f"{f.proof_url} -> {d.outcome} via {via}", proof_decision=d)
+        proven.append(f)
+    return proven
+
+
+def findings(manifests: object, *, namespace: str = "default") -> pd.DataFrame:
+    """:func:`finding_list` as a table: severity, object, finding, proof."""
+    rows = [
+        {"severity": f.severity, "object": f.obj, "finding": f.finding, "proof": f.proof}
+        for f in finding_list(manifests, namespace=namespace)
+    ]
     return pd.DataFrame(rows, columns=["severity", "object", "finding", "proof"])
+
+
+def default_urls(manifests: object) -> list[str]:
+    """Requests worth explaining when none are given: one per hostname and path the routes
+    name (each on its parent port), and a host no route names on each of those ports."""
+    snap = _snapshot(manifests)
+    urls: dict[str, None] = {}
+    for (_, _, port), items in sorted(snap.attached.items()):
+        for item in items:
+            route = item.route
+            hosts = [h for h in getattr(route, "hostnames", ()) if not h.startswith("*")]
+            if isinstance(route, HTTPRoute):
+                paths = [
+                    m.path.value
+                    for r in route.rules
+                    for m in r.matches
+                    if m.path.type != "RegularExpression"
+                ] or ["/"]
+                for host in hosts or ["unlisted.example.net"]:
+                    for path in paths:
+                        urls[f"http://{host}{'' if port == 80 else f':{port}'}{path}"] = None
+            elif isinstance(route, TLSRoute):
+                for host in hosts or ["unlisted.example.net"]:
+                    urls[f"https://{host}{'' if port == 443 else f':{port}'}/"] = None
+            elif isinstance(route, TCPRoute):
+                urls[f"tcp://unlisted.example.net:{port}"] = None
+    for url in ("http://unlisted.example.net/", "https://unlisted.example.net/"):
+        urls[url] = None
+    return list(urls)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Audit:
+    """Findings and the explain table for a set of requests, over one set of manifests."""
+
+    namespace: str
+    findings: list[Finding]
+    requests: list[tuple[str, Decision]]
+
+    def worst(self) -> str | None:
+        found = [SEVERITIES.index(f.severity) for f in self.findings]
+        return SEVERITIES[max(found)] if found else None
+
+    def fails(self, fail_on: str | None) -> bool:
+        """True when a finding is at least as serious as ``fail_on`` (None: never)."""
+        worst = self.worst()
+        if fail_on is None or worst is None:
+            return False
+        return SEVERITIES.index(worst) >= SEVERITIES.index(fail_on)
+
+    def text(self) -> str:
+        lines = [f"findings ({len(self.findings)}):"]
+        for f in sorted(self.findings, key=lambda f: -SEVERITIES.index(f.severity)):
+            lines.append(f"  {f.severity.upper():<7} {f.obj}: {f.finding}")
+            if f.proof:
+                lines.append(f"          proof: {f.proof}")
+        lines.append(f"requests (client namespace {self.namespace}):")
+        width = max((len(u) for u, _ in self.requests), default=0)
+        for url, d in self.requests:
+            lines.append(f"  {url:<{width}}  {d.summary()}")
+        return "\n".join(lines)
+
+
+def audit(
+    manifests: object,
+    urls: Iterable[str] | None = None,
+    *,
+    namespace: str = "default",
+    hosts: Mapping[str, str] | None = None,
+) -> Audit:
+    """The reviewer's findings and the engine's answer for ``urls`` (default:
+    :func:`default_urls`)."""
+    snap = _snapshot(manifests)
+    chosen = list(urls) if urls is not None else default_urls(snap)
+    return Audit(
+        namespace=namespace,
+        findings=finding_list(snap, namespace=namespace),
+        requests=[(u, explain(snap, u, namespace=namespace, hosts=hosts)) for u in chosen],
+    )
 
 
 def _first_path(route: HTTPRoute) -> str:

@@ -9,9 +9,34 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from egresskit import guide
-from egresskit.explain import explain
+from egresskit.explaining import explain
 
 DENY_EN = guide.EGRESS_NETWORK.replace("trafficPolicy: Allow", "trafficPolicy: Deny")
+
+#: "Similar to HTTP and TLS routes, we can use GRPCRoute and TCPRoute in a similar fashion"
+#: (the guide's last sentence on restricting), as two small routes under Deny.
+GRPC_AND_TCP_ROUTES = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: greeter, namespace: egress-test}
+spec:
+  hostnames: [grpc.example.com]
+  parentRefs:
+  - {name: all-egress-traffic, kind: EgressNetwork, group: policy.linkerd.io, port: 50051}
+  rules:
+  - matches:
+    - method: {service: helloworld.Greeter, method: SayHello}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: postgres, namespace: egress-test}
+spec:
+  parentRefs:
+  - {name: all-egress-traffic, kind: EgressNetwork, group: policy.linkerd.io, port: 5432}
+  rules:
+  - backendRefs:
+    - {name: all-egress-traffic, kind: EgressNetwork, group: policy.linkerd.io, port: 5432}
+"""
 
 STEPS: list[tuple[str, list[str], list[str]]] = [
     (
@@ -46,6 +71,16 @@ STEPS: list[tuple[str, list[str], list[str]]] = [
             "https://github.com/",
         ],
     ),
+    (
+        "+ GRPCRoute greeter, TCPRoute postgres",
+        [DENY_EN, GRPC_AND_TCP_ROUTES],
+        [
+            "grpc://grpc.example.com:50051/helloworld.Greeter/SayHello",
+            "grpc://grpc.example.com:50051/helloworld.Greeter/SayGoodbye",
+            "tcp://db.example.com:5432",
+            "tcp://db.example.com:6379",
+        ],
+    ),
 ]
 
 
@@ -54,5 +89,5 @@ def run(out: Callable[[str], None] = print) -> int:
         out(f"== {title}")
         for url in urls:
             d = explain([guide.NAMESPACE, *docs], url, namespace=guide.NAMESPACE_NAME)
-            out(f"   {url:<28} {d.summary()}")
+            out(f"   {url:<60} {d.summary()}")
     return 0

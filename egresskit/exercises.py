@@ -7,7 +7,7 @@ sends each probe as a real curl from the client pod, and judges it twice: by wha
 client saw (403, a closed connection, the internal service's body, or the destination's
 answer) and by the proxy series it moved (a default ``*-egress-deny`` route, or one of the
 learner's routes). On a mismatch it prints one ``FAIL`` line with a hint built from the
-policy engine's reasoning for that request (:func:`egresskit.explain.explain`), e.g. "your
+policy engine's reasoning for that request (:func:`egresskit.explaining.explain`), e.g. "your
 HTTPRoute httpbin-get has no hostnames, so it also allows google.com/get". It never raises
 for a wrong answer: a bad manifest (parse or schema error, any ``EgressKitError`` that
 ``apply`` raises) is a FAIL line too, naming what the error names.
@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from egresskit import guide
 from egresskit.errors import EgressKitError
-from egresskit.explain import dns_for, with_cluster_ips
+from egresskit.explaining import dns_for, with_cluster_ips
 from egresskit.lesson import ApplyReport, Lesson, Observation
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject

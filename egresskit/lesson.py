@@ -7,7 +7,7 @@ that cell calls (through :class:`egresskit.tutorial.Tutorial`), on any backend:
   one line per object, as ``kubectl apply`` prints it (``created`` / ``configured`` /
   ``unchanged``), each followed by Linkerd's verdict from the object's status (Accepted, or
   the condition's reason and message when not).
-* :meth:`Lesson.explain` asks the policy engine (:func:`egresskit.explain.explain`) about one
+* :meth:`Lesson.explain` asks the policy engine (:func:`egresskit.explaining.explain`) about one
   request under the objects in force now and under those in force before the last change,
   so a learner sees the decision move before the traffic confirms it.
 * :meth:`Lesson.observe` runs the client's curl once and shows what the client saw and the
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from egresskit.analysis.parse import parse_proxy_metrics
 from egresskit.cluster.base import Cluster, CurlResult, Manifests
 from egresskit.errors import EgressKitError
-from egresskit.explain import explain
+from egresskit.explaining import explain
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
 from egresskit.policy.decision import Decision

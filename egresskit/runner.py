@@ -186,11 +186,14 @@ def refresh(only: str | None = None, stream: Any = sys.stdout) -> int:
     copies carry their outputs (charts as images) and nbval has something to compare."""
     import papermill
 
+    from egresskit.nbclean import clean_file
+
     for path in notebooks(only):
         print(f"refreshing {path.name} ...", file=stream, flush=True)
         papermill.execute_notebook(
             str(path), str(path), kernel_name="python3", progress_bar=False, cwd=str(path.parent)
         )
+        clean_file(path)  # committed copies carry no paths or timestamps of this machine
     return 0
 
 

@@ -36,6 +36,11 @@ GATEWAY_API_INSTALL_URL = (
 #: as the guide shows (spec section 7.3 step 5 and 8.5).
 LINKERD_INSTALL_SETS = ("proxy.metrics.hostnameLabels=true",)
 
+#: Oldest ``kubernetes`` Python client the kube backend works with: ``ApiClient.param_serialize``
+#: and the six-argument ``call_api(method, url, ...)`` first ship in 37.0.0 (36.0.3 has
+#: neither). pyproject.toml and environment.yml require ``kubernetes>=`` this.
+KUBERNETES_CLIENT_MIN = "37"
+
 #: Name of the kind cluster ``egresskit cluster up`` creates; its context is ``kind-<name>``.
 KIND_CLUSTER_NAME = "egresskit"
 
@@ -47,12 +52,20 @@ REQUEST_TIMEOUT = 30.0
 #: Linkerd's status controller on change and on a 10 s tick (spec sections 1 and 4.3); a pod
 #: may first pull its image.
 APPLY_WAIT_TIMEOUT = 180.0
+#: A change confirmed by its effect (a curl from the client answering as the change says):
+#: Linkerd's status tick and the push to the proxies (spec sections 1 and 4.3: about 10 s).
+EFFECT_WAIT_TIMEOUT = 60.0
 #: Pause between two polls of the same object while waiting.
 POLL_INTERVAL = 0.5
 #: ``kind create cluster --wait``.
 KIND_CREATE_WAIT = "180s"
 #: ``linkerd check --wait``.
 LINKERD_CHECK_WAIT = "5m"
+#: pytest's limit for one ``kube``-marked test on a real cluster (it covers teardown too): the
+#: bounded waits one guide test may make in turn (its applies, the Deployment, the namespace
+#: deletion), two effect probes, and a margin for its curls. Inner bounds run out first, so
+#: a slow cluster fails with a WaitTimeout that says what it waited for.
+KUBE_TEST_TIMEOUT = 5 * APPLY_WAIT_TIMEOUT + 2 * EFFECT_WAIT_TIMEOUT + 120.0
 #: Bound on any one lifecycle step (a CLI invocation).
 STEP_TIMEOUT = 600.0
 

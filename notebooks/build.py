@@ -11,14 +11,13 @@ it); such cells are tagged ``manifest:<CONSTANT>``.
 
 Cells tagged ``verify`` print one PASS line (or raise) and are compared exactly by nbval;
 every other code cell's output is volatile (counts, times) and tagged
-``nbval-ignore-output``. ``make notebooks`` runs this, executes the notebooks with papermill
-(saving them with their outputs, charts as static images), then ``build.py --strip`` removes
-papermill's machine-specific paths from the saved notebooks.
+``nbval-ignore-output``. ``make notebooks`` runs this, then executes the notebooks with
+papermill and saves them with their outputs (charts as static images), cleaned of what names
+this machine (``egresskit.runner.refresh``, :mod:`egresskit.nbclean`).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import nbformat
@@ -551,28 +550,6 @@ def build() -> list[Path]:
     return written
 
 
-#: Papermill metadata that names this machine's paths; the committed notebooks carry none.
-MACHINE_KEYS = ("input_path", "output_path", "environment_variables")
-
-
-def strip(paths: list[Path] | None = None) -> list[Path]:
-    """Remove papermill's machine-specific paths from the executed notebooks."""
-    changed = []
-    for path in paths or sorted(HERE.glob("[0-9]*.ipynb")):
-        nb = nbformat.read(path, as_version=4)
-        pm = nb.metadata.get("papermill", {})
-        if any(k in pm for k in MACHINE_KEYS):
-            for k in MACHINE_KEYS:
-                pm.pop(k, None)
-            nbformat.write(nb, path)
-            changed.append(path)
-    return changed
-
-
 if __name__ == "__main__":
-    if sys.argv[1:] == ["--strip"]:
-        for p in strip():
-            print(f"stripped machine paths from {p.relative_to(HERE.parent)}")
-    else:
-        for p in build():
-            print(f"wrote {p.relative_to(HERE.parent)}")
+    for p in build():
+        print(f"wrote {p.relative_to(HERE.parent)}")

@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
-from tests.kube_fixtures import kube_cluster, kube_context, skip_kube_tests_without_context
+from tests.kube_fixtures import (
+    delete_test_namespace,
+    kube_cluster,
+    kube_context,
+    skip_kube_tests_without_context,
+)
 
 __all__ = ["kube_cluster"]
 
@@ -33,4 +38,4 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Any]:
     with egresskit.connect("kube", context=context) as c:
         yield c
         with contextlib.suppress(Exception):
-            c.delete("namespace", "egress-test")
+            delete_test_namespace(c, "egress-test")

@@ -1,4 +1,8 @@
-"""Helpers for contract tests: read the proxy's metrics the way a user would."""
+"""Helpers for contract tests: read the proxy's metrics the way a user would.
+
+Counts are taken ``since`` a :func:`snapshot` when a test has probed for a change's effect
+first (:func:`egresskit.cluster.effect.await_effect`): the probes are real requests.
+"""
 
 from __future__ import annotations
 
@@ -15,15 +19,34 @@ def samples(
     return [(dict(s.labels), s.value) for s in scrape.samples if s.metric == metric]
 
 
-def value(cluster: Any, metric: str, **labels: str) -> float:
-    """Sum of the samples of ``metric`` whose labels include ``labels``."""
-    return sum(
-        v for lbl, v in samples(cluster, metric) if all(lbl.get(k) == x for k, x in labels.items())
-    )
+Snapshot = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def snapshot(cluster: Any, pod: str = "client", namespace: str = "egress-test") -> Snapshot:
+    """Every sample of the pod's proxy now, to count from."""
+    scrape = parse_proxy_metrics(cluster.proxy_metrics(pod, namespace=namespace))
+    scrape.raise_for_errors()
+    return {(s.metric, frozenset(dict(s.labels).items())): s.value for s in scrape.samples}
+
+
+def value(cluster: Any, metric: str, since: Snapshot | None = None, **labels: str) -> float:
+    """Sum of the samples of ``metric`` whose labels include ``labels`` (minus what they were
+    at ``since``)."""
+    total = 0.0
+    for lbl, v in samples(cluster, metric):
+        if all(lbl.get(k) == x for k, x in labels.items()):
+            total += v - (since or {}).get((metric, frozenset(lbl.items())), 0.0)
+    return total
 
 
 def eventually(
-    cluster: Any, metric: str, expected: float, *, within: float = 5.0, **labels: str
+    cluster: Any,
+    metric: str,
+    expected: float,
+    *,
+    within: float = 5.0,
+    since: Snapshot | None = None,
+    **labels: str,
 ) -> float:
     """The value once it equals ``expected`` or ``within`` seconds passed (connection
     closes are counted when the proxy sees them, a moment after curl has exited)."""
@@ -31,7 +54,7 @@ def eventually(
 
     deadline = time.monotonic() + within
     while True:
-        got = value(cluster, metric, **labels)
+        got = value(cluster, metric, since, **labels)
         if got == expected or time.monotonic() >= deadline:
             return got
         time.sleep(0.02)

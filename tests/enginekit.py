@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from egresskit.explain import with_cluster_ips
+from egresskit.explaining import with_cluster_ips
 from egresskit.manifests import load_manifests
 from egresskit.policy.decision import Decision, HttpRequest, TcpConnection, TlsConnection
 from egresskit.policy.engine import decide

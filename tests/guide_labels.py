@@ -1,4 +1,5 @@
-"""The guide's metric label sets (P + R, docs/facts/linkerd-egress.md 6.2), written out once for the tests."""
+"""The guide's metric label sets (P + R, docs/facts/linkerd-egress.md 6.2), written out once for
+the tests."""
 
 from __future__ import annotations
 

@@ -10,7 +10,11 @@ Use from ``tests/conftest.py``::
 A ``kube`` test then takes the ``kube_cluster`` fixture. Without the variable every such test
 is skipped with a reason that says how to run it; with it, the facade is connected to that
 context once per session (``EGRESSKIT_KUBE_CONTEXT=kind-egresskit`` after
-``egresskit cluster up``).
+``egresskit cluster up``), and each such test gets a time limit that fits a real cluster
+(``versions.KUBE_TEST_TIMEOUT`` instead of the 120 s of the local tests).
+
+:func:`delete_test_namespace` is the teardown: pods deleted without a grace period (the
+guide's pods ignore SIGTERM), so it does not wait 30 s per namespace.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Iterator, Sequence
 
 import pytest
 
+from egresskit import versions
 from egresskit.cluster.kube import KubeCluster, connect_kube
 
 KUBE_CONTEXT_ENV = "EGRESSKIT_KUBE_CONTEXT"
@@ -35,12 +40,23 @@ def kube_context() -> str | None:
 
 
 def skip_kube_tests_without_context(items: Sequence[pytest.Item]) -> None:
-    """Mark every ``kube`` test skipped, with a visible reason, when no context is given."""
-    if kube_context() is not None:
-        return
+    """Mark every ``kube`` test skipped, with a visible reason, when no context is given;
+    with one, give each the real-cluster time limit (pytest-timeout's marker wins over the
+    ini ``timeout``, and covers setup and teardown too)."""
+    context = kube_context()
     for item in items:
-        if item.get_closest_marker("kube") is not None:
+        if item.get_closest_marker("kube") is None:
+            continue
+        if context is None:
             item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
+        else:
+            item.add_marker(pytest.mark.timeout(versions.KUBE_TEST_TIMEOUT))
+
+
+def delete_test_namespace(cluster: KubeCluster, namespace: str) -> None:
+    """Teardown of a test's namespace: gone (404) before it returns, pods without a grace
+    period (the test does not care how they stop)."""
+    cluster.delete("namespace", namespace, grace_period=0)
 
 
 @pytest.fixture(scope="session")

@@ -156,10 +156,10 @@ WRONG_ANSWERS = [
     pytest.param(
         2,
         EXERCISES[1].solution.replace("- api.github.com", "- github.com"),
+        # The engine's own line about the route follows (its wording is explain's).
         "FAIL GET https://api.github.com/: expected an answer from api.github.com, saw a "
         "closed connection (curl exit 35). Hint: no rule of yours matched it, so the default "
-        "route tls-egress-deny decided. The engine says: TLSRoute github-api: hostnames "
-        "['github.com'] do not match 'api.github.com'",
+        "route tls-egress-deny decided. The engine says: TLSRoute github-api: ",
         id="sni-of-the-wrong-host",
     ),
     pytest.param(

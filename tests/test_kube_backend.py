@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from egresskit import versions
 from egresskit.cluster import kube
 from egresskit.cluster.base import Cluster
 from egresskit.cluster.kube import (
@@ -34,7 +35,7 @@ from tests.fakes.apiserver import ExecResult, FakeApiServer
 
 NS = "egress-test"
 EN_PATH = f"/apis/policy.linkerd.io/v1alpha1/namespaces/{NS}/egressnetworks/all-egress-traffic"
-ROUTE_PATH = f"/apis/gateway.networking.k8s.io/v1alpha2/namespaces/{NS}/httproutes/httpbin-get"
+ROUTE_PATH = f"/apis/gateway.networking.k8s.io/v1/namespaces/{NS}/httproutes/httpbin-get"
 POD_PATH = f"/api/v1/namespaces/{NS}/pods/client"
 SSA = "application/apply-patch+yaml"
 
@@ -57,7 +58,7 @@ spec:
     image: curlimages/curl
     command: ["sh", "-c", "sleep infinity"]
 ---
-apiVersion: gateway.networking.k8s.io/v1alpha2
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: httpbin-get, namespace: egress-test}
 spec:
@@ -180,12 +181,13 @@ def test_apply_is_server_side_apply_namespaces_first_then_dry_run_then_apply(
         assert r.content_type == SSA
         assert r.query["fieldManager"] == ["egresskit"]
         assert r.query["force"] == ["true"]
+        assert r.query["fieldValidation"] == ["Strict"]
         assert r.authorization == "Bearer t0k3n"
     # Discovery of every group/version happened before the first write.
     first_write = api.requests.index(api.writes()[0])
     discovered = {r.path for r in api.requests[:first_write]}
     assert {"/api/v1", "/apis/policy.linkerd.io/v1alpha1"} <= discovered
-    assert "/apis/gateway.networking.k8s.io/v1alpha2" in discovered
+    assert "/apis/gateway.networking.k8s.io/v1" in discovered
     assert api.writes()[-1].body["spec"]["parentRefs"][0]["port"] == 80
 
 
@@ -263,7 +265,7 @@ def test_invalid_manifest_sends_nothing(api: FakeApiServer, cluster: KubeCluster
         (
             {"gateway_api": False},
             "fake: HTTPRoute CRD not installed: are the Gateway API v1.2.1 experimental CRDs "
-            "installed? run `egresskit cluster up` (gateway.networking.k8s.io/v1alpha2 is not "
+            "installed? run `egresskit cluster up` (gateway.networking.k8s.io/v1 is not "
             "served)",
         ),
     ],
@@ -316,7 +318,7 @@ def test_patch_is_a_merge_patch(
     [req] = [r for r in api.requests[before:] if r.method == "PATCH"]
     assert req.path == EN_PATH
     assert req.content_type == "application/merge-patch+json"
-    assert req.query == {"fieldManager": ["egresskit"]}
+    assert req.query == {"fieldManager": ["egresskit"], "fieldValidation": ["Strict"]}
     assert req.body == {"spec": {"trafficPolicy": "Deny"}}
     assert result["spec"]["trafficPolicy"] == "Deny"
     assert cluster.changes[-1].verb == "patch"
@@ -468,7 +470,7 @@ def test_proxy_metrics_failure_is_reported_like_the_cli(
     text = cluster.proxy_metrics("client", namespace=NS)
     head, error = text.split("#\n", 2)[1:]
     assert head == "# POD client (1 of 1)\n"
-    assert error.startswith("# ERROR fake: proxy metrics: error trying to reach service: ")
+    assert error.startswith("# ERROR: fake: proxy metrics: error trying to reach service: ")
     assert error.endswith("connection refused (ServiceUnavailable, HTTP 503)\n")
 
 
@@ -480,7 +482,7 @@ def test_proxy_metrics_of_a_pod_not_running(tmp_path: Path, progress: list[str])
         with pytest.raises(WaitTimeout):
             c.apply(GUIDE)
         text = c.proxy_metrics("client", namespace=NS)
-    assert text == "#\n# POD client (1 of 1)\n#\n# ERROR pod not running: client\n"
+    assert text == "#\n# POD client (1 of 1)\n#\n# ERROR: pod not running: client\n"
 
 
 # --------------------------------------------------------------------------------- curl
@@ -634,7 +636,7 @@ def _parent(status: str, port: int | None = 80, **cond: Any) -> dict[str, Any]:
                     ]
                 },
             },
-            (True, "Accepted=False (EgressReasonNetworkOverlap)"),
+            (False, "Accepted=False (EgressReasonNetworkOverlap)"),
         ),
         (_route(None), (False, "parent EgressNetwork en port 80: no status yet")),
         (
@@ -697,7 +699,7 @@ def _parent(status: str, port: int | None = 80, **cond: Any) -> dict[str, Any]:
         "namespace",
         "service",
         "egress-network-no-status",
-        "egress-network-overlap-is-final",
+        "egress-network-overlap-is-not-in-force",
         "route-no-status",
         "route-other-port",
         "route-accepted",
@@ -730,12 +732,16 @@ class _Item:
 
 
 @pytest.mark.parametrize(
-    ("env", "skipped"),
-    [(None, [True, False]), ("  ", [True, False]), ("kind-egresskit", [False, False])],
+    ("env", "marks"),
+    [
+        (None, [["skip"], []]),
+        ("  ", [["skip"], []]),
+        ("kind-egresskit", [["timeout"], []]),
+    ],
     ids=["unset", "blank", "set"],
 )
-def test_kube_tests_are_skipped_without_a_context(
-    monkeypatch: pytest.MonkeyPatch, env: str | None, skipped: list[bool]
+def test_kube_tests_are_skipped_without_a_context_and_get_a_cluster_limit_with_one(
+    monkeypatch: pytest.MonkeyPatch, env: str | None, marks: list[list[str]]
 ) -> None:
     if env is None:
         monkeypatch.delenv(kube_fixtures.KUBE_CONTEXT_ENV, raising=False)
@@ -743,8 +749,54 @@ def test_kube_tests_are_skipped_without_a_context(
         monkeypatch.setenv(kube_fixtures.KUBE_CONTEXT_ENV, env)
     items = [_Item(marked=True), _Item(marked=False)]
     kube_fixtures.skip_kube_tests_without_context(items)  # type: ignore[arg-type]
-    assert [bool(i.marks) for i in items] == skipped
-    for item in items:
-        for mark in item.marks:
-            assert mark.mark.name == "skip"
+    assert [[m.mark.name for m in i.marks] for i in items] == marks
+    for mark in items[0].marks:
+        if mark.mark.name == "skip":
             assert "EGRESSKIT_KUBE_CONTEXT" in mark.mark.kwargs["reason"]
+        else:
+            assert mark.mark.args == (versions.KUBE_TEST_TIMEOUT,)
+
+
+def test_the_kube_test_limit_outlasts_the_waits_inside_one_guide_test() -> None:
+    # g10-g12: the setup apply, the Deny patch, the Deployment, the routes and the namespace
+    # deletion each wait up to APPLY_WAIT_TIMEOUT; two effect probes; the 120 s local limit
+    # would cut a real cluster's first image pull short.
+    waits = 5 * versions.APPLY_WAIT_TIMEOUT + 2 * versions.EFFECT_WAIT_TIMEOUT
+    assert versions.KUBE_TEST_TIMEOUT > waits > 120
+
+
+# ----------------------------------------------------------------------------- teardown
+
+
+def test_teardown_deletes_the_pods_without_a_grace_period(
+    tmp_path: Path, progress: list[str]
+) -> None:
+    # sh -c "sleep infinity" as PID 1 ignores SIGTERM: with the default grace period the
+    # namespace stays terminating until the kubelet kills the pods 30 s later.
+    with FakeApiServer(pods_ignore_sigterm=True) as api, _connect(api, tmp_path, progress) as c:
+        c.apply(GUIDE)
+        start = len(api.requests)
+        kube_fixtures.delete_test_namespace(c, NS)
+        deletes = [(r.path, r.query) for r in api.requests[start:] if r.method == "DELETE"]
+        assert api.objects == {}
+    assert deletes == [
+        (
+            "/api/v1/namespaces/egress-test",
+            {"propagationPolicy": ["Background"], "gracePeriodSeconds": ["0"]},
+        ),
+        ("/api/v1/namespaces/egress-test/pods", {"gracePeriodSeconds": ["0"]}),
+    ]
+
+
+def test_a_plain_namespace_delete_waits_for_pods_that_ignore_sigterm(
+    tmp_path: Path, progress: list[str]
+) -> None:
+    """What the teardown did before: the wait runs into its bound (30 s on a real cluster)."""
+    with (
+        FakeApiServer(pods_ignore_sigterm=True) as api,
+        _connect(api, tmp_path, progress, timeout=0.05) as c,
+    ):
+        c.apply(GUIDE)
+        with pytest.raises(WaitTimeout) as info:
+            c.delete("namespace", NS)
+    assert info.value.what == "Namespace egress-test to be deleted"

@@ -15,7 +15,9 @@ from tests.fakes.clis import FakeClis
 
 IMAGE, URL = versions.KIND_NODE_IMAGE, versions.GATEWAY_API_INSTALL_URL
 
+VERSION = "linkerd version --client --short"
 FRESH_UP = [
+    VERSION,
     "docker info",
     "kind get clusters",
     f"kind create cluster --name egresskit --image {IMAGE} --wait 180s",
@@ -54,9 +56,9 @@ def test_up_runs_the_spec_sequence(fakes: FakeClis, state: Path, echo: list[str]
     marker = lifecycle.up(state_dir=state, echo=echo.append)
 
     assert fakes.command_lines() == FRESH_UP
-    # Every kubectl/linkerd call names the context explicitly.
+    # Every kubectl/linkerd call that reaches the cluster names the context explicitly.
     for call in fakes.calls():
-        if call[0] in ("kubectl", "linkerd"):
+        if call[0] in ("kubectl", "linkerd") and call[1:3] != ["version", "--client"]:
             assert call[1:3] == ["--context", "kind-egresskit"]
     assert (marker.created_cluster, marker.installed_gateway_api, marker.installed_linkerd) == (
         True,
@@ -75,6 +77,7 @@ def test_up_twice_is_idempotent(fakes: FakeClis, state: Path, echo: list[str]) -
     marker = lifecycle.up(state_dir=state, echo=echo.append)
 
     assert fakes.command_lines() == [
+        VERSION,
         "docker info",
         "kind get clusters",
         "kubectl get namespace linkerd",
@@ -99,7 +102,37 @@ def test_a_missing_tool_stops_before_any_change(fakes: FakeClis, state: Path, mi
     assert message.startswith("preflight failed, nothing changed:")
     assert f"{missing} not found on PATH: {lifecycle.INSTALL_HINTS[missing]}" in message
     assert message.count("not found on PATH") == 1
-    assert all(call[0] == "docker" and call[1:] == ["info"] for call in fakes.calls())
+    assert set(fakes.command_lines()) <= {"docker info", VERSION}  # read-only questions only
+    assert not state.exists()
+
+
+def test_the_linkerd_hint_installs_the_pinned_release() -> None:
+    hint = lifecycle.INSTALL_HINTS["linkerd"]
+    assert hint.endswith(f"| LINKERD2_VERSION={versions.LINKERD_RELEASE} sh")
+    assert "https://run.linkerd.io/install-edge" in hint
+
+
+@pytest.mark.parametrize(
+    ("cli", "expected"),
+    [
+        (
+            "edge-25.9.1",
+            f"the linkerd CLI on PATH is edge-25.9.1, egresskit pins {versions.LINKERD_RELEASE}",
+        ),
+        ("", "cannot read the linkerd CLI's version from `linkerd version --client --short`"),
+    ],
+    ids=["other-release", "unreadable"],
+)
+def test_a_linkerd_cli_of_another_release_stops_before_any_change(
+    fakes: FakeClis, state: Path, cli: str, expected: str
+) -> None:
+    fakes.set_world(linkerd_cli=cli)
+    with pytest.raises(BackendError) as info:
+        lifecycle.up(state_dir=state, echo=lambda _: None)
+    message = str(info.value)
+    assert message.startswith("preflight failed, nothing changed:\n  " + expected)
+    assert message.endswith(lifecycle.INSTALL_HINTS["linkerd"])
+    assert set(fakes.command_lines()) <= {"docker info", VERSION}
     assert not state.exists()
 
 
@@ -107,7 +140,7 @@ def test_docker_daemon_down_stops_before_any_change(fakes: FakeClis, state: Path
     fakes.set_world(docker_up=False)
     with pytest.raises(BackendError, match=r"`docker info` failed: start the daemon"):
         lifecycle.up(state_dir=state, echo=lambda _: None)
-    assert fakes.command_lines() == ["docker info"]
+    assert fakes.command_lines() == [VERSION, "docker info"]
 
 
 def test_a_failing_step_keeps_its_log_and_names_it(
@@ -169,7 +202,11 @@ def test_down_leaves_a_cluster_it_found_and_removes_only_its_installs(
     fakes.clear_calls()
     lifecycle.down(state_dir=state, echo=lambda _: None)
 
-    assert fakes.command_lines() == ["linkerd uninstall", "kubectl delete --ignore-not-found -f -"]
+    assert fakes.command_lines() == [
+        VERSION,
+        "linkerd uninstall",
+        "kubectl delete --ignore-not-found -f -",
+    ]
     world = fakes.world()
     assert world["clusters"] == ["egresskit"]
     assert world["crds"] == gateway

@@ -1,4 +1,5 @@
-"""Outcomes for every guide step (docs/facts/linkerd-egress.md 8.5, G1-G12), both sides, and reconciliation."""
+"""Outcomes for every guide step (docs/facts/linkerd-egress.md 8.5, G1-G12), both sides, and
+reconciliation."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from egresskit.analysis.outcomes import (
     reconcile,
     route_outcome,
 )
-from egresskit.explain import with_cluster_ips
+from egresskit.explaining import with_cluster_ips
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import HTTPRoute
 from egresskit.policy.snapshot import Snapshot
@@ -205,7 +206,8 @@ def r(
     return request_row(url, status=status, exit_code=exit_code, body=body, error=error)
 
 
-# (id, state, request as curl saw it, outcome, route the engine names) -- docs/facts/linkerd-egress.md 8.5.
+# (id, state, request as curl saw it, outcome, route the engine names):
+# docs/facts/linkerd-egress.md 8.5.
 REQUEST_CASES = [
     ("G1", "allow", r(f"{HB}/get"), "allowed", "http-egress-allow"),
     ("G2", "allow", r(f"{HBS}/get"), "allowed", "tcp-egress-allow"),

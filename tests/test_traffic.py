@@ -29,7 +29,7 @@ from egresskit.analysis.outcomes import (
 from egresskit.analysis.scrape import Scraper
 from egresskit.cluster.base import ChangeRecord, Cluster, CurlResult
 from egresskit.errors import BackendError, WaitTimeout
-from egresskit.explain import explain, with_cluster_ips
+from egresskit.explaining import explain, with_cluster_ips
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
 from egresskit.mesh.metrics import ProxyMetrics

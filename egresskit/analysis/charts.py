@@ -73,7 +73,8 @@ _GUIDE_LABELS = (
 )  # fmt: skip
 _ALWAYS = _GUIDE_LABELS[:10]  # P + R: every route family has them
 _B = _GUIDE_LABELS[10:16]
-#: Labels after P + R, per sample name suffix (docs/facts/linkerd-egress.md 6.2); the long frame cannot
+#: Labels after P + R, per sample name suffix (docs/facts/linkerd-egress.md 6.2); the long frame
+#: cannot
 #: tell an empty label from a missing one, so the family decides (``error=""`` shows).
 _FAMILY_EXTRA: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("_route_request_statuses_total", ("hostname", "http_status", "grpc_status", "error")),

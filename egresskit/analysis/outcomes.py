@@ -12,7 +12,8 @@ Rules:
 * A redirect answers 200 too, so labels and statuses alone are not enough: every answer
   is judged together with the objects in force at that moment
   (:class:`~egresskit.analysis.timeline.PolicyTimeline`).
-* Proxy side (docs/facts/linkerd-egress.md sections 3, 4.4, 6.2): default routes by name (``*-egress-deny``
+* Proxy side (docs/facts/linkerd-egress.md sections 3, 4.4, 6.2): default routes by name
+(``*-egress-deny``
   forbidden, ``*-egress-allow`` allowed); an explicit route is looked up by kind, namespace
   and name in the objects in force at the scrape, and its rules' backends decide
   (Service -> redirected, none or the parent EgressNetwork -> allowed, anything else
@@ -20,7 +21,7 @@ Rules:
   the route series cannot tell them apart). TLS/TCP ``error="forbidden"`` is forbidden,
   any other non-empty ``error`` label is failed.
 * Client side: the policy engine's answer for the URL under the objects in force when the
-  request started (:func:`egresskit.explain.explain`), checked against what curl saw
+  request started (:func:`egresskit.explaining.explain`), checked against what curl saw
   (a Deny must be a 403 or a closed TLS/TCP connection); the body prefix confirms a
   redirect ("You cannot go there right now"). Disagreement is ``failed`` with both sides
   in ``reason``.
@@ -42,7 +43,7 @@ import pandas as pd
 from egresskit.analysis.reconciliation import Reconciliation, reconcile
 from egresskit.analysis.timeline import PolicyTimeline, objects_from_changes
 from egresskit.errors import EgressKitError
-from egresskit.explain import explain
+from egresskit.explaining import explain
 from egresskit.manifests.model import Route
 from egresskit.policy.decision import Decision
 from egresskit.policy.snapshot import Snapshot

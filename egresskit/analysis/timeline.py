@@ -28,7 +28,7 @@ import pandas as pd
 
 from egresskit.cluster.base import ChangeRecord, Cluster
 from egresskit.errors import BackendError
-from egresskit.explain import with_cluster_ips
+from egresskit.explaining import with_cluster_ips
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
 from egresskit.policy.snapshot import Snapshot

@@ -10,6 +10,12 @@ Rules:
   linkerd-egress.md 4.3); Pods are Ready; Deployments available, rollout observed.
 - A condition from an older generation (``observedGeneration`` below ``generation``) does
   not count: it describes the object before the change.
+- An EgressNetwork that Linkerd refused (``Accepted=False``, e.g.
+  ``EgressReasonNetworkOverlap``) is an error, not a success: :func:`refusal` says why.
+- Status is not the effect. Linkerd writes its conditions without ``observedGeneration`` and
+  does not rewrite an EgressNetwork's status when only ``trafficPolicy`` changes, so these
+  rules say "stored and accepted", never "the proxies enforce it"; that is confirmed by
+  probing the effect (:mod:`egresskit.cluster.effect`).
 - Kinds with nothing to wait for (Namespace, Service, routes without an EgressNetwork
   parent) have no rule at all: :func:`readiness` returns ``None`` for them.
 """
@@ -79,7 +85,7 @@ def readiness(obj: Mapping[str, Any]) -> tuple[bool, str] | None:
         cond = _condition(obj, "Accepted")
         if cond is None or _stale(cond, obj):
             return False, "no Accepted condition yet"
-        return True, _describe(cond)
+        return cond.get("status") == "True", _describe(cond)
     if kind in _ROUTE_KINDS:
         refs = list(_egress_parents(obj))
         if not refs:
@@ -120,6 +126,21 @@ def readiness(obj: Mapping[str, Any]) -> tuple[bool, str] | None:
             return False, f"{updated}/{want} updated, {avail}"
         return True, f"Available, {updated}/{want} updated"
     return None
+
+
+def refusal(obj: Mapping[str, Any]) -> str | None:
+    """Why Linkerd refused the object for good, or ``None``.
+
+    An EgressNetwork with ``Accepted=False`` (``EgressReasonNetworkOverlap``, ...) stays so
+    until its spec changes: waiting longer cannot make it true. A route's ``Accepted=False``
+    is not final (its parent may be accepted a moment later), so it is waited on.
+    """
+    if obj.get("kind") != "EgressNetwork":
+        return None
+    cond = _condition(obj, "Accepted")
+    if cond is None or _stale(cond, obj) or cond.get("status") != "False":
+        return None
+    return _describe(cond)
 
 
 #: Where to read one object back: its resource, namespace (``None`` if cluster-wide) and name.

@@ -83,17 +83,9 @@ def missing_api_message(api_version: str, kind: str) -> str:
     return f"{api_version} is not served by the API server (needed for {kind})"
 
 
-def discovered_resource(api_version: str, kind: str, data: bytes, *, where: str) -> Resource:
-    """``kind`` (case-insensitive) in the discovery document of ``api_version``."""
-    try:
-        listed = json.loads(data).get("resources") or []
-    except (ValueError, AttributeError) as exc:
-        raise BackendError(f"{where}: discovery of {api_version}: not a list") from exc
-    found = []
-    for res in listed:
-        if "/" in res["name"]:  # subresources such as pods/exec
-            continue
-        found.append(res["kind"])
+def resource_in(api_version: str, kind: str, data: bytes, *, where: str) -> Resource | None:
+    """``kind`` (case-insensitive) in the discovery document of ``api_version``, if listed."""
+    for res in _listed(api_version, data, where=where):
         if res["kind"].lower() == kind.lower():
             return Resource(
                 api_version=api_version,
@@ -101,9 +93,45 @@ def discovered_resource(api_version: str, kind: str, data: bytes, *, where: str)
                 plural=res["name"],
                 namespaced=bool(res.get("namespaced")),
             )
+    return None
+
+
+def _listed(api_version: str, data: bytes, *, where: str) -> list[dict[str, Any]]:
+    try:
+        listed = json.loads(data).get("resources") or []
+    except (ValueError, AttributeError) as exc:
+        raise BackendError(f"{where}: discovery of {api_version}: not a list") from exc
+    # Subresources such as pods/exec are listed too; they are not kinds of their own.
+    return [r for r in listed if "/" not in r["name"]]
+
+
+def discovered_resource(api_version: str, kind: str, data: bytes, *, where: str) -> Resource:
+    """``kind`` (case-insensitive) in the discovery document of ``api_version``, or why not."""
+    found = resource_in(api_version, kind, data, where=where)
+    if found is not None:
+        return found
     if api_version.rpartition("/")[0] in (POLICY_GROUP, GATEWAY_GROUP):
         raise BackendError(f"{where}: {missing_api_message(api_version, kind)}")
-    raise BackendError(f"{where}: {api_version} has no kind {kind}; it serves {', '.join(found)}")
+    kinds = ", ".join(r["kind"] for r in _listed(api_version, data, where=where))
+    raise BackendError(f"{where}: {api_version} has no kind {kind}; it serves {kinds}")
+
+
+def group_versions(data: bytes) -> list[str]:
+    """The versions an ``APIGroup`` discovery document lists, preferred first as served."""
+    try:
+        doc = json.loads(data)
+        return [str(v["version"]) for v in doc.get("versions") or []]
+    except (ValueError, AttributeError, KeyError, TypeError):
+        return []
+
+
+def unserved_version_message(api_version: str, kind: str, served: Sequence[str]) -> str:
+    """``kind`` is installed, but not at ``api_version``: say which versions serve it."""
+    group = api_version.rpartition("/")[0]
+    return (
+        f"{kind} {api_version}: version not served; served: {', '.join(served)} "
+        f"(the {kind} CRD is installed: use apiVersion {group}/{served[0]})"
+    )
 
 
 def status_error(where: str, what: str, status: int, data: bytes) -> BackendError:
@@ -144,7 +172,9 @@ def apply_request(
     namespace = (obj.namespace or "default") if res.namespaced else None
     if namespace is not None:
         body.setdefault("metadata", {})["namespace"] = namespace
-    query = [("fieldManager", field_manager), ("force", "true")]
+    # Strict: an unknown field is an error, as with `kubectl apply` (the API server's
+    # default, Warn, would drop it and apply the rest: a typo would pass silently).
+    query = [("fieldManager", field_manager), ("force", "true"), ("fieldValidation", "Strict")]
     if dry_run:
         query.append(("dryRun", "All"))
     return res.path(namespace, obj.name), query, body
@@ -259,5 +289,9 @@ def proxy_metrics_section(pod: str, text: str) -> str:
 
 
 def proxy_metrics_error(pod: str, error: object) -> str:
-    """The section for a pod whose metrics could not be read: ``# ERROR`` and why."""
-    return proxy_metrics_section(pod, f"# ERROR {error}\n")
+    """The section for a pod whose metrics could not be read: ``# ERROR: `` and why.
+
+    linkerd2 ``cli/cmd/metrics.go`` prints ``# ERROR: %s`` for a pod it could not read (the
+    colon-less ``# ERROR %s`` is only its obfuscation failure, and older CLIs).
+    """
+    return proxy_metrics_section(pod, f"# ERROR: {error}\n")

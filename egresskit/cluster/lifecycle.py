@@ -1,13 +1,15 @@
 """``egresskit cluster up|down|status``: a kind cluster with Gateway API and Linkerd.
 
-Job: drive the ``kind``, ``kubectl`` and ``linkerd`` CLIs through the sequence of docs/facts/linkerd-egress.md
-linkerd-egress.md section 7.3 (kind cluster, ``linkerd check --pre``, Gateway API
+Job: drive the ``kind``, ``kubectl`` and ``linkerd`` CLIs through the sequence of
+docs/facts/linkerd-egress.md section 7.3 (kind cluster, ``linkerd check --pre``, Gateway API
 experimental CRDs before Linkerd, Linkerd CRDs, control plane, ``linkerd check``).
 
 Rules:
 
-- Preflight first: every tool the plan needs is on PATH and ``docker info`` answers, or we
-  stop, naming each missing tool and how to install it, before anything changes.
+- Preflight first: every tool the plan needs is on PATH, the ``linkerd`` CLI is the pinned
+  release (``linkerd version --client --short``), and ``docker info`` answers, or we stop,
+  naming each problem and how to fix it (the install hint pins the release), before anything
+  changes.
 - Idempotent: what already exists is skipped (and said so), so ``up`` can be run again.
 - A marker file per cluster (``<state>/cluster-<name>.json``) records what ``up`` created;
   ``down`` removes only that: the kind cluster if ``up`` created it, otherwise the Linkerd
@@ -49,11 +51,16 @@ INSTALL_HINTS = {
     "kubectl": (
         f"install kubectl {versions.KUBECTL_VERSION}: https://kubernetes.io/docs/tasks/tools/"
     ),
+    # The install script takes the release from LINKERD2_VERSION (its default is the latest
+    # edge, which would render a different control plane than the one pinned here).
     "linkerd": (
         f"install the Linkerd CLI {versions.LINKERD_RELEASE}: "
-        "curl --proto '=https' -sSfL https://run.linkerd.io/install-edge | sh"
+        "curl --proto '=https' --tlsv1.2 -sSfL https://run.linkerd.io/install-edge "
+        f"| LINKERD2_VERSION={versions.LINKERD_RELEASE} sh"
     ),
 }
+
+_LINKERD_VERSION_RE = re.compile(r"\b((?:edge|stable|enterprise)-[0-9][0-9A-Za-z.+-]*)")
 
 
 def _echo(line: str) -> None:
@@ -168,10 +175,42 @@ class _Runner:
         self.echo(f"  skip  {title} ({why})")
 
 
+def linkerd_cli_problem() -> str | None:
+    """Why the ``linkerd`` CLI on PATH is not the pinned release, or ``None`` when it is.
+
+    The CLI renders the manifests ``linkerd install`` applies, so its release is the control
+    plane's: another one would install a Linkerd the kit was not checked against.
+    """
+    argv = ["linkerd", "version", "--client", "--short"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"`{' '.join(argv)}` failed ({exc}): {INSTALL_HINTS['linkerd']}"
+    found = _LINKERD_VERSION_RE.search(done.stdout)
+    if done.returncode != 0 or found is None:
+        said = (done.stdout + done.stderr).strip()[:200] or f"exit {done.returncode}"
+        return (
+            f"cannot read the linkerd CLI's version from `{' '.join(argv)}` ({said}); "
+            f"expected {versions.LINKERD_RELEASE}: {INSTALL_HINTS['linkerd']}"
+        )
+    if found[1] != versions.LINKERD_RELEASE:
+        return (
+            f"the linkerd CLI on PATH is {found[1]}, egresskit pins {versions.LINKERD_RELEASE} "
+            f"(the CLI decides which Linkerd `linkerd install` installs): "
+            f"{INSTALL_HINTS['linkerd']}"
+        )
+    return None
+
+
 def preflight(tools: Sequence[str], *, need_docker_daemon: bool = True) -> None:
-    """Stop before any change when a tool is missing or Docker does not answer."""
+    """Stop before any change when a tool is missing, the Linkerd CLI is not the pinned
+    release, or Docker does not answer."""
     missing = [t for t in tools if shutil.which(t) is None]
     problems = [f"{t} not found on PATH: {INSTALL_HINTS[t]}" for t in missing]
+    if "linkerd" in tools and "linkerd" not in missing:
+        linkerd = linkerd_cli_problem()
+        if linkerd is not None:
+            problems.append(linkerd)
     if need_docker_daemon and "docker" in tools and "docker" not in missing:
         try:
             answered = (

@@ -80,7 +80,8 @@ class ProxyMetrics:
     produces (:data:`ROUTE_LABEL_KEYS`, :data:`BACKEND_LABEL_KEYS`); a wrong, missing or
     misplaced key raises ``ValueError``. ``hostname_labels=False`` (Linkerd 2.18+'s
     default) records ``hostname=""`` everywhere; hostnames that are IP literals are
-    always recorded as "" (proxy PR #3258, docs/facts/linkerd-egress.md 6.2 -- not re-verified in code).
+    always recorded as "" (proxy PR #3258, docs/facts/linkerd-egress.md 6.2 -- not re-verified in
+    code).
     ``hostname`` is the bare host: no port, no brackets needed.
     """
 

@@ -1,4 +1,5 @@
-"""Linkerd's outbound route families and label vocabulary, as docs/facts/linkerd-egress.md 6.2 defines them.
+"""Linkerd's outbound route families and label vocabulary, as docs/facts/linkerd-egress.md 6.2
+defines them.
 
 Job: name what :class:`~egresskit.mesh.metrics.ProxyMetrics` records -- the
 ``outbound_{http,grpc}_route_*`` and ``outbound_{tls,tcp}_route_*`` families with their

@@ -10,7 +10,8 @@ Rules:
 * Listeners bind 127.0.0.1 only, port 0. A listener either stands for one original
   destination ``ip:port`` (what iptables would have kept; used by the pod's curl) or for a
   port, in which case the destination is the name in the SNI or ``Host`` (``outbound_ports``).
-* On a pinned listener the port's protocol decides first (docs/facts/linkerd-egress.md 5.2): an opaque
+* On a pinned listener the port's protocol decides first (docs/facts/linkerd-egress.md 5.2): an
+opaque
   port is relayed unread; a TLSRoute port needs a whole ClientHello with an SNI (broken,
   missing or silent: closed, no route metrics); a gRPC port is not emulated (closed).
 * Protocol detection reads what the client sends first, at most ``detect_timeout``

@@ -330,7 +330,8 @@ _Verdict = bool | str | NeedMore
 
 
 def detect_protocol(data: bytes) -> NeedMore | Detected:
-    """Classify a connection as Linkerd's ``Detect`` does (docs/facts/linkerd-egress.md, section 5.2).
+    """Classify a connection as Linkerd's ``Detect`` does (docs/facts/linkerd-egress.md, section
+    5.2).
 
     HTTP/2 needs the whole prior-knowledge preface; HTTP/1 needs a whole request line
     ``method SP request-target SP HTTP/1.0|1.1 CRLF`` (LF alone is accepted, as httparse

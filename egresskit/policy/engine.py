@@ -142,5 +142,5 @@ def _decide_tls(
         return failed(policy, "no TLS route matches")
     route, rule = found
     if trace is not None:
-        trace.append(f"winner: {route_name(route)}")
+        trace.append(f"chosen: {route_name(route)}")
     return with_protocol(pick_choice(rule, conn.backend_pick), policy)

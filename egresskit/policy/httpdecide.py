@@ -79,8 +79,10 @@ def decide_http(
     decision = pick_choice(rule, req.backend_pick)
     if trace is not None:
         trace.append(
-            f"winner: {route_name(route)}, rule {rule.index} (highest host rank, then rule "
-            "summary; ties go to the older route, then the earlier rule)"
+            f"chosen: {route_name(route)}, rule {rule.index} (a route naming the host beats "
+            "a wildcard, which beats one without hostnames; then the most specific match "
+            "wins: longer path, then more headers, query parameters, a method; ties go to "
+            "the older route, then the earlier rule)"
         )
     if rule.redirect is not None and rule.redirect.request_redirect is not None:
         return _redirect(decision, rule, req, host, path, query, policy)

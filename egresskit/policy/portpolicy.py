@@ -82,14 +82,13 @@ def _resolve_parent(snap: Snapshot, client_namespace: str, ip_text: str) -> Reso
             reasons.append(f"EgressNetwork {en.namespace}/{en.name} does not contain {ip}")
         else:
             reasons.append(
-                f"EgressNetwork {en.namespace}/{en.name} contains {ip} "
-                f"(smallest matching network: {size} addresses)"
+                f"EgressNetwork {en.namespace}/{en.name} contains {ip} ({_network_words(en, ip)})"
             )
     if winner is not None:
         if len(matched) > 1:
             reasons.append(
-                f"{winner.namespace}/{winner.name} wins: smallest network, then oldest, "
-                "then namespace and name"
+                f"{winner.namespace}/{winner.name} wins: the one whose matching network is "
+                "smallest, then the oldest, then by namespace and name"
             )
         return Resolution(kind="egress", egress_network=winner, reasons=tuple(reasons))
     if not nets.in_cluster_networks(ip, snap.cluster_networks):
@@ -103,6 +102,15 @@ def _resolve_parent(snap: Snapshot, client_namespace: str, ip_text: str) -> Reso
         "NotFound and the proxy forwards the connection as it is"
     )
     return Resolution(kind="none", reasons=tuple(reasons))
+
+
+def _network_words(en: nets.IndexedEgressNetwork, ip: nets.IPAddress) -> str:
+    """Which of its networks holds ``ip``, in words (for the reasoning only)."""
+    if en.obj.networks is None:
+        return "it lists no networks, so it covers every address outside the cluster networks"
+    net = min((n for n in en.networks if n.matches(ip)), key=lambda n: n.size)
+    but = f" except {', '.join(map(str, net.excepts))}" if net.excepts else ""
+    return f"in its network {net.cidr}{but}"
 
 
 @dataclass(kw_only=True)

@@ -40,7 +40,8 @@ from egresskit.policy.snapshot import Snapshot
 
 DENY_MESSAGE = "traffic not allowed"
 
-#: Default route names per protocol and trafficPolicy (docs/facts/linkerd-egress.md section 3 table).
+#: Default route names per protocol and trafficPolicy (docs/facts/linkerd-egress.md section 3
+#: table).
 DEFAULT_ROUTE_NAMES: dict[RouteFamily, dict[str, str]] = {
     "http": {"Allow": "http-egress-allow", "Deny": "http-egress-deny"},
     "grpc": {"Allow": "grpc-egress-allow", "Deny": "grpc-egress-deny"},

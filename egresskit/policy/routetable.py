@@ -143,8 +143,8 @@ def _best_in(
             if rank is None:
                 if trace is not None:
                     trace.append(
-                        f"{route_name(route)}: hostnames {list(route.hostnames)} do "
-                        f"not match {host!r}"
+                        f"{route_name(route)}: its hostnames ({', '.join(route.hostnames)}) "
+                        f"do not cover {host or '(no host)'}"
                     )
                 continue
         else:
@@ -159,10 +159,15 @@ def _best_in(
                 trace.append(f"{route_name(route)}: no rule matches")
             continue
         key = (rank, route_best[0])
-        if trace is not None:
+        if trace is not None and route.is_default:
+            trace.append(
+                f"{route_name(route)}: matches everything, and loses to any other route "
+                "that matches"
+            )
+        elif trace is not None:
             trace.append(
                 f"{route_name(route)}: rule {route_best[1].index} matches "
-                f"(host rank {_rank_text(rank)}, {_summary_text(route_best[0])})"
+                f"({_rank_text(rank, host)}; {_summary_text(route_best[0])})"
             )
         if best is None or key > best[0]:
             best = (key, route, route_best[1])
@@ -192,23 +197,43 @@ def route_name(route: CompiledRoute) -> str:
     return f"{route.ref.kind} {route.ref.namespace}/{route.ref.name}"
 
 
-def _rank_text(rank: HostRank) -> str:
+def _rank_text(rank: HostRank, host: str | None) -> str:
+    """How the route's hostnames matched, in words (reasoning only)."""
     return {
-        0: "none (no hostnames)",
-        1: f"wildcard, {rank[1]} chars",
-        2: f"exact, {rank[1]} chars",
+        0: "the route lists no hostnames, so it applies to every host",
+        1: f"one of its wildcard hostnames covers {host}",
+        2: f"it names {host} exactly",
     }[rank[0]]
 
 
+def _plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _summary_text(summary: object) -> str:
+    """What a winning rule matched on, in words; specificity is compared in this order."""
+    parts: list[str] = []
     if isinstance(summary, tuple) and len(summary) == 4:
-        return (
-            f"path length {summary[0]}, {summary[1]} headers, {summary[2]} query params, "
-            f"{'a' if summary[3] else 'no'} method match"
-        )
-    if isinstance(summary, tuple) and len(summary) == 3:
-        return f"service {summary[0]} chars, method {summary[1]} chars, {summary[2]} headers"
-    return str(summary)
+        path, headers, query, method = summary
+        if path:
+            parts.append(f"the path (a {path}-character match)")
+        if headers:
+            parts.append(_plural(headers, "header"))
+        if query:
+            parts.append(_plural(query, "query parameter"))
+        if method:
+            parts.append("the method")
+    elif isinstance(summary, tuple) and len(summary) == 3:
+        service, method, headers = summary
+        if service:
+            parts.append("the gRPC service")
+        if method:
+            parts.append("the gRPC method")
+        if headers:
+            parts.append(_plural(headers, "header"))
+    else:  # TLS rules have no matches: the SNI alone decides
+        return "TLS routes match by SNI only"
+    return "it matches on " + ", ".join(parts) if parts else "it matches every request"
 
 
 def select_route(

@@ -6,7 +6,8 @@ the current snapshot for each request, so a request is judged entirely by the ol
 entirely by the new policy.
 
 Indexing follows the policy controller: routes are grouped by (EgressNetwork, port) once
-their status says Accepted (docs/facts/linkerd-egress.md 4.3), ordered by creation time then name (4.8),
+their status says Accepted (docs/facts/linkerd-egress.md 4.3), ordered by creation time then name
+(4.8),
 and split into producer and consumer routes (4.7).
 """
 

@@ -5,9 +5,23 @@ server-side apply and merge patch on object URLs, GET, DELETE, ``Status`` error 
 real shape, the pod proxy URL for the proxy's ``/metrics``, and pod ``exec`` over a websocket
 (``v4.channel.k8s.io``: one byte of channel, then data). Every request is recorded.
 
-Status is filled in on GET the way the controllers would write it (EgressNetwork Accepted,
-route parents Accepted, Pod Ready, Deployment available), optionally only after ``ready_after``
-GETs of that object, or never for objects named in ``never_ready``.
+What it serves comes from the real CRDs in ``egresskit/crds`` (:mod:`tests.fakes.crd_catalog`):
+only their served versions, each with its schema and status subresource. What it is sent is
+checked against that schema (422 ``Invalid``), and unknown fields are rejected with
+``fieldValidation=Strict`` (400, ``strict decoding error: unknown field "spec.hostname"``) or
+pruned with a ``Warning`` header otherwise, as a real API server does. With a status
+subresource, writes to the object itself never change its ``status``.
+
+Status is filled in on GET the way Linkerd's status controller and the built-in controllers
+would write it (EgressNetwork Accepted, route parents Accepted, Pod Ready, Deployment
+available), without ``observedGeneration`` on Linkerd's conditions (as Linkerd writes them),
+optionally only after ``ready_after`` GETs of that object, never for objects named in
+``never_ready``, or with the condition given in ``egress_status`` (e.g. ``Accepted=False``,
+``EgressReasonNetworkOverlap``).
+
+Deletion: objects named in a deleted namespace go with it; with ``pods_ignore_sigterm`` a pod
+(``sh -c "sleep infinity"`` as PID 1 ignores SIGTERM) stays terminating, and keeps its
+namespace terminating, unless it was deleted with ``gracePeriodSeconds=0``.
 """
 
 from __future__ import annotations
@@ -29,22 +43,19 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
-GATEWAY = "gateway.networking.k8s.io"
-POLICY = "policy.linkerd.io"
+from tests.fakes.crd_catalog import (
+    BUILTIN,
+    GATEWAY,
+    POLICY,
+    Served,
+    crd_kinds,
+    prune,
+    schema_problems,
+    unknown_fields,
+    version_priority,
+)
 
-# (group, version) -> [(plural, kind, namespaced)]
-_CORE = [("namespaces", "Namespace", False), ("pods", "Pod", True), ("services", "Service", True)]
 _CORE_SUB = ["pods/exec", "pods/proxy", "pods/status"]
-_ROUTES = [("httproutes", "HTTPRoute", True), ("grpcroutes", "GRPCRoute", True)]
-_L4 = [("tlsroutes", "TLSRoute", True), ("tcproutes", "TCPRoute", True)]
-GROUPS: dict[tuple[str, str], list[tuple[str, str, bool]]] = {
-    ("apps", "v1"): [("deployments", "Deployment", True)],
-    (POLICY, "v1alpha1"): [("egressnetworks", "EgressNetwork", True)],
-    (POLICY, "v1beta3"): [("httproutes", "HTTPRoute", True)],
-    (GATEWAY, "v1"): _ROUTES,
-    (GATEWAY, "v1beta1"): [("httproutes", "HTTPRoute", True)],
-    (GATEWAY, "v1alpha2"): _ROUTES + _L4,
-}
 _WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -117,6 +128,12 @@ class FakeApiServer:
     requests: list[Recorded] = field(default_factory=list)
     objects: dict[tuple[str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     exec_calls: list[dict[str, list[str]]] = field(default_factory=list)
+    #: EgressNetwork name -> (status, reason, message) of the Accepted condition Linkerd writes.
+    egress_status: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    #: Pods ignore SIGTERM: deleted without ``gracePeriodSeconds=0`` they stay terminating.
+    pods_ignore_sigterm: bool = False
+    #: Hang up right after the exec websocket handshake (connection lost mid-exec).
+    exec_drop: bool = False
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -179,23 +196,31 @@ class FakeApiServer:
 
     # -- REST -----------------------------------------------------------------------------
 
-    def served(self, group: str, version: str) -> list[tuple[str, str, bool]] | None:
-        if group == "":
-            return _CORE if version == "v1" else None
-        if group == POLICY and not self.crds:
-            return None
-        if group == GATEWAY and not self.gateway_api:
-            return None
-        return GROUPS.get((group, version))
+    def catalogue(self) -> list[Served]:
+        """Every kind served now: the built-ins, and the CRDs this fake has installed."""
+        crds = [
+            k
+            for k in crd_kinds()
+            if (k.group != POLICY or self.crds) and (k.group != GATEWAY or self.gateway_api)
+        ]
+        return [*BUILTIN, *crds]
+
+    def served(self, group: str, version: str) -> list[Served] | None:
+        kinds = [k for k in self.catalogue() if (k.group, k.version) == (group, version)]
+        return kinds or None
+
+    def _versions(self, group: str) -> list[str]:
+        found = {k.version for k in self.catalogue() if k.group == group}
+        return sorted(found, key=version_priority)
 
     def discovery(self, parts: list[str]) -> tuple[int, Any] | None:
         if parts == ["api"]:
             return 200, {"kind": "APIVersions", "versions": ["v1"]}
         if parts == ["apis"]:
-            names = sorted({g for g, v in GROUPS if self.served(g, v)})
+            names = sorted({k.group for k in self.catalogue() if k.group})
             return 200, {"kind": "APIGroupList", "groups": [self._group(g) for g in names]}
         if len(parts) == 2 and parts[0] == "apis":
-            if not any(g == parts[1] and self.served(g, v) for g, v in GROUPS):
+            if not self._versions(parts[1]):
                 return 404, status_body(
                     404, "NotFound", "the server could not find the requested resource"
                 )
@@ -211,16 +236,26 @@ class FakeApiServer:
             return 404, status_body(
                 404, "NotFound", "the server could not find the requested resource"
             )
-        resources = [
-            {
-                "name": p,
-                "singularName": k.lower(),
-                "namespaced": ns,
-                "kind": k,
-                "verbs": ["get", "patch", "delete"],
-            }
-            for p, k, ns in kinds
-        ]
+        resources: list[dict[str, Any]] = []
+        for k in kinds:
+            resources.append(
+                {
+                    "name": k.plural,
+                    "singularName": k.kind.lower(),
+                    "namespaced": k.namespaced,
+                    "kind": k.kind,
+                    "verbs": ["delete", "deletecollection", "get", "list", "patch"],
+                }
+            )
+            if k.status_subresource:
+                resources.append(
+                    {
+                        "name": f"{k.plural}/status",
+                        "namespaced": k.namespaced,
+                        "kind": k.kind,
+                        "verbs": ["get", "patch", "update"],
+                    }
+                )
         if group == "":
             resources += [
                 {"name": s, "namespaced": True, "kind": "Pod", "verbs": ["get"]} for s in _CORE_SUB
@@ -229,17 +264,16 @@ class FakeApiServer:
         return 200, {"kind": "APIResourceList", "groupVersion": gv, "resources": resources}
 
     def _group(self, name: str) -> dict[str, Any]:
-        vs = [v for g, v in GROUPS if g == name and self.served(g, v)]
-        preferred = "v1beta3" if name == POLICY else vs[0]
+        vs = self._versions(name)
         entries = [{"groupVersion": f"{name}/{v}", "version": v} for v in vs]
         return {
             "name": name,
             "versions": entries,
-            "preferredVersion": {"groupVersion": f"{name}/{preferred}", "version": preferred},
+            "preferredVersion": {"groupVersion": f"{name}/{vs[0]}", "version": vs[0]},
         }
 
-    def object_key(self, parts: list[str]) -> tuple[tuple[str, str, str, str], str, str] | None:
-        """(group, plural, namespace, name), kind, apiVersion for an object URL."""
+    def object_key(self, parts: list[str]) -> tuple[tuple[str, str, str, str], Served] | None:
+        """(group, plural, namespace, name) and what is served there, for an object URL."""
         if parts[0] == "api":
             group, version, rest = "", parts[1], parts[2:]
         else:
@@ -250,11 +284,41 @@ class FakeApiServer:
         if len(rest) != 2:
             return None
         plural, name = rest
-        kinds = self.served(group, version) or []
-        kind = next((k for p, k, _ in kinds if p == plural), None)
+        kind = next((k for k in self.served(group, version) or [] if k.plural == plural), None)
         if kind is None:
             return None
-        return (group, plural, ns, name), kind, f"{group}/{version}" if group else version
+        return (group, plural, ns, name), kind
+
+    def check(
+        self, served: Served, obj: dict[str, Any], *, strict: bool
+    ) -> tuple[int, dict[str, Any]] | list[str]:
+        """A ``Status`` error for ``obj``, or the warnings of a request that may proceed.
+
+        Unknown fields: rejected under ``fieldValidation=Strict`` (the API server's strict
+        decoding), else pruned from ``obj`` with one warning each (its default, ``Warn``).
+        Schema violations: 422 ``Invalid``, every field at once.
+        """
+        if served.schema is None:
+            return []
+        unknown = unknown_fields(served.schema, obj)
+        if unknown and strict:
+            fields = ", ".join(f'unknown field "{u}"' for u in unknown)
+            message = (
+                f'{served.kind} in version "{served.version}" cannot be handled as a '
+                f"{served.kind}: strict decoding error: {fields}"
+            )
+            return 400, status_body(400, "BadRequest", message)
+        prune(served.schema, obj, unknown)
+        problems = schema_problems(served.schema, obj)
+        if problems:
+            name = (obj.get("metadata") or {}).get("name")
+            details = "; ".join(
+                f"{path}: Invalid value: {json.dumps(value)[:80]}: {why}"
+                for path, value, why in problems
+            )
+            message = f'{served.kind}.{served.group} "{name}" is invalid: {details}'
+            return 422, status_body(422, "Invalid", message)
+        return [f'unknown field "{u}"' for u in unknown]
 
     def get(self, key: tuple[str, str, str, str]) -> dict[str, Any] | None:
         with self._lock:
@@ -263,13 +327,18 @@ class FakeApiServer:
                 return None
             if key in self._deleting:
                 self._deleting[key] -= 1
-                if self._deleting[key] < 0:
+                held = key[:2] == ("", "namespaces") and self._pods_left(key[3])
+                if self._deleting[key] < 0 and not held:
                     del self.objects[key], self._deleting[key]
+                    if key[:2] == ("", "namespaces"):  # its content went before it
+                        for other in [k for k in self.objects if k[2] == key[3]]:
+                            del self.objects[other]
+                            self._deleting.pop(other, None)
                     return None
                 return copy.deepcopy(obj)
             self._gets[key] = self._gets.get(key, 0) + 1
             if self._gets[key] > self.ready_after and key[3] not in self.never_ready:
-                _fill_status(obj)
+                _fill_status(obj, self.egress_status.get(key[3]))
             elif obj.get("kind") in ("HTTPRoute", "TLSRoute"):
                 _route_status(obj, accepted=False)
             return copy.deepcopy(obj)
@@ -277,15 +346,16 @@ class FakeApiServer:
     def apply(
         self,
         key: tuple[str, str, str, str],
-        kind: str,
-        api_version: str,
+        served: Served,
         body: dict[str, Any],
         dry_run: bool,
     ) -> tuple[int, dict[str, Any]]:
         with self._lock:
             old = self.objects.get(key)
             new = copy.deepcopy(body)
-            new["apiVersion"], new["kind"] = api_version, kind
+            new["apiVersion"], new["kind"] = served.api_version, served.kind
+            if served.status_subresource:  # the main resource never writes status
+                new.pop("status", None)
             meta = new.setdefault("metadata", {})
             if key[2]:
                 meta["namespace"] = key[2]
@@ -304,31 +374,71 @@ class FakeApiServer:
                 self.objects[key] = new
             return (201 if old is None else 200), copy.deepcopy(new)
 
-    def merge(self, key: tuple[str, str, str, str], patch: dict[str, Any]) -> dict[str, Any] | None:
+    def merged(
+        self, key: tuple[str, str, str, str], patch: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """What ``patch`` would make of the object (``None`` if there is none); stores nothing."""
         with self._lock:
             old = self.objects.get(key)
-            if old is None:
-                return None
-            new = merge_patch(old, patch)
+            return None if old is None else merge_patch(old, patch)
+
+    def store_merged(
+        self, key: tuple[str, str, str, str], served: Served, new: dict[str, Any]
+    ) -> dict[str, Any]:
+        with self._lock:
+            old = self.objects[key]
+            if served.status_subresource:
+                new["status"] = copy.deepcopy(old.get("status"))
+                if new["status"] is None:
+                    del new["status"]
             if new.get("spec") != old.get("spec"):
                 new["metadata"]["generation"] = old["metadata"]["generation"] + 1
             self.objects[key] = new
             return copy.deepcopy(new)
 
-    def delete(self, key: tuple[str, str, str, str]) -> dict[str, Any] | None:
+    def delete(self, key: tuple[str, str, str, str], *, grace: str | None) -> dict[str, Any] | None:
         with self._lock:
             obj = self.objects.get(key)
             if obj is None:
                 return None
-            obj["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
-            self._deleting[key] = self.delete_lag
+            self._mark_deleting(key, grace)
+            if key[:2] == ("", "namespaces"):  # the namespace controller deletes its content
+                for other in list(self.objects):
+                    if other[2] == key[3] and other not in self._deleting:
+                        self._mark_deleting(other, None)
             return copy.deepcopy(obj)
 
+    def delete_pods(self, namespace: str, *, grace: str | None) -> list[dict[str, Any]]:
+        """``deletecollection`` of the pods in ``namespace``."""
+        with self._lock:
+            keys = [k for k in self.objects if k[:3] == ("", "pods", namespace)]
+            items = [copy.deepcopy(self.objects[k]) for k in keys]
+            for key in keys:
+                self._mark_deleting(key, grace)
+            return items
 
-def _fill_status(obj: dict[str, Any]) -> None:
+    def _mark_deleting(self, key: tuple[str, str, str, str], grace: str | None) -> None:
+        if key[1] == "pods" and grace == "0":
+            # gracePeriodSeconds=0 removes the pod from the API at once (a force delete).
+            del self.objects[key]
+            self._deleting.pop(key, None)
+            return
+        self.objects[key]["metadata"]["deletionTimestamp"] = "2025-01-01T00:00:00Z"
+        if key[1] == "pods" and self.pods_ignore_sigterm:
+            self._deleting[key] = 10**9  # SIGTERM ignored: terminating for the whole grace
+        else:
+            self._deleting[key] = self.delete_lag
+
+    def _pods_left(self, namespace: str) -> bool:
+        return any(k[:3] == ("", "pods", namespace) for k in self.objects)
+
+
+def _fill_status(obj: dict[str, Any], egress: tuple[str, str, str] | None = None) -> None:
     kind, gen = obj["kind"], obj["metadata"].get("generation", 1)
     if kind == "EgressNetwork":
-        cond = {"type": "Accepted", "status": "True", "reason": "Accepted", "message": ""}
+        # Linkerd's status controller: no observedGeneration (docs/facts/linkerd-egress.md 4.6).
+        status, reason, message = egress or ("True", "Accepted", "")
+        cond = {"type": "Accepted", "status": status, "reason": reason, "message": message}
         obj["status"] = {"conditions": [cond]}
     elif kind in ("HTTPRoute", "GRPCRoute", "TLSRoute", "TCPRoute"):
         _route_status(obj, accepted=True)
@@ -394,10 +504,18 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
 
-    def _send(self, code: int, body: Any, content_type: str = "application/json") -> None:
+    def _send(
+        self,
+        code: int,
+        body: Any,
+        content_type: str = "application/json",
+        warnings: list[str] | None = None,
+    ) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", content_type)
+        for warning in warnings or []:  # RFC 7234 warn-code 299, as the API server sends
+            self.send_header("Warning", f'299 - "{warning}"')
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
@@ -462,7 +580,7 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             self._not_found("the server could not find the requested resource")
             return
-        key, _, _ = found
+        key, _ = found
         obj = self.fake.get(key)
         if obj is None:
             self._not_found(f'{key[1]} "{key[3]}" not found')
@@ -477,19 +595,27 @@ class _Handler(BaseHTTPRequestHandler):
         if found is None:
             self._not_found("the server could not find the requested resource")
             return
-        key, kind, api_version = found
+        key, served = found
+        strict = query.get("fieldValidation") == ["Strict"]
         ctype = self.headers.get("Content-Type")
         if ctype == "application/apply-patch+yaml":
-            code, obj = self.fake.apply(
-                key, kind, api_version, body, dry_run=query.get("dryRun") == ["All"]
-            )
-            self._send(code, obj)
+            new = copy.deepcopy(body)
+            checked = self.fake.check(served, new, strict=strict)
+            if isinstance(checked, tuple):
+                self._send(*checked)
+                return
+            code, obj = self.fake.apply(key, served, new, dry_run=query.get("dryRun") == ["All"])
+            self._send(code, obj, warnings=checked)
         elif ctype == "application/merge-patch+json":
-            merged = self.fake.merge(key, body)
+            merged = self.fake.merged(key, body)
             if merged is None:
                 self._not_found(f'{key[1]} "{key[3]}" not found')
-            else:
-                self._send(200, merged)
+                return
+            checked = self.fake.check(served, merged, strict=strict)
+            if isinstance(checked, tuple):
+                self._send(*checked)
+                return
+            self._send(200, self.fake.store_merged(key, served, merged), warnings=checked)
         else:
             self._send(
                 415,
@@ -503,9 +629,15 @@ class _Handler(BaseHTTPRequestHandler):
             )
 
     def do_DELETE(self) -> None:
-        parts, _, _ = self._record()
+        parts, query, _ = self._record()
+        grace = (query.get("gracePeriodSeconds") or [None])[0]
+        # deletecollection of pods: /api/v1/namespaces/NS/pods
+        if parts[:3] == ["api", "v1", "namespaces"] and parts[4:] == ["pods"]:
+            items = self.fake.delete_pods(parts[3], grace=grace)
+            self._send(200, {"kind": "PodList", "apiVersion": "v1", "items": items})
+            return
         found = self.fake.object_key(parts)
-        obj = self.fake.delete(found[0]) if found else None
+        obj = self.fake.delete(found[0], grace=grace) if found else None
         if obj is None:
             self._not_found(f'{found[0][1] if found else "resource"} "{parts[-1]}" not found')
         else:
@@ -531,6 +663,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Sec-WebSocket-Accept", accept)
         self.send_header("Sec-WebSocket-Protocol", "v4.channel.k8s.io")
         self.end_headers()
+        if self.fake.exec_drop:
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
         result = self.fake.exec_handler(query.get("command", []))
         if result.failure is not None:
             status = {

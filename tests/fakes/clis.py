@@ -6,6 +6,9 @@ keeps a tiny world in ``world.json``: which kind clusters exist, which CRDs, whe
 Linkerd control plane is installed. ``kubectl apply -f -`` learns from its stdin what was
 applied (the fake ``linkerd install`` prints recognisable manifests).
 
+``linkerd version --client --short`` prints ``world["linkerd_cli"]`` (the pinned release
+unless a test sets another).
+
 Failure injection: a line in ``fail.txt`` that the command line (``tool arg ...``, without
 ``--context X``) starts with makes that run print ``boom`` on stderr and exit 1.
 """
@@ -17,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from egresskit import versions
 
 _PROGRAM = r"""
 import json, os, sys
@@ -80,6 +85,8 @@ if tool == "linkerd":
         print(CONTROL_PLANE)
     elif args[:1] == ["uninstall"]:  # every Linkerd resource, CRDs included
         print(LINKERD_CRDS + "---\n" + CONTROL_PLANE)
+    elif args[:1] == ["version"]:  # `linkerd version --client --short`: the release only
+        print(world["linkerd_cli"])
     elif args[:1] == ["check"]:
         sys.exit(0 if "--pre" in args or world["linkerd"] else 1)
     sys.exit(0)
@@ -132,7 +139,8 @@ def install(directory: Path, tools: tuple[str, ...] = TOOLS) -> FakeClis:
     bin_dir, state = directory / "bin", directory / "state"
     bin_dir.mkdir(parents=True)
     state.mkdir()
-    (state / "world.json").write_text(json.dumps({"clusters": [], "crds": [], "linkerd": False}))
+    world = {"clusters": [], "crds": [], "linkerd": False, "linkerd_cli": versions.LINKERD_RELEASE}
+    (state / "world.json").write_text(json.dumps(world))
     for tool in tools:
         path = bin_dir / tool
         path.write_text(f"#!{sys.executable}\n{_PROGRAM}")
