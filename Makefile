@@ -53,6 +53,7 @@ bench: setup bench-sysdeps
 # Rewrite the notebooks from notebooks/build.py and save them executed, with outputs.
 notebooks: setup
 	$(BIN)/python notebooks/build.py
+	$(BIN)/python notebooks/build_grpc.py
 	$(BIN)/python -m egresskit.runner
 
 cluster: setup

@@ -35,7 +35,9 @@ def put(api: ListingApiServer, text: str, *, stamp: str = "2026-01-01T00:00:00Z"
     meta = doc["metadata"]
     meta.update(creationTimestamp=stamp, managedFields=[{"manager": "kubectl"}])
     key = (group, PLURALS[doc["kind"]], meta.get("namespace", ""), meta["name"])
-    api.apply(key, doc["kind"], doc["apiVersion"], doc, dry_run=False)
+    version = doc["apiVersion"].rpartition("/")[2]
+    served = next(k for k in api.served(group, version) or [] if k.kind == doc["kind"])
+    api.apply(key, served, doc, dry_run=False)
     api.objects[key]["status"] = {"observed": True}
 
 

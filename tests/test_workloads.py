@@ -174,13 +174,7 @@ def test_percent_failure_100_fails_every_request() -> None:
             "bb mode 'point-to-point-channel'",
         ),
         ("buoyantio/bb", (), (), "bb mode '(none)'"),
-        ("buoyantio/bb", (), ("terminus",), "no --h1-server-port"),
-        (
-            "buoyantio/bb",
-            (),
-            ("terminus", "--h1-server-port", "80", "--grpc-server-port", "90"),
-            "--grpc-server-port 90 (gRPC is not emulated)",
-        ),
+        ("buoyantio/bb", (), ("terminus",), "no --h1-server-port or --grpc-server-port"),
         (
             "buoyantio/bb",
             (),
@@ -231,8 +225,7 @@ def test_percent_failure_100_fails_every_request() -> None:
         "other-registry",
         "other-bb-mode",
         "no-mode",
-        "no-h1-port",
-        "grpc-port",
+        "no-port",
         "unknown-flag",
         "non-integer-port",
         "flag-without-value",
@@ -273,3 +266,28 @@ def test_close_joins_every_thread_and_frees_the_port() -> None:
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(address, timeout=5).close()
     workload.close()  # idempotent
+
+
+def test_a_grpc_terminus_serves_the_function_and_refuses_other_services() -> None:
+    from egresskit.grpcclient import call
+
+    container = Container(
+        name="legacy-grpc",
+        image="buoyantio/bb:v0.0.5",
+        args=("terminus", "--grpc-server-port", "9090", "--response-text", "inside"),
+    )
+    with start_workload(container) as w:
+        assert w.container_port == 9090 and w.address_for(80) is None
+        host, port = w.address
+        connect_to = f"internal-grpc:9090:{host}:{port}"
+        ok = call(
+            "internal-grpc:9090", "buoyantio.bb.TheService/theFunction", connect_to=connect_to
+        )
+        assert ok.ok and ok.responses[0]["payload"] == "inside"
+        assert ok.responses[0]["requestUID"].startswith("in:grpc-sid:terminus-grpc:9090-h1:-1-")
+        other = call("internal-grpc:9090", "helloworld.Greeter/SayHello", connect_to=connect_to)
+        # grpc-go's answer for a service it does not serve (bb is Go).
+        assert (other.code, other.details) == (
+            "UNIMPLEMENTED",
+            "unknown service helloworld.Greeter",
+        )

@@ -23,7 +23,7 @@ import os
 import re
 import subprocess
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,6 +52,7 @@ from egresskit.mesh.proxy import EgressProxy, ProxyConfig
 from egresskit.mesh.runtime import LoopThread
 from egresskit.mesh.store import ObjectStore, canonical_kind
 from egresskit.mesh.workloads import RunningWorkload, parse_terminus, start_workload
+from egresskit.podcalls import GrpcCallResult, run_grpcclient, tcp_exchange
 from egresskit.policy.decision import Decision
 from egresskit.policy.snapshot import MeshSettings, Snapshot
 
@@ -267,6 +268,36 @@ class LocalCluster:
             started_at=started,
         )
 
+    # -- gRPC and TCP clients "in the pod" (egresskit.podcalls) -----------------------------
+
+    def grpc(
+        self,
+        target: str,
+        method: str,
+        *,
+        pod: str,
+        namespace: str,
+        data: Sequence[Mapping[str, Any]] = (),
+        headers: Sequence[str] = (),
+        timeout: float = 30.0,
+    ) -> GrpcCallResult:
+        """Run ``python -m egresskit.grpcclient`` as if inside ``pod``, the way :meth:`curl`
+        runs curl: ``target`` (``host:port``) is pointed at the pod's proxy."""
+        self._check_open()
+        connect_to = self._connect_to(self._pod(pod, namespace), f"http://{target}", namespace)
+        return run_grpcclient(
+            target, method, connect_to=connect_to, data=data, headers=headers, timeout=timeout
+        )
+
+    def tcp(
+        self, target: str, data: bytes, *, pod: str, namespace: str, timeout: float = 10.0
+    ) -> bytes:
+        """Send ``data`` to ``target`` (``host:port``) as if from ``pod`` and return every
+        byte that came back until the other end closed (b"": closed at once)."""
+        self._check_open()
+        connect_to = self._connect_to(self._pod(pod, namespace), f"tcp://{target}", namespace)
+        return tcp_exchange(connect_to, data, timeout=timeout)
+
     def _connect_to(self, rt: _PodRuntime, url: str, namespace: str) -> str:
         parts = urlsplit(url if "://" in url else f"http://{url}")
         host = parts.hostname or ""
@@ -322,8 +353,8 @@ class LocalCluster:
                 continue
             for w in workloads:
                 selected = selector and all(labels.get(k) == v for k, v in selector.items())
-                if selected and target_port in (w.container_port, _named_port(w, target_port)):
-                    return w.address
+                if selected and (address := w.serves(target_port)) is not None:
+                    return address
         return None
 
     # -- keeping processes in line with the objects ------------------------------------------
@@ -410,14 +441,6 @@ class LocalCluster:
     def _check_open(self) -> None:
         if self._closed:
             raise BackendError("this local cluster is closed; connect again")
-
-
-def _named_port(w: RunningWorkload, target: int | str) -> int | None:
-    if isinstance(target, str):
-        for p in w.container.ports:
-            if p.name == target:
-                return p.container_port
-    return None
 
 
 def _urls(args: tuple[str, ...]) -> list[str]:

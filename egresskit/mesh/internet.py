@@ -45,6 +45,7 @@ from tornado.netutil import bind_sockets
 from tornado.wsgi import WSGIContainer
 
 from egresskit.errors import BackendError, WaitTimeout
+from egresskit.mesh.extrasites import ExtraSites
 from egresskit.mesh.tlsca import LocalCA
 
 __all__ = ["ECHO_BANNER", "LoopbackHTTPServer", "SimulatedInternet"]
@@ -260,6 +261,7 @@ class SimulatedInternet:
         self._ca_file: Path | None = None
         self._http = LoopbackHTTPServer(site_app, name="internet-http")
         self._https: LoopbackHTTPServer | None = None
+        self.extra = ExtraSites()  # gRPC and TCP sites, by port (egresskit.mesh.extrasites)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -274,6 +276,7 @@ class SimulatedInternet:
             )
             self._http.start()
             self._https.start()
+            self.extra.start()
         except BaseException:
             self.close()
             raise
@@ -283,6 +286,7 @@ class SimulatedInternet:
     def close(self) -> None:
         """Shut both servers down (joining their threads) and remove the CA file; idempotent."""
         try:
+            self.extra.close()
             self._http.close()
             if self._https is not None:
                 self._https.close()
@@ -330,14 +334,18 @@ class SimulatedInternet:
         match wins:
 
         1. a user override for ``host:port``, then ``host``, then ``ip:port``, then ``ip``;
-        2. the HTTPS server when the stream is TLS: ``tls=True``, or ``tls=None`` (the
+        2. the gRPC or TCP site for their ports (:mod:`egresskit.mesh.extrasites`);
+        3. the HTTPS server when the stream is TLS: ``tls=True``, or ``tls=None`` (the
            caller did not sniff) and ``port == 443``;
-        3. otherwise the plaintext HTTP server, which serves any original port.
+        4. otherwise the plaintext HTTP server, which serves any original port.
         """
         for key in _lookup_keys(host, ip, port):
             if key in self._upstreams:
                 return self._upstreams[key]
         is_tls = port == _TLS_PORT if tls is None else tls
+        site = self.extra.upstream_for(port, tls=is_tls)
+        if site is not None:
+            return site
         return self.https_address if is_tls else self.http_address
 
 

@@ -13,7 +13,8 @@ Rules:
 * On a pinned listener the port's protocol decides first (docs/facts/linkerd-egress.md 5.2): an
 opaque
   port is relayed unread; a TLSRoute port needs a whole ClientHello with an SNI (broken,
-  missing or silent: closed, no route metrics); a gRPC port is not emulated (closed).
+  missing or silent: closed, no route metrics); a gRPC port speaks HTTP/2 only
+  (:mod:`egresskit.mesh.http2`).
 * Protocol detection reads what the client sends first, at most ``detect_timeout``
   (Linkerd: 10 s); silence means opaque (docs/facts/linkerd-egress.md 5.2).
 * Each HTTP request takes the snapshot current when its head arrives and is judged by it
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from egresskit.dns import SimulatedDNS
 from egresskit.errors import EgressKitError
 from egresskit.mesh.http1 import serve_http1
+from egresskit.mesh.http2 import serve_http2
 from egresskit.mesh.metrics import ProxyMetrics
 from egresskit.mesh.runtime import Channel, connect, relay
 from egresskit.mesh.sniff import (
@@ -168,8 +170,8 @@ class EgressProxy:
             if policy.parent is not None and policy.parent.kind != "Service":
                 port_protocol = policy.protocol
         if port_protocol == "grpc":
-            # Not emulated: the local proxy speaks HTTP/1 only (gRPC needs HTTP/2).
-            log.info("proxy %s/%s: HTTP/2 is not supported locally", self.namespace, self.pod)
+            # HTTP/2 with no detection: anything else fails the HTTP/2 handshake (spec 5.2).
+            await serve_http2(self, client, b"", port, fixed_ip)
             return
         if port_protocol == "opaque":
             buffered, protocol = b"", "opaque"
@@ -183,7 +185,7 @@ class EgressProxy:
             await serve_http1(self, client, buffered, port, fixed_ip)
             return
         if protocol == "http2":
-            log.info("proxy %s/%s: HTTP/2 is not supported locally", self.namespace, self.pod)
+            await serve_http2(self, client, buffered, port, fixed_ip)
             return
         sni: str | None = None
         if protocol == "tls":

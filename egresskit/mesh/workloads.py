@@ -19,6 +19,9 @@ Rules, from bb's source (github.com/BuoyantIO/bb, the v0.0.5 line the guide pins
   ``text/plain; charset=utf-8``; we send the same label.
 - a request with a body is read as a JSON ``TheRequest``: its ``requestUID`` is echoed back;
   a body that is not one is answered 500, as bb does.
+- ``--grpc-server-port`` serves ``buoyantio.bb.TheService/theFunction`` over gRPC
+  (:func:`~egresskit.mesh.grpcsite.bb_site`; ``--sleep-in-millis`` and
+  ``--percent-failure`` are not applied there);
 - ``--sleep-in-millis`` and ``--percent-failure`` behave as in bb (service/service.go);
   ``--fire-and-forget``, ``--log-level`` and ``--downstream-timeout`` change nothing for a
   terminus. Anything else the local backend cannot honour raises
@@ -41,13 +44,14 @@ from wsgiref.types import StartResponse, WSGIEnvironment
 
 from egresskit.errors import UnsupportedWorkload
 from egresskit.manifests.model import Container
+from egresskit.mesh.grpcsite import GrpcServer, bb_site
 from egresskit.mesh.internet import LoopbackHTTPServer
 
 __all__ = ["BB_IMAGE", "RunningWorkload", "TerminusConfig", "parse_terminus", "start_workload"]
 
 BB_IMAGE = "buoyantio/bb"
 #: What the local backend can run, for error messages.
-CAN_RUN = f"the local backend runs only {BB_IMAGE} in 'terminus' mode with an HTTP/1 port"
+CAN_RUN = f"the local backend runs only {BB_IMAGE} in 'terminus' mode with an HTTP/1 or gRPC port"
 BB_ENTRYPOINT = ("/out/bb",)  # bb's Dockerfile: ENTRYPOINT ["/out/bb"]
 #: Go's http.DetectContentType for a body starting with "{" (no Content-Type was set).
 CONTENT_TYPE = "text/plain; charset=utf-8"
@@ -137,10 +141,8 @@ def parse_terminus(container: Container) -> TerminusConfig:
         sleep_in_millis=int(flags.get("sleep-in-millis", "0")),
         percent_failure=int(flags.get("percent-failure", "0")),
     )
-    if config.grpc_server_port != -1:
-        raise refuse(f"--grpc-server-port {config.grpc_server_port} (gRPC is not emulated)")
-    if config.h1_server_port == -1:
-        raise refuse("no --h1-server-port")
+    if config.h1_server_port == -1 and config.grpc_server_port == -1:
+        raise refuse("no --h1-server-port or --grpc-server-port")
     return config
 
 
@@ -272,26 +274,64 @@ class RunningWorkload:
     def __init__(self, container: Container, config: TerminusConfig) -> None:
         self.container = container
         self.config = config
-        self._server = LoopbackHTTPServer(_TerminusApp(config), name=f"workload-{container.name}")
+        self._server: LoopbackHTTPServer | None = None
+        if config.h1_server_port != -1:
+            self._server = LoopbackHTTPServer(
+                _TerminusApp(config), name=f"workload-{container.name}"
+            )
+        self._grpc: GrpcServer | None = None
         self._lock = threading.Lock()
 
     @property
     def address(self) -> tuple[str, int]:
-        """``(host, port)`` on loopback where the container's HTTP/1 port is served."""
-        return self._server.address
+        """``(host, port)`` on loopback where the container's main port is served (the
+        HTTP/1 port, else the gRPC port)."""
+        found = self.address_for(self.container_port)
+        if found is None:
+            raise UnsupportedWorkload(f"container {self.container.name!r}: not started")
+        return found
 
     @property
     def container_port(self) -> int:
-        """The port the container listens on in the cluster (``--h1-server-port``)."""
-        return self.config.h1_server_port
+        """The port the container listens on in the cluster (``--h1-server-port``, else
+        ``--grpc-server-port``)."""
+        if self.config.h1_server_port != -1:
+            return self.config.h1_server_port
+        return self.config.grpc_server_port
+
+    def address_for(self, port: int) -> tuple[str, int] | None:
+        """Where the container's ``port`` is served on loopback, or None (not one of its)."""
+        if port == self.config.h1_server_port and self._server is not None:
+            return self._server.address
+        if port == self.config.grpc_server_port and self._grpc is not None:
+            return self._grpc.address
+        return None
+
+    def serves(self, target_port: int | str) -> tuple[str, int] | None:
+        """Where a Service's ``targetPort`` (number or container port name) lands."""
+        if isinstance(target_port, str):
+            named = next((p for p in self.container.ports if p.name == target_port), None)
+            if named is None:
+                return None
+            target_port = named.container_port
+        return self.address_for(target_port)
 
     def start(self) -> RunningWorkload:
-        self._server.start()
+        if self._server is not None:
+            self._server.start()
+        if self.config.grpc_server_port != -1:
+            self._grpc = bb_site(
+                service_id=self.config.service_id, response_text=self.config.response_text
+            )
         return self
 
     def close(self) -> None:
         with self._lock:
-            self._server.close()
+            if self._server is not None:
+                self._server.close()
+            grpc_server, self._grpc = self._grpc, None
+            if grpc_server is not None:
+                grpc_server.close()
 
     def __enter__(self) -> RunningWorkload:
         return self

@@ -43,7 +43,7 @@ class ListingApiServer(FakeApiServer):
         if len(rest) != 1:
             return None
         kinds = self.served(group, version)
-        kind = next((k for p, k, _ in kinds or [] if p == rest[0]), None)
+        kind = next((k.kind for k in kinds or [] if k.plural == rest[0]), None)
         if kind is None:
             msg = "the server could not find the requested resource"
             return 404, {
