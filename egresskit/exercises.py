@@ -31,13 +31,11 @@ from urllib.parse import urlsplit
 
 from egresskit import guide
 from egresskit.errors import EgressKitError
-from egresskit.explaining import dns_for, with_cluster_ips
-from egresskit.lesson import ApplyReport, Lesson, Observation
+from egresskit.grpcguide import grpc_call, tcp_call
+from egresskit.lesson import ApplyReport, Counted, Lesson, Observation
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
-from egresskit.policy.decision import Decision, HttpRequest
-from egresskit.policy.engine import decide
-from egresskit.policy.snapshot import Snapshot
+from egresskit.policy.decision import Decision
 
 Want = Literal["allowed", "forbidden", "redirected"]
 NS = guide.NAMESPACE_NAME
@@ -67,13 +65,24 @@ class Probe:
     want: Want
     method: str = "GET"
     headers: tuple[tuple[str, str], ...] = ()
-    #: gRPC ``/package.Service/Method``: judged by the engine only (not on the wire yet).
-    grpc_path: str | None = None
+    #: For ``tcp://`` probes: the line sent (the TCP site answers ``PING`` with ``+PONG``).
+    send: bytes = b"PING\r\nQUIT\r\n"  # QUIT: the site closes, so the exchange ends
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.url).scheme
+
+    @property
+    def grpc_method(self) -> str:
+        """``package.Service/Method`` of a ``grpc://host:port/package.Service/Method`` URL."""
+        return urlsplit(self.url).path.lstrip("/")
 
     @property
     def shown(self) -> str:
-        if self.grpc_path is not None:
-            return f"gRPC {self.grpc_path} to {self.url}"
+        if self.scheme == "grpc":
+            return f"gRPC {self.grpc_method} to {urlsplit(self.url).netloc}"
+        if self.scheme == "tcp":
+            return f"TCP {self.send.decode().split()[0]} to {urlsplit(self.url).netloc}"
         hdr = "".join(f" -H '{k}: {v}'" for k, v in self.headers)
         return f"{self.method} {self.url}{hdr}"
 
@@ -82,12 +91,14 @@ class Probe:
         """The client's view the task wants, in words."""
         if self.want == "redirected":
             return f"internal-egress's answer ({TERMINUS_TEXT!r})"
+        if self.want == "allowed" and self.scheme == "grpc":
+            return "grpc-status OK"
         if self.want == "allowed":
             return f"an answer from {urlsplit(self.url).hostname}"
-        if self.grpc_path is not None:
+        if self.scheme == "grpc":
             return "grpc-status PERMISSION_DENIED"
-        if urlsplit(self.url).scheme == "https":
-            return "a closed connection (curl exit 35)"
+        if self.scheme in ("https", "tcp"):
+            return "a closed connection" + (" (curl exit 35)" if self.scheme == "https" else "")
         return "HTTP 403 (forbidden)"
 
     def curl_args(self) -> list[str]:
@@ -108,7 +119,6 @@ class Exercise:
     skeleton: str
     solution: str
     probes: tuple[Probe, ...]
-    engine_only: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -210,13 +220,21 @@ class Workshop:
         results = tuple(self._probe(p, objects) for p in ex.probes)
         wrong = [r for r in results if not r.ok]
         if not wrong:
-            how = "the engine decides" if ex.engine_only else "the client and the proxy agree"
+            how = "the client and the proxy agree"
             verdict = (
                 f"PASS exercise {ex.number} ({ex.title}): all {len(results)} requests "
                 f"behave as asked; {how}"
             )
             return CheckResult(exercise=ex, ok=True, verdict=verdict, report=report, probes=results)
         first = wrong[0]
+        if first.got == first.probe.want:  # the client saw the right thing, the proxy did not
+            verdict = (
+                f"FAIL {first.probe.shown}: the client saw {first.client} as asked, but the "
+                f"proxy counted it under {first.proxy}. Hint: {hint(first, objects, ex)}"
+            )
+            return CheckResult(
+                exercise=ex, ok=False, verdict=verdict, report=report, probes=results
+            )
         verdict = (
             f"FAIL {first.probe.shown}: expected {first.probe.expected}, saw {first.client}. "
             f"Hint: {hint(first, objects, ex)}"
@@ -238,54 +256,52 @@ class Workshop:
         self._applied = []
 
     def _probe(self, probe: Probe, learner: Sequence[K8sObject]) -> ProbeResult:
-        if probe.grpc_path is not None:
-            return self._probe_grpc(probe)
         decision = self.lesson.decide(probe.url, method=probe.method, headers=dict(probe.headers))
-        seen = self.lesson.observe(*probe.curl_args())
-        client_got, client = _client_view(probe, seen)
-        proxy_got, proxy = _proxy_view(seen)
+        try:
+            client_got, client, counted = self._send(probe)
+        except EgressKitError as exc:  # the client could not even run: say so, no traceback
+            client_got, client, counted = "other", f"an error ({_one_line(exc)})", ()
+        proxy_got, proxy = _proxy_view(counted)
         ok = client_got == probe.want and proxy_got in (probe.want, "counted")
         got = client_got if client_got != probe.want else proxy_got
         return ProbeResult(
             probe=probe, got=got, client=client, proxy=proxy, ok=ok, decision=decision
         )
 
-    def _probe_grpc(self, probe: Probe) -> ProbeResult:
-        decision = grpc_decision(self.lesson.in_force(), probe)
-        got = decision.outcome if decision.outcome in _SAYS else "other"
-        status = decision.grpc_status or "OK (forwarded)"
-        route = decision.route.name if decision.route else "no route"
-        return ProbeResult(
-            probe=probe,
-            got=got,
-            client=f"grpc-status {status} (engine)",
-            proxy=f"{route} (engine only: gRPC is not on the local wire yet)",
-            ok=got == probe.want,
-            decision=decision,
-        )
-
-
-def grpc_decision(objects: Sequence[Mapping[str, Any]], probe: Probe) -> Decision:
-    """The engine's decision for one gRPC call (HTTP/2 POST, ``content-type: application/grpc``)."""
-    snap = Snapshot.build(with_cluster_ips(load_manifests(list(objects))))
-    parts = urlsplit(probe.url)
-    host = parts.hostname or ""
-    port = parts.port or 443
-    ip = str(dns_for(snap).resolve(host, search_namespace=NS))
-    request = HttpRequest(
-        client_namespace=NS,
-        dst_ip=ip,
-        dst_port=port,
-        method="POST",
-        path=probe.grpc_path or "/",
-        host=f"{host}:{port}",
-        headers=(("content-type", "application/grpc"), *probe.headers),
-        http_version="2",
-        grpc=True,
-    )
-    trace: list[str] = []
-    d = decide(snap, request, trace=trace)
-    return Decision(**{**vars(d), "reasons": tuple(trace)})
+    def _send(self, probe: Probe) -> tuple[str, str, tuple[Counted, ...]]:
+        """Send the probe for real from the client pod: (outcome seen, client's view,
+        the proxy series it moved)."""
+        lesson = self.lesson
+        if probe.scheme in ("http", "https"):
+            seen = lesson.observe(*probe.curl_args())
+            got, client = _client_view(probe, seen)
+            return got, client, seen.counted
+        before = lesson.samples()
+        target = urlsplit(probe.url).netloc
+        if probe.scheme == "grpc":
+            call = grpc_call(
+                lesson.cluster,
+                probe.grpc_method,
+                target=target,
+                headers=[f"{k}: {v}" for k, v in probe.headers],
+                pod=lesson.pod,
+                namespace=lesson.namespace,
+            )
+            denied = ("PERMISSION_DENIED", "FAILED_PRECONDITION")
+            got = "allowed" if call.ok else "forbidden" if call.code in denied else "other"
+            client = f"grpc-status {call.code}"
+        else:
+            answer = tcp_call(
+                lesson.cluster,
+                probe.send,
+                target=target,
+                pod=lesson.pod,
+                namespace=lesson.namespace,
+            )
+            got = "allowed" if answer else "forbidden"
+            text = answer.decode(errors="replace").strip().splitlines()[0] if answer else ""
+            client = f"the answer {text!r}" if answer else "a closed connection (no bytes back)"
+        return got, client, lesson.moved(before, probe.url)
 
 
 # ------------------------------------------------------------------------ judging
@@ -304,9 +320,9 @@ def _client_view(probe: Probe, seen: Observation) -> tuple[str, str]:
     return "allowed", f"HTTP {r.http_status} from {urlsplit(probe.url).hostname}"
 
 
-def _proxy_view(seen: Observation) -> tuple[str, str]:
+def _proxy_view(counted: Sequence[Counted]) -> tuple[str, str]:
     """What the proxy's series say: the route that counted the request's end."""
-    final = [c for c in seen.counted if not c.family.endswith("_open_total")] or list(seen.counted)
+    final = [c for c in counted if not c.family.endswith("_open_total")] or list(counted)
     if not final:
         return "other", "counted nothing"
     c = final[0]
@@ -325,7 +341,7 @@ def hint(result: ProbeResult, learner: Sequence[K8sObject], ex: Exercise) -> str
         return "compare your manifest with the task"
     host = urlsplit(probe.url).hostname or ""
     port = urlsplit(probe.url).port or (443 if probe.url.startswith("https") else 80)
-    target = f"{host}{urlsplit(probe.url).path}" if probe.grpc_path is None else probe.grpc_path
+    target = probe.grpc_method if probe.scheme == "grpc" else f"{host}{urlsplit(probe.url).path}"
     mine = {(o.kind, o.name): o for o in learner if o.kind in ROUTE_KINDS}
     route = d.route
     if route is None:
@@ -343,10 +359,10 @@ def hint(result: ProbeResult, learner: Sequence[K8sObject], ex: Exercise) -> str
         if not obj.raw.get("spec", {}).get("hostnames"):
             also = f"{target} to internal-egress" if verb == "sends" else target
             return f"your {route.kind} {route.name} has no hostnames, so it also {verb} {also}"
-        if probe.grpc_path is not None and not _has(rule, "method", "method"):
+        if probe.scheme == "grpc" and not _has(rule, "method", "method"):
             return (
                 f"the match of your {route.kind} {route.name} names no method, so it also "
-                f"allows {probe.grpc_path}"
+                f"allows {probe.grpc_method}"
             )
         wanted = [p for p in ex.probes if p.want != "forbidden"]
         if probe.method not in {p.method for p in wanted} and not _has(rule, "method"):
@@ -456,6 +472,7 @@ def _route(kind: str, api: str, name: str, port: int, spec: str) -> str:
 
 
 HTTP_V1 = "gateway.networking.k8s.io/v1"
+GRPC = "grpc://grpc.example.com:50051"  # the simulated internet serves gRPC on 50051
 ALPHA2 = "gateway.networking.k8s.io/v1alpha2"
 EN_BACKEND = """\
   rules:
@@ -666,36 +683,36 @@ EXERCISES: tuple[Exercise, ...] = (
         key="tcp-port",
         title="a TCPRoute for a non-HTTP port",
         task=(
-            "A service at `httpbin.org:9000` speaks a protocol the proxy should not parse: "
-            "let every connection to port 9000 through as opaque TCP (counted in "
-            "`outbound_tcp_route_*`), and keep port 80 denied. We test port 9000 with "
-            "curl, whose bytes the proxy forwards without reading them:\n\n"
-            "- `curl http://httpbin.org:9000/get` → **200**, counted by your TCPRoute\n"
+            "`tcp.example.com:6379` speaks a Redis-like line protocol (`PING` answers "
+            "`+PONG`): not HTTP, not TLS. Port 6379 is one of Linkerd's default opaque ports, "
+            "so under `Deny` the proxy closes the connection (`tcp-egress-deny`). Let port "
+            "6379 through with a TCPRoute, and nothing else:\n\n"
+            "- `PING` to `tcp.example.com:6379` → **`+PONG`**, counted by your TCPRoute in "
+            "`outbound_tcp_route_*`\n"
             "- `curl http://httpbin.org/get` (port 80) → **403**"
         ),
         skeleton=_route(
-            "TCPRoute", ALPHA2, "port-9000", 80,
-            "  # TODO: the port above is not the right one\n" + EN_BACKEND,
+            "TCPRoute", ALPHA2, "redis", 80,
+            "  # TODO: the port above is not the service's port\n" + EN_BACKEND,
         ),
-        solution=_route("TCPRoute", ALPHA2, "port-9000", 9000, EN_BACKEND),
+        solution=_route("TCPRoute", ALPHA2, "redis", 6379, EN_BACKEND),
         probes=(
-            Probe(url="http://httpbin.org:9000/get", want="allowed"),
+            Probe(url="tcp://tcp.example.com:6379", want="allowed"),
             Probe(url="http://httpbin.org/get", want="forbidden"),
         ),
     ),
     Exercise(
         number=7,
         key="grpc-method",
-        title="one gRPC method (engine only)",
+        title="one gRPC method",
         task=(
-            "A gRPC service at `grpc.example.com:50051`: allow the health check "
-            "`grpc.health.v1.Health/Check` and nothing else there:\n\n"
-            "- `/grpc.health.v1.Health/Check` → **OK** (forwarded)\n"
-            "- `/grpc.health.v1.Health/Watch` → **PERMISSION_DENIED**\n"
-            "- `/grpc.reflection.v1.ServerReflection/ServerReflectionInfo` → "
-            "**PERMISSION_DENIED**\n\n"
-            "gRPC does not run on the local mesh's wire yet: the check applies your "
-            "GRPCRoute on the cluster (Linkerd must accept it) and asks the policy engine."
+            "A gRPC service at `grpc.example.com:50051`: allow its health check "
+            "`grpc.health.v1.Health/Check` and no other call. A GRPCRoute switches the port "
+            "to gRPC, so what no rule matches gets `grpc-egress-deny` (`PERMISSION_DENIED`):"
+            "\n\n"
+            "- `grpc.health.v1.Health/Check` → **OK**\n"
+            "- `helloworld.Greeter/SayHello` → **PERMISSION_DENIED**\n"
+            "- `egresskit.echo.Echo/Unary` → **PERMISSION_DENIED**"
         ),
         skeleton=_route(
             "GRPCRoute", HTTP_V1, "health-check", 50051,
@@ -703,10 +720,7 @@ EXERCISES: tuple[Exercise, ...] = (
               hostnames:
               - grpc.example.com
               rules:
-              - matches:
-                - method:
-                    service: grpc.health.v1.Health
-                    # TODO: and only this method
+              - matches: []  # TODO: only the method Check of grpc.health.v1.Health
             """,
         ),
         solution=_route(
@@ -722,22 +736,9 @@ EXERCISES: tuple[Exercise, ...] = (
             """,
         ),
         probes=(
-            Probe(
-                url="https://grpc.example.com:50051",
-                grpc_path="/grpc.health.v1.Health/Check",
-                want="allowed",
-            ),
-            Probe(
-                url="https://grpc.example.com:50051",
-                grpc_path="/grpc.health.v1.Health/Watch",
-                want="forbidden",
-            ),
-            Probe(
-                url="https://grpc.example.com:50051",
-                grpc_path="/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-                want="forbidden",
-            ),
+            Probe(url=f"{GRPC}/grpc.health.v1.Health/Check", want="allowed"),
+            Probe(url=f"{GRPC}/helloworld.Greeter/SayHello", want="forbidden"),
+            Probe(url=f"{GRPC}/egresskit.echo.Echo/Unary", want="forbidden"),
         ),
-        engine_only=True,
     ),
 )  # fmt: skip

@@ -36,9 +36,10 @@ from egresskit.policy.decision import Decision
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
 #: The route families a request can be counted in, by what the client sends
-#: (docs/facts/linkerd-egress.md 6.2): plaintext HTTP, then TLS and opaque connections.
+#: (docs/facts/linkerd-egress.md 6.2): HTTP and gRPC requests, TLS and opaque connections.
 FAMILIES = (
     "outbound_http_route_request_statuses_total",
+    "outbound_grpc_route_request_statuses_total",
     "outbound_tls_route_open_total",
     "outbound_tls_route_close_total",
     "outbound_tcp_route_open_total",

@@ -25,9 +25,10 @@ SKELETON_HINTS = {
     "httpbin.org/headers without any header",
     5: "your HTTPRoute example-to-internal has no hostnames, so it also sends google.com/ "
     "to internal-egress",
-    6: "none of your routes is attached to port 9000 (TCPRoute port-9000 on port 80)",
+    6: "none of your routes is attached to port 6379 (TCPRoute redis on port 80), so the "
+    "default route tcp-egress-deny decided",
     7: "the match of your GRPCRoute health-check names no method, so it also allows "
-    "/grpc.health.v1.Health/Watch",
+    "helloworld.Greeter/SayHello",
 }
 
 
@@ -163,10 +164,12 @@ WRONG_ANSWERS = [
         id="sni-of-the-wrong-host",
     ),
     pytest.param(
-        6,
-        EXERCISES[5].solution.replace("kind: TCPRoute", "kind: TLSRoute"),
-        "Hint: the engine says FAILED via (no route): the port requires TLS with an SNI",
-        id="tlsroute-on-a-plaintext-port",
+        7,
+        EXERCISES[6].solution.replace("method: Check", "method: Watch"),
+        "FAIL gRPC grpc.health.v1.Health/Check to grpc.example.com:50051: expected "
+        "grpc-status OK, saw grpc-status PERMISSION_DENIED. Hint: no rule of yours matched "
+        "it, so the default route grpc-egress-deny decided.",
+        id="grpc-wrong-method",
     ),
     pytest.param(
         5,

@@ -13,7 +13,6 @@ import pytest
 
 from egresskit import guide
 from egresskit.cluster.local import LocalCluster
-from egresskit.exercises import Probe, grpc_decision
 from egresskit.explaining import explain
 from egresskit.lesson import DEFAULT_ROUTES, Lesson
 
@@ -113,25 +112,15 @@ spec:
 def test_default_route_table_is_what_the_engine_decides(row: int, policy: str) -> None:
     _, allow, deny, _ = DEFAULT_ROUTES[row]
     en = guide.EGRESS_NETWORK.replace("Allow", policy)
-    if row == 3:
-        docs = [guide.NAMESPACE, en, GRPC_ROUTE]
-        probe = Probe(url="https://grpc.example.com:50051", grpc_path="/a.B/C", want="allowed")
-        decision = grpc_decision([d for text in docs for d in _docs(text)], probe)
-    else:
-        docs, url = {
-            0: ([guide.NAMESPACE, en], "http://httpbin.org/get"),
-            1: ([guide.NAMESPACE, en, _tls_route("httpbin.org")], "https://github.com/"),
-            2: ([guide.NAMESPACE, en], "https://httpbin.org/get"),
-        }[row]
-        decision = explain(docs, url, namespace=NS)
+    docs, url = {
+        0: ([guide.NAMESPACE, en], "http://httpbin.org/get"),
+        1: ([guide.NAMESPACE, en, _tls_route("httpbin.org")], "https://github.com/"),
+        2: ([guide.NAMESPACE, en], "https://httpbin.org/get"),
+        3: ([guide.NAMESPACE, en, GRPC_ROUTE], "grpc://grpc.example.com:50051/a.B/C"),
+    }[row]
+    decision = explain(docs, url, namespace=NS)
     assert decision.route is not None and decision.route.kind == "default"
     assert decision.route.name == (allow if policy == "Allow" else deny)
-
-
-def _docs(text: str) -> list[dict[str, object]]:
-    import yaml
-
-    return [d for d in yaml.safe_load_all(text) if d]
 
 
 @pytest.fixture
