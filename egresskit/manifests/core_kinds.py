@@ -153,9 +153,10 @@ def _cidr(r: Reader, value: Any, path: str) -> IPNetwork | None:
 
 
 def _egress_network(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K8sObject:
-    spec = r.get_map(doc, "", "spec", required=True) or {}
-    policy = r.get_str(spec, "spec", "trafficPolicy", required=True, enum=("Allow", "Deny"))
-    items = r.get_list(spec, "spec", "networks", noun="network")
+    # The CRD's schema has been checked (spec and trafficPolicy required, the enum, each
+    # network's cidr required): what is left is Linkerd's admission webhook.
+    spec = doc["spec"]
+    items = spec.get("networks")
     networks: tuple[Network, ...] | None = None
     if items is not None:
         if not items:
@@ -163,13 +164,8 @@ def _egress_network(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K
             r.problem("spec.networks", "at least one network (or omit networks)", "[]")
         out = []
         for npath, n in r.item_maps(items, "spec.networks"):
-            raw_cidr = n.get("cidr")
-            cidr = None
-            if raw_cidr is None:
-                r.problem(at(npath, "cidr"), "a value (required)", "nothing")
-            else:
-                cidr = _cidr(r, raw_cidr, at(npath, "cidr"))
-            excepts = r.get_list(n, npath, "except") or []
+            cidr = _cidr(r, n["cidr"], at(npath, "cidr"))
+            excepts = n.get("except") or []
             normal = []
             for i, raw in enumerate(excepts):
                 epath = at(at(npath, "except"), i)
@@ -188,7 +184,7 @@ def _egress_network(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K
                 # so the engine can use ipaddress.ip_network() on it as it is.
                 out.append(Network(cidr=str(cidr), except_=tuple(normal)))
         networks = tuple(out)
-    traffic_policy: TrafficPolicy = "Deny" if policy == "Deny" else "Allow"
+    traffic_policy: TrafficPolicy = "Deny" if spec["trafficPolicy"] == "Deny" else "Allow"
     return EgressNetwork(**common, traffic_policy=traffic_policy, networks=networks)
 
 

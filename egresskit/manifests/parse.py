@@ -2,10 +2,11 @@
 
 Job: read the fields egresskit uses from Namespace, Pod, Service, Deployment, EgressNetwork
 and the route kinds; fill in the defaults the API server would (CRD ``default`` values, the
-core API's defaulting); reject what a real cluster would reject (CRD schema, the CEL rules
-that matter here, and Linkerd's admission webhook: docs/facts/linkerd-egress.md sections 1,
-4.2 and 4.8). This module reads what every object has (apiVersion, kind, metadata) and hands
-the rest to the parser for its (apiVersion, kind).
+core API's defaulting); reject what a real cluster would reject: for CRD kinds, everything
+the pinned CRD's schema and CEL rules refuse (:mod:`~egresskit.manifests.crd_validation`,
+run first, so the parsers see only admitted documents), and Linkerd's admission webhook
+(docs/facts/linkerd-egress.md sections 1, 4.2 and 4.8). This module reads what every object
+has (apiVersion, kind, metadata) and hands the rest to the parser for its (apiVersion, kind).
 
 Rules:
 
@@ -14,7 +15,8 @@ Rules:
   each bad field and carries on with what it can read, so one run shows the user everything
   to fix.
 - A JSON ``null`` is the same as an absent field (as for the API server).
-- Fields egresskit does not use are ignored silently, as the API server prunes them.
+- For CRD kinds an unknown field is refused (strict field validation, as ``kubectl apply``
+  asks for); in the core kinds, fields egresskit does not use are ignored.
 - Filters and matches Linkerd cannot convert are not errors: the route records them in
   ``unsupported`` and the engine leaves the route out (gateway-api-matching.md D11, D12).
 - No I/O here: PyYAML and files live in :mod:`egresskit.manifests.load`.
@@ -33,6 +35,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from egresskit.errors import ManifestError, Problem
+from egresskit.manifests import crd_validation
 from egresskit.manifests.core_kinds import CORE_PARSERS
 from egresskit.manifests.model import K8sObject, ObjectMeta, Source
 from egresskit.manifests.reader import (
@@ -46,25 +49,8 @@ from egresskit.manifests.reader import (
 )
 from egresskit.manifests.route_kinds import ROUTE_PARSERS
 
-# Names other code reads from this module, which held all of the above before it was split:
-# load.py uses show; tests/test_crd_schemas.py compares the route schema values to the CRDs.
-from egresskit.manifests.route_schema import (
-    GATEWAY_GRPC,
-    GROUP,
-    HOSTNAME,
-    LINKERD_HTTP,
-    METHODS,
-    PATH_TYPES,
-)
-
 __all__ = [
-    "GATEWAY_GRPC",
-    "GROUP",
-    "HOSTNAME",
-    "LINKERD_HTTP",
-    "METHODS",
     "PARSERS",
-    "PATH_TYPES",
     "parse_object",
     "plain",
     "read_object",
@@ -100,7 +86,10 @@ def read_object(
     api_version = r.get_str(doc, "", "apiVersion", required=True)
     kind = r.get_str(doc, "", "kind", required=True)
     meta = r.get_map(doc, "", "metadata", required=True)
-    parser = _resolve(r, api_version, kind)
+    # The CRD's own schema and CEL rules, as the API server applies them (crd_validation).
+    crd_errors = crd_validation.validate(doc)
+    unserved = any(e.path == "apiVersion" for e in crd_errors)
+    parser = None if unserved else _resolve(r, api_version, kind)
     name_pattern = DNS_LABEL if kind in ("Namespace", "Service") else DNS_SUBDOMAIN
     # Without metadata the one problem is "metadata"; no second one about its name.
     name = None
@@ -128,8 +117,13 @@ def read_object(
         labels=r.str_map(meta, "metadata", "labels"),
         annotations=r.str_map(meta, "metadata", "annotations"),
     )
-    if parser is None or api_version is None or kind is None:
+    for error in crd_errors:
+        r.problem(error.path, error.expected, error.found)
+    if parser is None or api_version is None or kind is None or crd_errors:
         return None, r.problems
+    # Core kinds: strict decoding of the top level and metadata (crd_validation, ibid).
+    for error in crd_validation.validate_envelope(doc):
+        r.problem(error.path, error.expected, error.found)
     common: dict[str, Any] = {
         "api_version": api_version,
         "kind": kind,
@@ -137,7 +131,9 @@ def read_object(
         "source": source,
         "raw": doc,
     }
-    obj = parser(r, doc, common)
+    # The parsers read the object as the API server stores it: the CRD's defaults filled in
+    # (so no default is re-coded by hand); ``raw`` keeps what the user wrote.
+    obj = parser(r, dict(crd_validation.as_stored(doc)), common)
     return (None if r.problems else obj), r.problems
 
 

@@ -8,15 +8,17 @@ to its parser.
 
 Rules:
 
+- The document has passed its CRD's schema and CEL rules
+  (:mod:`egresskit.manifests.crd_validation`); only rules that are not the CRD's live here
+  (Linkerd's webhook, what Linkerd cannot convert).
 - Matches Linkerd cannot convert are not errors: the route records them in ``unsupported``
   and the engine leaves the route out (gateway-api-matching.md D11, D12).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from egresskit.manifests.model import (
     GATEWAY_GROUP,
@@ -31,13 +33,14 @@ from egresskit.manifests.model import (
     K8sObject,
     L4RouteRule,
     PathMatch,
+    PathMatchType,
     TCPRoute,
     TLSRoute,
     ValueMatch,
+    ValueMatchType,
 )
 from egresskit.manifests.reader import Parser, Reader, at, show
 from egresskit.manifests.route_parts import (
-    check_total_matches,
     read_backend_refs,
     read_filters,
     read_hostnames,
@@ -49,74 +52,29 @@ from egresskit.manifests.route_schema import (
     GATEWAY_GRPC,
     GATEWAY_HTTP,
     GATEWAY_L4,
-    GRPC_METHOD,
-    GRPC_SERVICE,
-    HEADER_NAME,
-    HEADER_NAME_TEXT,
     LINKERD_HTTP,
     LINKERD_HTTP_LEGACY,
-    METHODS,
-    PATH_CHARS,
-    PATH_TYPES,
-    VALUE_TYPES,
     Flavor,
 )
 
 
-def _value_matches(
-    r: Reader,
-    m: Mapping[str, Any],
-    mpath: str,
-    key: str,
-    *,
-    name_pattern: re.Pattern[str] | None,
-    max_value: int,
-) -> tuple[ValueMatch, ...]:
-    items = r.get_list(m, mpath, key, max_items=16, noun="match")
-    out = []
-    for path, v in r.item_maps(items or [], at(mpath, key)):
-        type_ = r.get_str(v, path, "type", enum=VALUE_TYPES) or "Exact"
-        name = r.get_str(
-            v,
-            path,
-            "name",
-            required=True,
-            pattern=name_pattern,
-            pattern_text=HEADER_NAME_TEXT,
-            min_len=1,
-            max_len=256,
-        )
-        value = r.get_str(v, path, "value", required=True, min_len=1, max_len=max_value)
-        if name is not None and value is not None:
-            out.append(ValueMatch(type=type_, name=name, value=value))  # type: ignore[arg-type]
-    return tuple(out)
-
-
-_BAD_PATH_PARTS = ("//", "/./", "/../", "%2f", "%2F", "#")
+def _value_matches(r: Reader, m: Mapping[str, Any], mpath: str, key: str) -> tuple[ValueMatch, ...]:
+    return tuple(
+        ValueMatch(type=cast(ValueMatchType, v["type"]), name=v["name"], value=v["value"])
+        for _, v in r.item_maps(m.get(key) or [], at(mpath, key))
+    )
 
 
 def _path_match(r: Reader, m: Mapping[str, Any], mpath: str, flavor: Flavor) -> PathMatch:
-    p = r.get_map(m, mpath, "path")
+    p = m.get("path")
     if p is None:
-        return PathMatch()  # CRD default: PathPrefix "/"
-    path = at(mpath, "path")
-    type_ = r.get_str(p, path, "type", enum=PATH_TYPES) or "PathPrefix"
-    value = r.get_str(p, path, "value", max_len=1024)
-    value = "/" if value is None else value
-    vpath = at(path, "value")
-    if type_ != "RegularExpression":
-        # CEL on HTTPPathMatch (gateway-api-matching.md 1.2); Linkerd's own CRD has no CEL,
-        # but a path that does not start with "/" can never match a request either.
-        bad = next((part for part in _BAD_PATH_PARTS if part in value), None)
-        if not value.startswith("/"):
-            r.problem(vpath, 'an absolute path starting with "/"', show(value))
-        elif flavor.gateway and bad is not None:
-            r.problem(vpath, f'a path without "{bad}"', show(value))
-        elif flavor.gateway and value.endswith(("/..", "/.")):
-            r.problem(vpath, 'a path not ending in "/." or "/.."', show(value))
-        elif flavor.gateway and not PATH_CHARS.match(value):
-            r.problem(vpath, "a path of RFC 3986 path characters", show(value))
-    return PathMatch(type=type_, value=value)  # type: ignore[arg-type]
+        return PathMatch()  # GRPCRoute has no path; HTTPRoute CRDs default it to this
+    type_, value = cast(PathMatchType, p["type"]), p["value"]  # CRD defaults: PathPrefix "/"
+    if not flavor.gateway and type_ != "RegularExpression" and not value.startswith("/"):
+        # The Gateway API CRDs refuse this by CEL; Linkerd's own CRD has no such rule, but a
+        # path that does not start with "/" can never match a request either.
+        r.problem(at(at(mpath, "path"), "value"), 'an absolute path starting with "/"', show(value))
+    return PathMatch(type=type_, value=value)
 
 
 def _http_rule(
@@ -127,40 +85,24 @@ def _http_rule(
     flavor: Flavor,
     unsupported: list[str],
 ) -> HTTPRouteRule:
-    items = r.get_list(rule, rpath, "matches", max_items=flavor.max_matches, noun="match")
-    matches = []
-    for mpath, m in r.item_maps(items or [], at(rpath, "matches")):
-        query_pattern = HEADER_NAME if flavor.gateway else None
-        matches.append(
-            HTTPRouteMatch(
-                path=_path_match(r, m, mpath, flavor),
-                headers=_value_matches(
-                    r, m, mpath, "headers", name_pattern=HEADER_NAME, max_value=4096
-                ),
-                query_params=_value_matches(
-                    r, m, mpath, "queryParams", name_pattern=query_pattern, max_value=1024
-                ),
-                method=r.get_str(m, mpath, "method", enum=METHODS),
-            )
+    matches = [
+        HTTPRouteMatch(
+            path=_path_match(r, m, mpath, flavor),
+            headers=_value_matches(r, m, mpath, "headers"),
+            query_params=_value_matches(r, m, mpath, "queryParams"),
+            method=m.get("method"),
         )
-    filters = read_filters(r, rule, rpath, flavor, flavor.rule_filters, unsupported)
-    backends = read_backend_refs(
-        r, rule, rpath, route_ns, flavor, with_filters=True, unsupported=unsupported
-    )
-    if flavor.gateway and backends and any(f.type == "RequestRedirect" for f in filters):
-        # CEL: "RequestRedirect filter must not be used together with backendRefs".
-        r.problem(
-            at(rpath, "backendRefs"),
-            "no backendRefs in a rule with a RequestRedirect filter",
-            show(rule.get("backendRefs")),
-        )
+        for mpath, m in r.item_maps(rule.get("matches") or [], at(rpath, "matches"))
+    ]
     return HTTPRouteRule(
         name=read_rule_name(r, rule, rpath) if flavor.gateway else None,
         # Omitted (or empty) matches mean PathPrefix "/": the CRD default, and what
         # Linkerd makes of a rule without matches (linkerd-egress.md 4.5).
         matches=tuple(matches) or (HTTPRouteMatch(),),
-        filters=filters,
-        backend_refs=backends,
+        filters=read_filters(r, rule, rpath, flavor, unsupported),
+        backend_refs=read_backend_refs(
+            r, rule, rpath, route_ns, flavor, with_filters=True, unsupported=unsupported
+        ),
     )
 
 
@@ -169,16 +111,17 @@ def _http_route(flavor: Flavor) -> Parser:
         spec = read_route_spec(r, doc, flavor)
         ns = common["metadata"].namespace
         unsupported: list[str] = []
-        items = r.get_list(spec, "spec", "rules", max_items=16, noun="rule")
-        if items is None:
-            rules: tuple[HTTPRouteRule, ...] = (HTTPRouteRule(),)  # CRD default: PathPrefix "/"
-        else:
-            if flavor.gateway:
-                check_total_matches(r, items)
-            rules = tuple(
+        # Omitted rules get the CRD default (one rule, PathPrefix "/"); only a Linkerd
+        # HTTPRoute without any spec (its CRD allows that) has none: the same one rule.
+        items = spec.get("rules")
+        rules = (
+            tuple(
                 _http_rule(r, rule, rpath, ns, flavor, unsupported)
                 for rpath, rule in r.item_maps(items, "spec.rules")
             )
+            if items is not None
+            else (HTTPRouteRule(),)
+        )
         return HTTPRoute(
             **common,
             hostnames=read_hostnames(r, spec),
@@ -193,24 +136,14 @@ def _http_route(flavor: Flavor) -> Parser:
 def _grpc_method(
     r: Reader, m: Mapping[str, Any], mpath: str, unsupported: list[str]
 ) -> GRPCMethodMatch | None:
-    config = r.get_map(m, mpath, "method")
+    config = m.get("method")
     if config is None:
         return None
-    path = at(mpath, "method")
-    type_ = r.get_str(config, path, "type", enum=VALUE_TYPES) or "Exact"
-    service = r.get_str(config, path, "service", max_len=1024)
-    method = r.get_str(config, path, "method", max_len=1024)
-    if config.get("service") is None and config.get("method") is None:
-        r.problem(path, "a service or a method (or both)", "neither")
-    if type_ == "Exact":
-        if service is not None and not GRPC_SERVICE.match(service):
-            r.problem(at(path, "service"), "a gRPC service name (pkg.Service)", show(service))
-        if method is not None and not GRPC_METHOD.match(method):
-            r.problem(at(path, "method"), "a gRPC method name", show(method))
-    else:
+    type_ = cast(ValueMatchType, config["type"])  # CRD default: Exact
+    if type_ != "Exact":
         # Linkerd cannot convert regex method matches (gateway-api-matching.md D11).
-        unsupported.append(f"{path}: RegularExpression method match")
-    return GRPCMethodMatch(type=type_, service=service, method=method)  # type: ignore[arg-type]
+        unsupported.append(f"{at(mpath, 'method')}: RegularExpression method match")
+    return GRPCMethodMatch(type=type_, service=config.get("service"), method=config.get("method"))
 
 
 def _grpc_route(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K8sObject:
@@ -218,11 +151,8 @@ def _grpc_route(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K8sOb
     spec = read_route_spec(r, doc, flavor)
     ns = common["metadata"].namespace
     unsupported: list[str] = []
-    items = r.get_list(spec, "spec", "rules", max_items=16, noun="rule") or []
-    check_total_matches(r, items)
     rules = []
-    for rpath, rule in r.item_maps(items, "spec.rules"):
-        matches = r.get_list(rule, rpath, "matches", max_items=flavor.max_matches, noun="match")
+    for rpath, rule in r.item_maps(spec.get("rules") or [], "spec.rules"):
         rules.append(
             GRPCRouteRule(
                 name=read_rule_name(r, rule, rpath),
@@ -230,13 +160,11 @@ def _grpc_route(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K8sOb
                 matches=tuple(
                     GRPCRouteMatch(
                         method=_grpc_method(r, m, mpath, unsupported),
-                        headers=_value_matches(
-                            r, m, mpath, "headers", name_pattern=HEADER_NAME, max_value=4096
-                        ),
+                        headers=_value_matches(r, m, mpath, "headers"),
                     )
-                    for mpath, m in r.item_maps(matches or [], at(rpath, "matches"))
+                    for mpath, m in r.item_maps(rule.get("matches") or [], at(rpath, "matches"))
                 ),
-                filters=read_filters(r, rule, rpath, flavor, flavor.rule_filters, unsupported),
+                filters=read_filters(r, rule, rpath, flavor, unsupported),
                 backend_refs=read_backend_refs(
                     r, rule, rpath, ns, flavor, with_filters=True, unsupported=unsupported
                 ),
@@ -252,8 +180,8 @@ def _grpc_route(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K8sOb
 
 
 def _l4_rules(r: Reader, spec: Mapping[str, Any], kind: str, ns: str) -> tuple[L4RouteRule, ...]:
-    items = r.get_list(spec, "spec", "rules", required=True, min_items=1, max_items=16, noun="rule")
-    if items and len(items) > 1:
+    items = spec.get("rules") or []
+    if len(items) > 1:
         # Linkerd's webhook: "TlsRoute/TcpRoute supports a single rule only" (spec 4.8).
         r.problem(
             "spec.rules",
@@ -264,12 +192,21 @@ def _l4_rules(r: Reader, spec: Mapping[str, Any], kind: str, ns: str) -> tuple[L
     return tuple(
         L4RouteRule(
             name=read_rule_name(r, rule, rpath),
-            # The CRDs require 1-16 backendRefs per rule (linkerd-egress.md 4.8).
+            # A rule needs a backend to carry traffic: the Gateway API v1.2.1 CRD makes
+            # backendRefs optional (never empty); Linkerd's bundled CRD required it
+            # (linkerd-egress.md 4.8), and so does egresskit.
             backend_refs=read_backend_refs(
-                r, rule, rpath, ns, GATEWAY_L4, with_filters=False, unsupported=unused, min_items=1
+                r,
+                rule,
+                rpath,
+                ns,
+                GATEWAY_L4,
+                with_filters=False,
+                unsupported=unused,
+                required=True,
             ),
         )
-        for rpath, rule in r.item_maps(items or [], "spec.rules")
+        for rpath, rule in r.item_maps(items, "spec.rules")
     )
 
 
@@ -297,10 +234,12 @@ def _tcp_route(r: Reader, doc: dict[str, Any], common: dict[str, Any]) -> K8sObj
 _GW = f"{GATEWAY_GROUP}/"
 _LD = f"{POLICY_GROUP}/"
 
-#: Every route (apiVersion, kind) the loader reads (linkerd-egress.md 4.1).
+#: Every route (apiVersion, kind) the loader reads (linkerd-egress.md 4.1): exactly the
+#: versions the pinned CRDs serve (Gateway API v1.2.1 no longer serves HTTPRoute or
+#: GRPCRoute v1alpha2; tests/test_crd_schemas.py keeps the two lists equal).
 ROUTE_PARSERS: dict[tuple[str, str], Parser] = {
-    **{(_GW + v, "HTTPRoute"): _http_route(GATEWAY_HTTP) for v in ("v1", "v1beta1", "v1alpha2")},
-    **{(_GW + v, "GRPCRoute"): _grpc_route for v in ("v1", "v1alpha2")},
+    **{(_GW + v, "HTTPRoute"): _http_route(GATEWAY_HTTP) for v in ("v1", "v1beta1")},
+    (_GW + "v1", "GRPCRoute"): _grpc_route,
     (_GW + "v1alpha2", "TLSRoute"): _tls_route,
     (_GW + "v1alpha2", "TCPRoute"): _tcp_route,
     (_LD + "v1alpha1", "HTTPRoute"): _http_route(LINKERD_HTTP_LEGACY),

@@ -1,11 +1,15 @@
 """The pieces every route kind shares: spec, hostnames, parentRefs, backendRefs, filters.
 
 Job: read the parts of HTTPRoute, GRPCRoute, TLSRoute and TCPRoute specs that are the same
-across the route kinds, with the CRD defaults filled in and the CEL rules (for the Gateway
-API flavors) and Linkerd webhook rules that matter here (linkerd-egress.md 4.2 and 4.8).
+across the route kinds into model values, with the CRD defaults filled in, plus the rules
+that are not the CRD's: Linkerd's admission webhook (linkerd-egress.md 4.2 and 4.8) and the
+Gateway API's prose where its CRD is silent.
 
 Rules:
 
+- The document has passed its CRD's schema and CEL rules
+  (:mod:`egresskit.manifests.crd_validation`): types, enums, patterns and bounds hold, so
+  the readers here only read; none of those rules is repeated.
 - What differs between the CRDs comes in as a :class:`~egresskit.manifests.route_schema.Flavor`,
   never as a check of the kind's name.
 - Filters Linkerd cannot convert are not errors: they are appended to the route's
@@ -25,60 +29,26 @@ from egresskit.manifests.model import (
     ParentRef,
     RequestRedirect,
 )
-from egresskit.manifests.reader import (
-    DNS_LABEL,
-    DNS_LABEL_TEXT,
-    DNS_SUBDOMAIN,
-    DNS_SUBDOMAIN_TEXT,
-    Reader,
-    at,
-    or_default,
-    show,
-)
-from egresskit.manifests.route_schema import (
-    FILTER_FIELDS,
-    GROUP,
-    GROUP_TEXT,
-    HEADER_NAME,
-    HEADER_NAME_TEXT,
-    HOSTNAME,
-    HOSTNAME_TEXT,
-    KIND,
-    NOT_REPEATABLE,
-    Flavor,
-)
+from egresskit.manifests.reader import Reader, at, show
+from egresskit.manifests.route_schema import FILTER_FIELDS, Flavor
 
 
 def read_rule_name(r: Reader, rule: Mapping[str, Any], rpath: str) -> str | None:
-    return r.get_str(
-        rule, rpath, "name", pattern=DNS_SUBDOMAIN, pattern_text=DNS_SUBDOMAIN_TEXT, max_len=253
-    )
+    return r.get_str(rule, rpath, "name")
 
 
 def read_route_spec(r: Reader, doc: Mapping[str, Any], flavor: Flavor) -> dict[str, Any]:
-    # Gateway API CRDs require spec; Linkerd's HTTPRoute CRD does not.
-    return r.get_map(doc, "", "spec", required=flavor.gateway) or {}
-
-
-def check_total_matches(r: Reader, rules: list[Any]) -> None:
-    # Gateway API CEL on spec.rules: at most 128 matches across all rules.
-    total = sum(
-        len(rule["matches"])
-        for rule in rules
-        if isinstance(rule, Mapping) and isinstance(rule.get("matches"), list)
-    )
-    if total > 128:
-        r.problem("spec.rules", "at most 128 matches across all rules", str(total))
+    # Gateway API CRDs require spec (the CRD says so); Linkerd's HTTPRoute CRD does not.
+    return r.get_map(doc, "", "spec") or {}
 
 
 def read_hostnames(r: Reader, spec: Mapping[str, Any]) -> tuple[str, ...]:
     out = []
-    for i, name in enumerate(
-        r.get_list(spec, "spec", "hostnames", max_items=16, noun="hostname") or []
-    ):
-        path = at("spec.hostnames", i)
-        if not isinstance(name, str) or len(name) > 253 or not HOSTNAME.match(name) or _is_ip(name):
-            r.problem(path, HOSTNAME_TEXT, show(name))
+    for i, name in enumerate(r.str_list(spec, "spec", "hostnames")):
+        if _is_ip(name):
+            # Gateway API: "IPs are not allowed" in hostnames (its Hostname type's doc; the
+            # CRD pattern alone lets a dotted quad through).
+            r.problem(at("spec.hostnames", i), "a hostname, not an IP address", show(name))
         else:
             out.append(name)
     return tuple(out)
@@ -95,32 +65,22 @@ def _is_ip(text: str) -> bool:
 def read_parent_refs(
     r: Reader, spec: Mapping[str, Any], route_ns: str, flavor: Flavor
 ) -> tuple[ParentRef, ...]:
-    items = r.get_list(spec, "spec", "parentRefs", max_items=32, noun="parentRef")
     out = []
-    for path, p in r.item_maps(items or [], "spec.parentRefs"):
-        group = r.get_str(p, path, "group", pattern=GROUP, pattern_text=GROUP_TEXT, max_len=253)
-        kind = r.get_str(p, path, "kind", pattern=KIND, pattern_text="a kind name", min_len=1)
-        namespace = r.get_str(p, path, "namespace", pattern=DNS_LABEL, pattern_text=DNS_LABEL_TEXT)
-        name = r.get_str(p, path, "name", required=True, min_len=1, max_len=253)
-        port = r.get_int(p, path, "port", lo=1, hi=65535)
-        section = r.get_str(
-            p, path, "sectionName", pattern=DNS_SUBDOMAIN, pattern_text=DNS_SUBDOMAIN_TEXT
-        )
+    for path, p in r.item_maps(r.get_list(spec, "spec", "parentRefs") or [], "spec.parentRefs"):
         ref = ParentRef(
-            group=flavor.parent_group if p.get("group") is None else (group or ""),
-            kind=kind or "Gateway",
-            namespace=namespace or route_ns,
-            name=name or "",
-            port=port,
-            section_name=section,
+            group=p["group"],  # CRD defaults: group and kind (Gateway) are always there
+            kind=p["kind"],
+            namespace=p.get("namespace") or route_ns,
+            name=p["name"],
+            port=p.get("port"),
+            section_name=p.get("sectionName"),
         )
-        if ref.is_egress_network and p.get("port") is None:
+        if ref.is_egress_network and ref.port is None:
             # Linkerd's webhook rejects port-less EgressNetwork parents (linkerd-egress.md 4.2).
             r.problem(
                 at(path, "port"), "a port (required when the parent is an EgressNetwork)", "nothing"
             )
-        if name is not None:
-            out.append(ref)
+        out.append(ref)
     return tuple(out)
 
 
@@ -133,50 +93,37 @@ def read_backend_refs(
     *,
     with_filters: bool,
     unsupported: list[str],
-    min_items: int = 0,
+    required: bool = False,
 ) -> tuple[BackendRef, ...]:
-    items = r.get_list(
-        rule,
-        rpath,
-        "backendRefs",
-        required=min_items > 0,
-        min_items=min_items,
-        max_items=16,
-        noun="backendRef",
-    )
+    items = r.get_list(rule, rpath, "backendRefs", required=required)
     out = []
     for path, b in r.item_maps(items or [], at(rpath, "backendRefs")):
-        name = r.get_str(b, path, "name", required=True, min_len=1, max_len=253)
-        namespace = r.get_str(b, path, "namespace", pattern=DNS_LABEL, pattern_text=DNS_LABEL_TEXT)
-        port = r.get_int(b, path, "port", lo=1, hi=65535)
+        namespace = b.get("namespace")
         if flavor.legacy_backends:
+            # These CRD versions have no group, kind or weight; namespace defaults to
+            # "default" (the CRD's own default, already filled in).
             group, kind, weight = "", "Service", 1
-            namespace = namespace or "default"  # that CRD version's own default
         else:
-            group = r.get_str(b, path, "group", pattern=GROUP, pattern_text=GROUP_TEXT) or ""
-            kind = (
-                r.get_str(b, path, "kind", pattern=KIND, pattern_text="a kind name", min_len=1)
-                or "Service"
-            )
-            weight = or_default(r.get_int(b, path, "weight", lo=0, hi=1_000_000), 1)
-        if flavor.gateway and group == "" and kind == "Service" and b.get("port") is None:
-            # Gateway API CEL: "Must have port for Service reference".
-            r.problem(at(path, "port"), "a port (required for a Service backend)", "nothing")
+            group, kind, weight = b["group"], b["kind"], b["weight"]  # CRD defaults
+        if b.get("name") is None:
+            # Only Linkerd's v1alpha1/v1beta1 CRDs leave a backend's name optional; a backend
+            # without one names nothing to send to.
+            r.problem(at(path, "name"), "a value (required)", "nothing")
+            continue
         filters: tuple[Filter, ...] = ()
         if with_filters:
-            filters = read_filters(r, b, path, flavor, flavor.backend_filters, unsupported)
-        if name is not None:
-            out.append(
-                BackendRef(
-                    group=group,
-                    kind=kind,
-                    namespace=namespace or route_ns,
-                    name=name,
-                    port=port,
-                    weight=weight,
-                    filters=filters,
-                )
+            filters = read_filters(r, b, path, flavor, unsupported)
+        out.append(
+            BackendRef(
+                group=group,
+                kind=kind,
+                namespace=namespace or route_ns,
+                name=b["name"],
+                port=b.get("port"),
+                weight=weight,
+                filters=filters,
             )
+        )
     return tuple(out)
 
 
@@ -185,37 +132,24 @@ def read_filters(
     owner: Mapping[str, Any],
     opath: str,
     flavor: Flavor,
-    allowed: tuple[str, ...],
     unsupported: list[str],
 ) -> tuple[Filter, ...]:
-    items = r.get_list(owner, opath, "filters", max_items=16, noun="filter")
-    known = allowed + flavor.unconvertible
-    seen: set[str] = set()
     out = []
-    for path, f in r.item_maps(items or [], at(opath, "filters")):
-        type_ = r.get_str(f, path, "type", required=True, enum=known)
-        if type_ is None:
-            continue
-        if flavor.gateway and type_ in NOT_REPEATABLE and type_ in seen:
-            r.problem(path, f"at most one {type_} filter in this list", f"another {type_}")
-        seen.add(type_)
-        if flavor.gateway:
-            for other, field_name in FILTER_FIELDS.items():
-                if other != type_ and f.get(field_name) is not None:
-                    r.problem(at(path, field_name), f"nothing when type is {type_}", "a value")
+    for path, f in r.item_maps(r.get_list(owner, opath, "filters") or [], at(opath, "filters")):
+        type_ = f["type"]
         if type_ in flavor.unconvertible:
             unsupported.append(f"{path}: {type_} filter")
             continue
         field_name = FILTER_FIELDS[type_]
-        cpath = at(path, field_name)
-        if f.get(field_name) is None:
-            r.problem(cpath, f"a value (required when type is {type_})", "nothing")
-            continue
-        config = r.get_map(f, path, field_name)
+        config = f.get(field_name)
         if config is None:
+            # The Gateway API CRDs refuse this by CEL; Linkerd's own CRD has no such rule, and
+            # Linkerd cannot build the filter without its configuration.
+            r.problem(at(path, field_name), f"a value (required when type is {type_})", "nothing")
             continue
+        cpath = at(path, field_name)
         if type_ == "RequestRedirect":
-            out.append(Filter(type=type_, request_redirect=_redirect(r, config, cpath)))
+            out.append(Filter(type=type_, request_redirect=_redirect(config)))
         elif type_ == "RequestHeaderModifier":
             modifier = _header_modifier(r, config, cpath)
             out.append(Filter(type=type_, request_header_modifier=modifier))
@@ -227,48 +161,30 @@ def read_filters(
 
 def _header_modifier(r: Reader, config: Mapping[str, Any], path: str) -> HeaderModifier:
     def pairs(key: str) -> tuple[tuple[str, str], ...]:
-        items = r.get_list(config, path, key, max_items=16, noun="header")
-        out = []
-        for hpath, h in r.item_maps(items or [], at(path, key)):
-            name = r.get_str(
-                h, hpath, "name", required=True, pattern=HEADER_NAME, pattern_text=HEADER_NAME_TEXT
-            )
-            value = r.get_str(h, hpath, "value", required=True, max_len=4096)
-            if name is not None and value is not None:
-                out.append((name, value))
-        return tuple(out)
+        items = r.item_maps(config.get(key) or [], at(path, key))
+        return tuple((h["name"], h["value"]) for _, h in items)
 
     return HeaderModifier(
-        set=pairs("set"), add=pairs("add"), remove=r.str_list(config, path, "remove", max_items=16)
+        set=pairs("set"), add=pairs("add"), remove=tuple(config.get("remove") or ())
     )
 
 
-def _redirect(r: Reader, config: Mapping[str, Any], path: str) -> RequestRedirect:
+def _redirect(config: Mapping[str, Any]) -> RequestRedirect:
     path_type: Any = None
     path_value = None
-    p = r.get_map(config, path, "path")
+    p = config.get("path")
     if p is not None:
-        ppath = at(path, "path")
-        types = ("ReplaceFullPath", "ReplacePrefixMatch")
-        path_type = r.get_str(p, ppath, "type", required=True, enum=types)
-        if path_type is not None:
-            key = path_type[0].lower() + path_type[1:]
-            # CEL: the value field must match the type (replaceFullPath for ReplaceFullPath).
-            path_value = r.get_str(p, ppath, key, required=True, max_len=1024)
-    hostname = r.get_str(
-        config,
-        path,
-        "hostname",
-        pattern=DNS_SUBDOMAIN,
-        pattern_text=DNS_SUBDOMAIN_TEXT,
-        max_len=253,
-    )
+        path_type = p["type"]
+        # The value sits in the field named after the type (CEL: replaceFullPath for
+        # ReplaceFullPath); Linkerd's CRD has no such rule, so a missing value stays None.
+        path_value = p.get(path_type[0].lower() + path_type[1:])
     return RequestRedirect(
-        scheme=r.get_str(config, path, "scheme", enum=("http", "https")),
-        hostname=hostname,
+        scheme=config.get("scheme"),
+        hostname=config.get("hostname"),
         path_type=path_type,
         path_value=path_value,
-        port=r.get_int(config, path, "port", lo=1, hi=65535),
-        # CRD default 302 (gateway-api-matching.md 3.1; the proxy alone would use 301: D14).
-        status_code=or_default(r.get_int(config, path, "statusCode", enum=(301, 302)), 302),
+        port=config.get("port"),
+        # CRD default 302, filled in (gateway-api-matching.md 3.1; the proxy alone would use
+        # 301: D14).
+        status_code=config["statusCode"],
     )

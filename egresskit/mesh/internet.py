@@ -37,6 +37,7 @@ from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from tornado.httpserver import HTTPServer
@@ -47,6 +48,7 @@ from tornado.wsgi import WSGIContainer
 from egresskit.errors import BackendError, WaitTimeout
 from egresskit.mesh.extrasites import ExtraSites
 from egresskit.mesh.tlsca import LocalCA
+from egresskit.mesh.wsgi_http import BAD_HOST, correct_http, host_is_valid, read_body
 
 __all__ = ["ECHO_BANNER", "LoopbackHTTPServer", "SimulatedInternet"]
 
@@ -61,8 +63,23 @@ ECHO_BANNER = (
     "egresskit simulated internet: this echo site answers for every host but httpbin.org; "
     "nothing left this machine"
 )
+
+
+def httpbin_site(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+    """httpbin as httpbin.org serves it: under gunicorn (httpbin's Dockerfile).
+
+    httpbin accepts a chunked request body only when ``SERVER_SOFTWARE`` starts with
+    ``gunicorn/`` (``before_request`` in httpbin/core.py; else 501 "Chunked requests are not
+    supported for server"), because gunicorn terminates the input. Our container does too
+    (``wsgi.input_terminated``), so it says so in the words httpbin checks.
+    """
+    environ["SERVER_SOFTWARE"] = "gunicorn/egresskit"
+    result: Iterable[bytes] = httpbin.app(environ, start_response)
+    return result
+
+
 #: The hosts with a real site; every other host gets the echo site.
-SITES: Mapping[str, WSGIApplication] = {"httpbin.org": httpbin.app}
+SITES: Mapping[str, WSGIApplication] = {"httpbin.org": httpbin_site}
 _TLS_PORT = 443
 
 
@@ -71,8 +88,7 @@ _TLS_PORT = 443
 
 def echo_app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
     """The echo site: says what it received, as JSON."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    body = read_body(environ)
     headers = {
         key[5:].replace("_", "-").title(): value
         for key, value in environ.items()
@@ -123,6 +139,23 @@ class _QuietWSGIContainer(WSGIContainer):
     # logging is not configured); the simulated internet logs at debug on its own logger.
     def _log(self, status_code: int, request: HTTPServerRequest) -> None:
         log.debug("%s %s %s -> %d", request.method, request.host, request.uri, status_code)
+
+    def environ(self, request: HTTPServerRequest) -> dict[str, Any]:
+        # Tornado has read the whole body (a chunked one decoded) before the app runs, so the
+        # input is terminated (PEP 3333; httpbin answers 501 to a chunked body without it).
+        # A Host port that is not a port would crash Tornado's environ: marked, answered 400
+        # by correct_http (egresskit.mesh.wsgi_http).
+        host = request.host
+        valid = host_is_valid(host)
+        if not valid:
+            request.host = host.partition(":")[0]
+        elif host.endswith(":"):  # an empty port is allowed (RFC 3986) but crashes Tornado
+            request.host = host[:-1]
+        environ = super().environ(request)
+        environ["wsgi.input_terminated"] = True
+        if not valid:
+            environ[BAD_HOST] = host
+        return environ
 
 
 class LoopbackHTTPServer:
@@ -191,7 +224,7 @@ class LoopbackHTTPServer:
         self._stop = asyncio.Event()
         assert self._executor is not None
         server = HTTPServer(
-            _QuietWSGIContainer(self._app, executor=self._executor),
+            _QuietWSGIContainer(correct_http(self._app), executor=self._executor),
             ssl_options=self._ssl_context,
             idle_connection_timeout=60,
         )

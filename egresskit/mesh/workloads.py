@@ -46,6 +46,7 @@ from egresskit.errors import UnsupportedWorkload
 from egresskit.manifests.model import Container
 from egresskit.mesh.grpcsite import GrpcServer, bb_site
 from egresskit.mesh.internet import LoopbackHTTPServer
+from egresskit.mesh.wsgi_http import read_body
 
 __all__ = ["BB_IMAGE", "RunningWorkload", "TerminusConfig", "parse_terminus", "start_workload"]
 
@@ -216,8 +217,7 @@ class _TerminusApp:
         self._random = random.Random()
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        length = int(environ.get("CONTENT_LENGTH") or 0)
-        body = environ["wsgi.input"].read(length) if length > 0 else b""
+        body = read_body(environ)  # Go's net/http reads a chunked body too
         if body:
             uid = _request_uid_from(body)
             if uid is None:  # protocols/http.go: the error's text is the body itself

@@ -313,8 +313,7 @@ class FakeApiServer:
         if problems:
             name = (obj.get("metadata") or {}).get("name")
             details = "; ".join(
-                f"{path}: Invalid value: {json.dumps(value)[:80]}: {why}"
-                for path, value, why in problems
+                f"{path}: Invalid value: {str(value)[:80]}: {why}" for path, value, why in problems
             )
             message = f'{served.kind}.{served.group} "{name}" is invalid: {details}'
             return 422, status_body(422, "Invalid", message)

@@ -12,9 +12,9 @@ Rules:
 
 - Preferred versions and the order of a group's versions follow Kubernetes version priority
   (GA, then beta, then alpha; higher numbers first), as the API server's discovery does.
-- :func:`schema_problems` is the one place that validates an object against a CRD schema, so
-  the kit's own CRD validator (jsonschema + CEL, engineer ``crdvalid``) can replace it. Until
-  then it is ``jsonschema`` on the ``openAPIV3Schema`` (no CEL ``x-kubernetes-validations``).
+- :func:`schema_problems` is the one place that validates an object against a CRD: it calls
+  the kit's own CRD validator (jsonschema + CEL rules), so the fake and the local backend
+  admit exactly the same objects.
 - :func:`unknown_fields` finds the fields a schema does not declare, as the API server's
   pruning does: ``apiVersion``, ``kind`` and ``metadata`` at the root are always known (the
   Linkerd EgressNetwork schema even misspells ``apiVerson``), and
@@ -30,7 +30,6 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import yaml
 
 import egresskit
@@ -109,15 +108,19 @@ def version_priority(version: str) -> tuple[int, int, int]:
 
 
 def schema_problems(schema: dict[str, Any], obj: dict[str, Any]) -> list[tuple[str, Any, str]]:
-    """``(field path, value found, what is wrong)`` for each schema violation of ``obj``.
+    """``(field path, value found, what is wrong)`` for each violation of ``obj``.
 
-    The one validation call of the fake: swap in the kit's own CRD validator here.
+    The one validation call of the fake: the kit's own CRD validator
+    (:func:`egresskit.manifests.crd_validation.validate`: the served version's
+    ``openAPIV3Schema`` and its CEL rules), so the fake admits exactly what ``apply`` on the
+    local backend admits. ``schema`` must be the one of ``obj``'s served version; unknown
+    fields were handled (refused or pruned) before this is called.
     """
-    validator = jsonschema.Draft4Validator(schema)
-    problems = []
-    for error in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.path))):
-        problems.append((_dotted(error.absolute_path), error.instance, error.message))
-    return problems
+    from egresskit.manifests.crd_validation import validate
+
+    if not isinstance(obj.get("apiVersion"), str) or not isinstance(obj.get("kind"), str):
+        return [("", obj, "expected apiVersion and kind")]
+    return [(e.path, e.found, f"expected {e.expected}") for e in validate(obj)]
 
 
 def unknown_fields(schema: dict[str, Any], obj: Any) -> list[str]:
