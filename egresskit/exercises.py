@@ -341,7 +341,11 @@ def hint(result: ProbeResult, learner: Sequence[K8sObject], ex: Exercise) -> str
         return "compare your manifest with the task"
     host = urlsplit(probe.url).hostname or ""
     port = urlsplit(probe.url).port or (443 if probe.url.startswith("https") else 80)
-    target = probe.grpc_method if probe.scheme == "grpc" else f"{host}{urlsplit(probe.url).path}"
+    target = {
+        "grpc": probe.grpc_method,
+        "https": f"{host} (its SNI)",
+        "tcp": f"{host}:{port}",
+    }.get(probe.scheme, f"{host}{urlsplit(probe.url).path}")
     mine = {(o.kind, o.name): o for o in learner if o.kind in ROUTE_KINDS}
     route = d.route
     if route is None:
