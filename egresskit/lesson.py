@@ -37,6 +37,7 @@ Key = tuple[str, str, str]  # (kind, namespace, name)
 
 #: The route families a request can be counted in, by what the client sends
 #: (docs/facts/linkerd-egress.md 6.2): HTTP and gRPC requests, TLS and opaque connections.
+BACKENDS = "outbound_http_route_backend_requests_total"
 FAMILIES = (
     "outbound_http_route_request_statuses_total",
     "outbound_grpc_route_request_statuses_total",
@@ -44,6 +45,8 @@ FAMILIES = (
     "outbound_tls_route_close_total",
     "outbound_tcp_route_open_total",
     "outbound_tcp_route_close_total",
+    #: Where a forwarded HTTP request went (``backend_kind="Service"`` for the redirect).
+    BACKENDS,
 )
 
 #: Fields the API server writes itself: not part of what a learner applies.
@@ -285,12 +288,15 @@ class Lesson:
             )
         return Prediction(url=url, now=now, before=before, change=self._last_change)
 
-    def observe(self, *args: str, settle: float = 2.0) -> Observation:
-        """Run ``curl ARGS`` from the client once; report its view and the series it moved."""
+    def observe(self, *args: str, backends: bool = False, settle: float = 2.0) -> Observation:
+        """Run ``curl ARGS`` from the client once; report its view and the series it moved
+        (with ``backends``, also where the proxy sent it: the backend series)."""
         url = next((a for a in args if "://" in a), "")
         before = self.samples()
         result = self.cluster.curl(*args, pod=self.pod, namespace=self.namespace)
         counted = self.moved(before, url, within=settle)
+        if not backends:
+            counted = tuple(c for c in counted if c.family != BACKENDS)
         return Observation(url=url, args=tuple(args), result=result, counted=counted)
 
     def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

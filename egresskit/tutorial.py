@@ -115,9 +115,9 @@ class Tutorial:
         """The engine's decision for ``url`` now and before the last change (predict)."""
         return self.lesson.explain(url, **kw)
 
-    def observe(self, *curl_args: str) -> Observation:
+    def observe(self, *curl_args: str, backends: bool = False) -> Observation:
         """One curl from the client and the proxy series it moved (observe)."""
-        result = self.lesson.observe(*curl_args)
+        result = self.lesson.observe(*curl_args, backends=backends)
         if self.traffic is not None and self.scraper is not None:
             self.traffic.record(result.result)
         return result

@@ -392,7 +392,7 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
             "**Observe**: the traffic live for a moment (the chart updates in place), then one request:"
         ),
         code("t.watch(duration)"),
-        code('t.observe("-sS", "http://google.com/")'),
+        code('t.observe("-sS", "http://google.com/", backends=True)'),
         md("The guide's three checks (with `http://` where the guide means plaintext):"),
         verify(
             't.verify_curl("http://httpbin.org/get", status=200, json_field=("url", "http://httpbin.org/get"))'

@@ -188,3 +188,13 @@ def test_observe_with_dash_i_shows_the_proxys_own_403(lesson: Lesson) -> None:
     assert "client: HTTP 403\n  < HTTP/1.1 403 Forbidden\n" in text
     assert "  < l5d-proxy-error: traffic not allowed\n" in text
     assert '  route_name="http-egress-deny",\n' in text
+
+
+def test_observe_with_backends_shows_where_the_proxy_sent_it(lesson: Lesson) -> None:
+    lesson.apply([guide.NAMESPACE, DENY_EN, guide.CLIENT_POD, guide.INTERNAL_EGRESS])
+    lesson.apply(guide.UNENCRYPTED_HTTP_ROUTE)
+    plain = str(lesson.observe("-sS", "http://google.com/"))
+    assert "outbound_http_route_backend_requests_total" not in plain
+    text = str(lesson.observe("-sS", "http://google.com/", backends=True))
+    assert '  backend_kind="Service",\n  backend_namespace="egress-test",\n' in text
+    assert '  backend_name="internal-egress",\n' in text
