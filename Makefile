@@ -12,7 +12,7 @@ OUT    ?= out
 TEST_DEBS  := curl chromium
 BENCH_DEBS := wrk nginx
 
-.PHONY: setup sysdeps bench-sysdeps run test lint lab bench notebooks cluster cluster-down clean
+.PHONY: setup sysdeps bench-sysdeps run test lint lab bench fuzz notebooks cluster cluster-down clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,11 @@ lab: setup
 
 bench: setup bench-sysdeps
 	$(BIN)/python -m benchmarks
+
+# Request smuggling and ClientHello fuzzers, run long (issue 11): prints cases, crashes,
+# hangs and requests that reached an upstream unjudged; fails unless the last three are 0.
+fuzz: setup
+	$(BIN)/python -m tests.fuzz
 
 # Rewrite the notebooks from notebooks/build.py and save them executed, with outputs.
 notebooks: setup

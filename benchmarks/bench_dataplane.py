@@ -9,15 +9,20 @@ Rules of the measurement (egresskit issue 3):
   ``worker_processes 1``, HTTP/1.1 upstream keep-alive, ``proxy_set_header Host``) and
   ``egresskit`` (the local backend's proxy of the guide's client pod: EgressNetwork Allow,
   an HTTPRoute matched on hostname and path prefix, hostname metric labels on).
-* Each target gets one untimed warm-up run; measured rounds are interleaved (direct,
-  nginx, egresskit, direct, ...) so drift on the machine hits all three alike, and each
-  figure is the median over rounds; the egresskit/nginx ratio of each round is shown
-  as a range, with the share of exchanges the proxy served on its fast path.
+* Two kinds of requests (issue 11): ``varied``, the headline, where every request has a
+  path and an ``x-request-id`` of its own (a wrk Lua script; as an API client sends
+  them, so nothing can be reused from an earlier request's bytes), and ``identical``,
+  the same bytes every time (wrk's default). Ratios compare targets on the same kind.
+* Each target gets one untimed warm-up run per kind; measured rounds are interleaved
+  (direct, nginx, egresskit, direct, ...) so drift on the machine hits all three alike,
+  and each figure is the median over rounds; the egresskit/nginx ratio of each round is
+  shown as a range.
 * The proxy's own count is checked against wrk's: the sum of
   ``outbound_http_route_request_statuses_total`` over the measured rounds (read once the
   proxy is quiet after each round) against wrk's total of completed requests; it may
   exceed wrk's by the requests in flight when wrk stops (see :func:`metrics_verdict`).
-* The issue's targets: egresskit throughput >= 0.75x nginx's, egresskit p99 <= 2x nginx's.
+* The targets, on varied requests (issue 11): egresskit throughput >= 0.5x nginx's,
+  egresskit p99 <= 2x nginx's. Identical requests are reported beside them.
 * nginx runs as a foreground child (``daemon off``) with its own temporary prefix (pid,
   error log, temp paths); ports are picked by binding 127.0.0.1 port 0 first.
 * ``python -m benchmarks.bench_dataplane --profile`` runs the egresskit target under
@@ -60,11 +65,23 @@ QUICK_DURATION_S = 1
 WARMUP_S = 1
 ROUNDS = 5
 QUICK_ROUNDS = 1
-#: The issue's targets.
-MIN_RPS_VS_NGINX = 0.75
+#: The issue's targets (issue 11, on varied requests).
+MIN_RPS_VS_NGINX = 0.5
 MAX_P99_VS_NGINX = 2.0
 
 TARGETS = ("direct", "nginx", "egresskit")
+#: The kinds of requests, the headline first.
+KINDS = ("varied", "identical")
+
+#: wrk's Lua hook for varied requests: a path and a request id of their own each time
+#: (one wrk thread, so one counter; the route's path prefix still matches).
+VARIED_LUA = """\
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("GET", "%s/" .. n, {["Host"] = "%s", ["X-Request-Id"] = "req-" .. n})
+end
+"""
 STATUS_FAMILY = "outbound_http_route_request_statuses_total"
 
 #: An HTTPRoute on the guide's EgressNetwork, so every request goes through the matcher
@@ -141,8 +158,9 @@ def parse_wrk(text: str) -> WrkResult:
     )
 
 
-def run_wrk(port: int, *, duration_s: int) -> WrkResult:
-    """One wrk run against ``127.0.0.1:port`` with ``Host: bench.example``."""
+def run_wrk(port: int, *, duration_s: int, script: Path | None = None) -> WrkResult:
+    """One wrk run against ``127.0.0.1:port`` with ``Host: bench.example``; ``script``:
+    a wrk Lua script making each request (:data:`VARIED_LUA`)."""
     argv = [
         "wrk",
         f"-t{THREADS}",
@@ -151,6 +169,7 @@ def run_wrk(port: int, *, duration_s: int) -> WrkResult:
         "--latency",
         "-H",
         f"Host: {HOST}",
+        *(["-s", str(script)] if script is not None else []),
         f"http://127.0.0.1:{port}{PATH}",
     ]
     bound = duration_s + 30
@@ -297,9 +316,13 @@ def counted(cluster: LocalCluster) -> dict[str, int]:
     return out
 
 
-def fast_count(cluster: LocalCluster) -> int:
-    """Exchanges the client proxy served wholly on its fast path (egresskit.mesh.http1)."""
-    return cluster.fast_exchanges("client", namespace=guide.NAMESPACE_NAME)
+@contextlib.contextmanager
+def varied_script() -> Iterator[Path]:
+    """:data:`VARIED_LUA` in a temporary file, for ``wrk -s``."""
+    with tempfile.TemporaryDirectory(prefix="egresskit-wrk-") as tmp:
+        path = Path(tmp) / "varied.lua"
+        path.write_text(VARIED_LUA % (PATH, HOST))
+        yield path
 
 
 def quiet_count(cluster: LocalCluster, *, timeout: float = 5.0) -> dict[str, int]:
@@ -327,76 +350,81 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     rounds = QUICK_ROUNDS if quick else ROUNDS
     if shutil.which("wrk") is None:
         raise BackendError("wrk is not installed (Debian package wrk; `make bench`)")
-    results: dict[str, list[WrkResult]] = {t: [] for t in TARGETS}
-    metrics_total = 0
-    metrics_ok = 0
-    fast = 0
+    results: dict[tuple[str, str], list[WrkResult]] = {(k, t): [] for k in KINDS for t in TARGETS}
+    metrics_total = dict.fromkeys(KINDS, 0)
+    metrics_ok = dict.fromkeys(KINDS, 0)
     with (
         nginx() as upstream,
         nginx(upstream_port=upstream) as proxy,
         egresskit_proxy(upstream) as (cluster, mesh),
+        varied_script() as lua,
     ):
         ports = {"direct": upstream, "nginx": proxy, "egresskit": mesh}
-        for target in TARGETS:
-            run_wrk(ports[target], duration_s=WARMUP_S)
-        for _ in range(rounds):
+        scripts = {"varied": lua, "identical": None}
+        for kind in KINDS:
             for target in TARGETS:
-                before = quiet_count(cluster) if target == "egresskit" else {}
-                fast_before = fast_count(cluster)
-                results[target].append(run_wrk(ports[target], duration_s=duration))
-                if target == "egresskit":
-                    after = quiet_count(cluster)
-                    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
-                    metrics_total += sum(delta.values())
-                    metrics_ok += delta.get("200", 0)
-                    fast += fast_count(cluster) - fast_before
-    # Each round's ratio, egresskit against the nginx run just before it: the spread
-    # shows how much the shared machine moved while the medians were taken.
-    per_round = [
-        e.requests_per_s / n.requests_per_s
-        for e, n in zip(results["egresskit"], results["nginx"], strict=True)
-    ]
-    med = {
-        t: {
-            "rps": _median([r.requests_per_s for r in rs]),
-            "p50": _median([r.p50_ms for r in rs]),
-            "p99": _median([r.p99_ms for r in rs]),
-        }
-        for t, rs in results.items()
-    }
+                run_wrk(ports[target], duration_s=WARMUP_S, script=scripts[kind])
+        for _ in range(rounds):
+            for kind in KINDS:
+                for target in TARGETS:
+                    before = quiet_count(cluster) if target == "egresskit" else {}
+                    result = run_wrk(ports[target], duration_s=duration, script=scripts[kind])
+                    results[(kind, target)].append(result)
+                    if target == "egresskit":
+                        after = quiet_count(cluster)
+                        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+                        metrics_total[kind] += sum(delta.values())
+                        metrics_ok[kind] += delta.get("200", 0)
     rows: list[dict[str, Any]] = []
-    for t in TARGETS:
-        rs = results[t]
-        row: dict[str, Any] = {
-            "target": t,
-            "requests_per_s": round(med[t]["rps"], 1),
-            "p50_ms": round(med[t]["p50"], 3),
-            "p99_ms": round(med[t]["p99"], 3),
-            "rps_vs_nginx": round(med[t]["rps"] / med["nginx"]["rps"], 3),
-            "p99_vs_nginx": round(med[t]["p99"] / med["nginx"]["p99"], 3),
-            "rps_vs_direct": round(med[t]["rps"] / med["direct"]["rps"], 3),
-            "wrk_requests": sum(r.requests for r in rs),
-            "wrk_errors": sum(r.socket_errors + r.non_2xx for r in rs),
-            "metrics_requests": metrics_total if t == "egresskit" else None,
-            "metrics_200": metrics_ok if t == "egresskit" else None,
-            "metrics_check": (
-                metrics_verdict(
-                    counted=metrics_total, completed=sum(r.requests for r in rs), rounds=rounds
-                )
-                if t == "egresskit"
-                else None
-            ),
-            "rps_vs_nginx_rounds": (
-                f"{min(per_round):.2f}-{max(per_round):.2f}" if t == "egresskit" else None
-            ),
-            "fast_path_pct": (
-                round(100 * fast / metrics_total, 1) if t == "egresskit" and metrics_total else None
-            ),
-            "rounds": rounds,
-            "duration_s": duration,
-            "connections": CONNECTIONS,
+    for kind in KINDS:
+        # Each round's ratio, egresskit against the nginx run just before it: the spread
+        # shows how much the shared machine moved while the medians were taken.
+        per_round = [
+            e.requests_per_s / n.requests_per_s
+            for e, n in zip(results[(kind, "egresskit")], results[(kind, "nginx")], strict=True)
+        ]
+        med = {
+            t: {
+                "rps": _median([r.requests_per_s for r in results[(kind, t)]]),
+                "p50": _median([r.p50_ms for r in results[(kind, t)]]),
+                "p99": _median([r.p99_ms for r in results[(kind, t)]]),
+            }
+            for t in TARGETS
         }
-        rows.append(row)
+        for t in TARGETS:
+            rs = results[(kind, t)]
+            ek = t == "egresskit"
+            rows.append(
+                {
+                    "requests": kind,
+                    "target": t,
+                    "requests_per_s": round(med[t]["rps"], 1),
+                    "p50_ms": round(med[t]["p50"], 3),
+                    "p99_ms": round(med[t]["p99"], 3),
+                    "rps_vs_nginx": round(med[t]["rps"] / med["nginx"]["rps"], 3),
+                    "p99_vs_nginx": round(med[t]["p99"] / med["nginx"]["p99"], 3),
+                    "rps_vs_direct": round(med[t]["rps"] / med["direct"]["rps"], 3),
+                    "wrk_requests": sum(r.requests for r in rs),
+                    "wrk_errors": sum(r.socket_errors + r.non_2xx for r in rs),
+                    "metrics_requests": metrics_total[kind] if ek else None,
+                    "metrics_200": metrics_ok[kind] if ek else None,
+                    "metrics_check": (
+                        metrics_verdict(
+                            counted=metrics_total[kind],
+                            completed=sum(r.requests for r in rs),
+                            rounds=rounds,
+                        )
+                        if ek
+                        else None
+                    ),
+                    "rps_vs_nginx_rounds": (
+                        f"{min(per_round):.2f}-{max(per_round):.2f}" if ek else None
+                    ),
+                    "rounds": rounds,
+                    "duration_s": duration,
+                    "connections": CONNECTIONS,
+                }
+            )
     return rows
 
 
@@ -417,45 +445,65 @@ def metrics_verdict(*, counted: int, completed: int, rounds: int) -> str:
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Verdict lines against the issue's targets and the metrics cross-check."""
-    ek = next(r for r in rows if r["target"] == "egresskit")
-    rps, p99 = ek["rps_vs_nginx"], ek["p99_vs_nginx"]
-    ok = "PASS" if rps >= MIN_RPS_VS_NGINX else "FAIL"
-    lat = "PASS" if p99 <= MAX_P99_VS_NGINX else "FAIL"
-    verdict = ek["metrics_check"]
-    why = {
-        "exact": "",
-        "in-flight": " (the difference: requests in flight when wrk stopped, which wrk "
-        "does not count)",
-        "MISMATCH": " (more than one request per connection apart: a counting bug)",
-    }[verdict]
-    return [
-        f"{ok}: egresskit throughput {rps:.2f}x nginx (1 worker); target >= {MIN_RPS_VS_NGINX}x",
-        f"{lat}: egresskit p99 {p99:.2f}x nginx; target <= {MAX_P99_VS_NGINX}x",
-        f"egresskit throughput {ek['rps_vs_direct']:.2f}x the upstream served directly",
-        f"egresskit vs nginx round by round: {ek['rps_vs_nginx_rounds']}x; "
-        f"{ek['fast_path_pct']}% of the proxied exchanges took the fast path",
-        f"{'FAIL' if verdict == 'MISMATCH' else 'PASS'}: proxy metrics counted "
-        f"{ek['metrics_requests']:,} requests ({ek['metrics_200']:,} with status 200), "
-        f"wrk completed {ek['wrk_requests']:,}: {verdict}{why}",
-    ]
+    """Verdict lines against the issue's targets (varied requests) and the metrics
+    cross-check for each kind of request."""
+    lines = []
+    for kind in KINDS:
+        ek = next(r for r in rows if r["target"] == "egresskit" and r["requests"] == kind)
+        rps, p99 = ek["rps_vs_nginx"], ek["p99_vs_nginx"]
+        if kind == KINDS[0]:
+            ok = "PASS" if rps >= MIN_RPS_VS_NGINX else "FAIL"
+            lat = "PASS" if p99 <= MAX_P99_VS_NGINX else "FAIL"
+            lines += [
+                f"{ok}: {kind} requests: egresskit throughput {rps:.2f}x nginx (1 worker); "
+                f"target >= {MIN_RPS_VS_NGINX}x",
+                f"{lat}: {kind} requests: egresskit p99 {p99:.2f}x nginx; "
+                f"target <= {MAX_P99_VS_NGINX}x",
+            ]
+        else:
+            lines.append(
+                f"{kind} requests: egresskit throughput {rps:.2f}x nginx, p99 {p99:.2f}x nginx"
+            )
+        lines.append(
+            f"{kind} requests: egresskit {ek['rps_vs_direct']:.2f}x the upstream served "
+            f"directly; vs nginx round by round: {ek['rps_vs_nginx_rounds']}x"
+        )
+        verdict = ek["metrics_check"]
+        why = {
+            "exact": "",
+            "in-flight": " (the difference: requests in flight when wrk stopped, which wrk "
+            "does not count)",
+            "MISMATCH": " (more than one request per connection apart: a counting bug)",
+        }[verdict]
+        lines.append(
+            f"{'FAIL' if verdict == 'MISMATCH' else 'PASS'}: {kind} requests: proxy metrics "
+            f"counted {ek['metrics_requests']:,} requests ({ek['metrics_200']:,} with status "
+            f"200), wrk completed {ek['wrk_requests']:,}: {verdict}{why}"
+        )
+    return lines
 
 
 # ====================================================================== profiling
 
 
-def profile(*, duration_s: int = DURATION_S, top: int = 30) -> str:
-    """Run wrk against the egresskit proxy with cProfile on the mesh's loop thread.
+def profile(*, duration_s: int = DURATION_S, top: int = 30, varied: bool = True) -> str:
+    """Run wrk (varied requests unless told otherwise) against the egresskit proxy with
+    cProfile on the mesh's loop thread.
 
     The timer is the thread's CPU clock: wall time would charge the proxy's functions
     with the time its thread waits for the GIL or for a core shared with wrk and nginx.
     """
     profiler = cProfile.Profile(time.thread_time)
-    with nginx() as upstream, egresskit_proxy(upstream) as (cluster, mesh):
-        run_wrk(mesh, duration_s=WARMUP_S)
+    with (
+        nginx() as upstream,
+        egresskit_proxy(upstream) as (cluster, mesh),
+        varied_script() as lua,
+    ):
+        script = lua if varied else None
+        run_wrk(mesh, duration_s=WARMUP_S, script=script)
         loop = cluster._loop  # the one thread the proxy runs on; cProfile is per thread
         loop.call(_enable(profiler), timeout=5, what="the profiler to start")
-        result = run_wrk(mesh, duration_s=duration_s)
+        result = run_wrk(mesh, duration_s=duration_s, script=script)
         loop.call(_disable(profiler), timeout=5, what="the profiler to stop")
     out = io.StringIO()
     out.write(f"under cProfile: {result.requests_per_s:,.0f} req/s, p99 {result.p99_ms} ms\n")
@@ -477,9 +525,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_dataplane")
     parser.add_argument("--quick", action="store_true", help="short runs, one round")
     parser.add_argument("--profile", action="store_true", help="cProfile the egresskit proxy")
+    parser.add_argument(
+        "--identical", action="store_true", help="profile identical requests, not varied ones"
+    )
     args = parser.parse_args(argv)
     if args.profile:
-        print(profile(duration_s=QUICK_DURATION_S if args.quick else DURATION_S))
+        duration = QUICK_DURATION_S if args.quick else DURATION_S
+        print(profile(duration_s=duration, varied=not args.identical))
         return 0
     rows = run(quick=args.quick)
     from benchmarks import report

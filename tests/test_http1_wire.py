@@ -147,3 +147,181 @@ def test_any_chunking_of_a_valid_stream_parses_as_the_whole(seed: int) -> None:
     whole = describe(events_for([STREAM]))
     assert [e[0] for e in whole if isinstance(e, tuple)].count("request") == 5
     assert describe(events_for(chunked(STREAM, cuts))) == whole
+
+
+# ------------------------------------------------------------------ framing (RFC 9112 6)
+
+POST = b"POST /get HTTP/1.1\r\nHost: httpbin.org\r\n"
+
+
+def refused(data: bytes) -> int | None:
+    """The status a head is refused with (fed all at once and one byte at a time, which
+    must agree), or None when it is accepted; a refused head is never queued."""
+    whole = events_for([data])
+    bytewise = events_for([data[i : i + 1] for i in range(len(data))])
+    assert describe(whole) == describe(bytewise)
+    if whole and isinstance(whole[-1], Fault):
+        assert not any(isinstance(e, Request) for e in whole), "a refused head was queued"
+        return whole[-1].status
+    return None
+
+
+@pytest.mark.parametrize(
+    ("fields", "status"),
+    [
+        # 6.3 (4): the final coding of a request must be chunked.
+        pytest.param(b"Transfer-Encoding: identity\r\n", 400, id="te-identity"),
+        pytest.param(b"Transfer-Encoding: gzip\r\n", 400, id="te-gzip"),
+        pytest.param(b"Transfer-Encoding: chunked, gzip\r\n", 400, id="te-chunked-then-gzip"),
+        pytest.param(b"Transfer-Encoding: chunked\t\r\n", 400, id="te-chunked-tab"),
+        pytest.param(b"Transfer-Encoding: xchunked\r\n", 400, id="te-xchunked"),
+        pytest.param(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n", 400, id="te-te-x"),
+        pytest.param(b"Transfer-Encoding: chunked, chunked\r\n", 400, id="te-chunked-twice"),
+        # 6.1: codings the proxy cannot decode: 501.
+        pytest.param(
+            b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n", 501, id="te-te-id"
+        ),
+        pytest.param(b"Transfer-Encoding: gzip, chunked\r\n", 501, id="te-gzip-chunked"),
+        # 6.3 (3): both.
+        pytest.param(b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 400, id="cl-and-te"),
+        # 6.3 (5): Content-Length values.
+        pytest.param(b"Content-Length: 5\r\nContent-Length: 6\r\n", 400, id="cl-differ"),
+        pytest.param(b"Content-Length: 5, 6\r\n", 400, id="cl-list-differs"),
+        pytest.param(b"Content-Length: +5\r\n", 400, id="cl-sign"),
+        pytest.param(b"Content-Length: 0x5\r\n", 400, id="cl-hex"),
+        # RFC 9110 7.2: a Host whose port is not a number.
+        pytest.param(b"Host: example.com:MPLE\r\n", 400, id="second-host"),
+        # 6.3 (5) allows the same length twice, llhttp refuses it: refused, never misread.
+        pytest.param(b"Content-Length: 0\r\nContent-Length: 0\r\n", 400, id="cl-same-twice"),
+        pytest.param(b"Content-Length: 0, 0\r\n", 400, id="cl-same-list"),
+        # Accepted: plain chunked, in any case.
+        pytest.param(b"Transfer-Encoding: Chunked\r\n", None, id="te-chunked-any-case"),
+    ],
+)
+def test_a_head_is_framed_one_way_or_refused(fields: bytes, status: int | None) -> None:
+    body = b"0\r\n\r\n" if b"hunked" in fields and status is None else b""
+    assert refused(POST + fields + b"\r\n" + body) == status
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        b"example.com:MPLE",
+        b"example.com:80x",
+        b"example.com:99999",
+        b"example.com:",
+        b"a b",
+        b"h/x",
+        b"h:1:2",
+    ],
+)
+def test_a_malformed_host_is_400(host: bytes) -> None:
+    assert refused(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n") == 400
+
+
+@pytest.mark.parametrize(
+    "host", [b"httpbin.org", b"httpbin.org:80", b"127.0.0.1:8080", b"[::1]:80", b"h"]
+)
+def test_a_well_formed_host_is_accepted(host: bytes) -> None:
+    assert refused(b"GET / HTTP/1.1\r\nHost: " + host + b"\r\n\r\n") is None
+
+
+def test_te_in_http_1_0_is_400() -> None:
+    # RFC 9112 6.1: Transfer-Encoding in an HTTP/1.0 message means faulty framing.
+    data = b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    assert refused(data) == 400
+
+
+def test_the_framing_used_is_the_framing_forwarded() -> None:
+    from egresskit.mesh.http1_wire import edit_headers, request_head
+
+    data = POST + b"Transfer-Encoding: CHUNKED\r\nX-A: 1\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    req = events_for([data])[0]
+    assert isinstance(req, Request) and req.body == "chunked"
+    out = request_head(req, edit_headers(req.headers, None))
+    assert out.lower().count(b"transfer-encoding") == 1
+    assert b"transfer-encoding: chunked\r\n" in out
+    data = POST + b"content-length: 3\r\n\r\nabc"
+    req = events_for([data])[0]
+    assert isinstance(req, Request) and (req.body, req.length) == ("length", 3)
+    out = request_head(req, edit_headers(req.headers, None))
+    assert out.lower().count(b"content-length") == 1 and b"content-length: 3\r\n" in out
+
+
+# ------------------------------------------------------------------ responses, same rules
+
+
+@pytest.mark.parametrize(
+    ("fields", "ok"),
+    [
+        pytest.param(b"Content-Length: 2\r\n", True, id="length"),
+        pytest.param(b"Transfer-Encoding: chunked\r\n", True, id="chunked"),
+        pytest.param(b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n", False, id="cl-te"),
+        pytest.param(b"Content-Length: 2\r\nContent-Length: 3\r\n", False, id="cl-differ"),
+        pytest.param(b"Transfer-Encoding: gzip\r\n", False, id="te-gzip"),
+        pytest.param(b"Transfer-Encoding: identity\r\n", False, id="te-identity"),
+        pytest.param(
+            b"Transfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n", False, id="te-te"
+        ),
+    ],
+)
+def test_an_upstream_response_is_framed_one_way_or_refused(fields: bytes, ok: bool) -> None:
+    from egresskit.mesh.http1_wire import Response, ResponseParser
+
+    parser = ResponseParser()
+    parser.expect(head_only=False)
+    body = b"2\r\nok\r\n0\r\n\r\n" if b"chunked" in fields else b"ok"
+    parser.feed(b"HTTP/1.1 200 OK\r\n" + fields + b"\r\n" + body)
+    events = list(parser.events)
+    if ok:
+        assert isinstance(events[0], Response) and not parser.dead
+        assert b"".join(e for e in events if isinstance(e, bytes)) == b"ok"
+    else:
+        assert parser.dead and not any(isinstance(e, Response) for e in events), events
+
+
+def test_the_client_gets_the_framing_the_body_goes_out_with() -> None:
+    from egresskit.mesh.http1_wire import Response, ResponseParser, response_plan
+    from egresskit.policy.decision import Decision
+
+    # A close-delimited response goes to an HTTP/1.1 client chunked, a length-framed one
+    # with its length: one framing header either way (RFC 9112 6).
+    for raw, want in [
+        (b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok", b"transfer-encoding: chunked\r\n"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", b"content-length: 2\r\n"),
+    ]:
+        parser = ResponseParser()
+        parser.expect(head_only=False)
+        parser.feed(raw)
+        resp = parser.events[0]
+        assert isinstance(resp, Response)
+        req = events_for([b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"])[0]
+        assert isinstance(req, Request)
+        decision = Decision(
+            outcome="allowed", protocol=None, family="http", parent=None, route=None, backend=None
+        )
+        head = b"".join(response_plan(req, resp, decision)[0])
+        assert head.count(want) == 1
+        assert head.lower().count(b"content-length") + head.count(b"transfer-encoding") == 1
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        pytest.param(b"X-A: a\rb\r\n", id="bare-cr"),
+        pytest.param(b"X-A: a\x00b\r\n", id="nul"),
+        pytest.param(b"X-A: a\r\n b\r\n", id="folded"),
+        pytest.param(b"X-A: a\n\tb\n", id="folded-bare-lf"),
+        pytest.param(b"X-A:\r\n b\r\n", id="folded-empty"),
+    ],
+)
+def test_cr_nul_and_folded_lines_are_refused_by_the_parser_itself(field: bytes) -> None:
+    # RFC 9110 5.5 / RFC 9112 5.2: framing() looks at values only when a field may frame
+    # the body, relying on llhttp for the rest: this holds llhttp to it, both ways.
+    assert refused(b"GET / HTTP/1.1\r\nHost: h\r\n" + field + b"\r\n") == 400
+    from egresskit.mesh.http1_wire import ResponseParser
+
+    parser = ResponseParser()
+    parser.expect(head_only=False)
+    parser.feed(b"HTTP/1.1 200 OK\r\n" + field + b"content-length: 0\r\n\r\n")
+    assert parser.dead

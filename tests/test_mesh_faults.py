@@ -11,7 +11,6 @@ same proxy keeps serving a normal request afterwards.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import http.client
 import json
 import socket
@@ -160,16 +159,11 @@ def h11_app(server: LocalServer, conn: socket.socket) -> None:
 # ------------------------------------------------------------------ fixtures, helpers
 
 
-@pytest.fixture(params=[True, False], ids=["fast-path", "coroutine-path"])
-def make_mesh(request: pytest.FixtureRequest) -> Iterator[Callable[..., LocalCluster]]:
-    """A local cluster with the guide's namespace, EgressNetwork (Allow) and client pod.
-
-    Every test runs twice: with the HTTP/1 fast path (callbacks, hands over to the
-    coroutine path when an exchange is not the common case) and with the coroutine path
-    alone; both must answer alike.
-    """
+@pytest.fixture
+def make_mesh() -> Iterator[Callable[..., LocalCluster]]:
+    """A local cluster with the guide's namespace, EgressNetwork (Allow) and client pod."""
     clusters: list[LocalCluster] = []
-    config = dataclasses.replace(FAST, fast_path=request.param)
+    config = FAST
 
     def make(upstreams: dict[str, str] | None = None) -> LocalCluster:
         cluster = LocalCluster(upstreams=upstreams, proxy_config=config)

@@ -214,14 +214,6 @@ class LocalCluster:
             self._loop.call(rt.proxy.listen(port), timeout=5, what=f"a listener on :{port}")
         return rt.proxy.ports()
 
-    def fast_exchanges(self, pod: str, *, namespace: str) -> int:
-        """How many HTTP/1 exchanges this pod's proxy served wholly on its fast path
-        (egresskit.mesh.http1); the others took the coroutine path. Local backend only."""
-        rt = self._pod(pod, namespace)
-        if rt.proxy is None:
-            raise BackendError(f"pod {namespace}/{pod} is not meshed: it has no proxy")
-        return rt.proxy.fast_exchanges
-
     # -- curl -------------------------------------------------------------------------------
 
     def curl(self, *args: str, pod: str, namespace: str, timeout: float = 30.0) -> CurlResult:

@@ -17,11 +17,24 @@ from typing import TYPE_CHECKING, Literal
 
 import httptools
 
+from egresskit.mesh.http1_framing import (
+    BadHead,
+    Framing,
+    check_host,
+    check_request_line,
+    framing,
+    reframe,
+)
+
 if TYPE_CHECKING:
     from egresskit.policy.decision import Decision, HeaderEdit
 
 #: Bound on a response head we have to find ourselves (the answer to a HEAD request).
 _MAX_RESPONSE_HEAD = 1024 * 1024
+
+
+#: The lengths of "transfer-encoding" and "content-length".
+_FRAMING_LENGTHS = (17, 14)
 
 
 class HeadTooLarge(Exception):
@@ -34,7 +47,16 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class Request:
-    __slots__ = ("body", "headers", "keep_alive", "method", "target", "upgrade", "version")
+    __slots__ = (
+        "body",
+        "headers",
+        "keep_alive",
+        "length",
+        "method",
+        "target",
+        "upgrade",
+        "version",
+    )
 
     def __init__(
         self,
@@ -44,6 +66,8 @@ class Request:
         headers: Headers,
         keep_alive: bool,
         upgrade: bool,
+        body: Framing = "none",
+        length: int = 0,
     ) -> None:
         self.method = method
         self.target = target
@@ -52,28 +76,50 @@ class Request:
         # h11 (this module's parser before) never kept an HTTP/1.0 connection alive.
         self.keep_alive = keep_alive and version == "1.1"
         self.upgrade = upgrade
-        #: "length", "chunked" or "none": how the request body is framed.
-        self.body = _framing(headers)
+        #: "length", "chunked" or "none": how the request body is framed, as decided by
+        #: :func:`~egresskit.mesh.http1_framing.framing` (and forwarded so), and its length.
+        self.body: Framing = body
+        self.length = length
 
 
 class Response:
-    __slots__ = ("body", "headers", "keep_alive", "reason", "status", "version")
+    __slots__ = (
+        "announced",
+        "body",
+        "headers",
+        "keep_alive",
+        "length",
+        "reason",
+        "status",
+        "version",
+    )
 
     def __init__(
-        self, status: int, reason: bytes, version: str, headers: Headers, keep_alive: bool
+        self,
+        status: int,
+        reason: bytes,
+        version: str,
+        headers: Headers,
+        keep_alive: bool,
+        body: Framing = "none",
+        length: int = 0,
     ) -> None:
         self.status = status
         self.reason = reason
         self.version = version
         self.headers = headers
         self.keep_alive = keep_alive
-        #: "length", "chunked", "none" (no body by status), or "eof" (until close).
-        framing = _framing(headers)
+        #: The framing the head announces (for a HEAD answer or a 304: what a GET's body
+        #: would have), and the length it announces.
+        self.announced: Framing = body
+        self.length = length
+        #: "length", "chunked", "none" (no body by status), or "eof" (until close):
+        #: RFC 9112 6.3 (1) and (7).
+        self.body: Framing | Literal["eof"] = body
         if status < 200 or status in (204, 304):
-            framing = "none"
-        elif framing == "none":
-            framing = "eof"
-        self.body = framing
+            self.body = "none"
+        elif body == "none":
+            self.body = "eof"
 
 
 class End:
@@ -107,17 +153,6 @@ def _parser(parser_type: type[_Parser], callbacks: object) -> _Parser:
     return parser
 
 
-def _framing(headers: Headers) -> str:
-    framing = "none"
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"transfer-encoding":
-            return "chunked" if value.lower().rstrip().endswith(b"chunked") else framing
-        if lname == b"content-length":
-            framing = "length"
-    return framing
-
-
 class _Messages:
     """httptools callbacks for one direction of one connection: heads, body pieces and
     ends queued in order, so pipelined messages wait their turn."""
@@ -130,11 +165,20 @@ class _Messages:
         self.rest: bytes | None = None
         self.dead = False
         self.too_large = False
+        #: The status a head refused by :mod:`~egresskit.mesh.http1_framing` gets.
+        self.refused = 0
+        #: A complete head not yet queued: llhttp checks a head's framing only after the
+        #: head callback (and may refuse it then), so a head is queued once the parser
+        #: went past it (a body byte, the message's end, the end of the chunk).
+        self.held: Request | Response | None = None
         self._url = b""
         self._reason = b""
         self._headers: Headers = []
         self._trailers: Headers = []
         self._in_body = False
+        #: The values of the head's Transfer-Encoding and Content-Length fields.
+        self._te: list[bytes] = []
+        self._cl: list[bytes] = []
 
     def on_message_begin(self) -> None:
         self.head_open = True
@@ -142,6 +186,8 @@ class _Messages:
         self._url = self._reason = b""
         self._headers = []
         self._trailers = []
+        self._te = []
+        self._cl = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -150,13 +196,43 @@ class _Messages:
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        (self._trailers if self._in_body else self._headers).append((name, value))
+        if self._in_body:
+            self._trailers.append((name, value))
+            return
+        self._headers.append((name, value))
+        if len(name) in _FRAMING_LENGTHS:
+            self._framing_field(name, value)
+
+    def _framing_field(self, name: bytes, value: bytes) -> None:
+        """Collect Transfer-Encoding and Content-Length values, in order, for framing()."""
+        lname = name.lower()
+        if lname == b"transfer-encoding":
+            self._te.append(value)
+        elif lname == b"content-length":
+            self._cl.append(value)
 
     def on_body(self, body: bytes) -> None:
+        self._release()
         self.events.append(body)
 
     def on_message_complete(self) -> None:
+        self._release()
         self.events.append(End(self._trailers))
+
+    def _frame(self, version: str, *, request: bool) -> tuple[Framing, int]:
+        """The head's framing (RFC 9112 6), or the parser stops with the refusal."""
+        try:
+            if request:
+                check_request_line(self._url, version)
+                check_host(self._headers, version)
+            if not (self._te or self._cl):
+                # No field frames the body. (CR, LF and NUL in a value, and folded lines,
+                # llhttp refuses itself: tests/test_http1_wire.py holds it to that.)
+                return "none", 0
+            return framing(self._te, self._cl, version, request=request)
+        except BadHead as exc:
+            self.refused = exc.status
+            raise  # from a callback: the parser stops, feed() answers the status
 
     def feed(self, data: bytes) -> None:
         if self.dead:
@@ -167,10 +243,19 @@ class _Messages:
             self.dead = True
             self.rest = data[int(exc.args[0]) :]
         except httptools.HttpParserError:
-            # A callback's own exception comes back as HttpParserCallbackError: the flag
-            # says whether it was the head size.
+            # A callback's own exception comes back as HttpParserCallbackError: the
+            # fields say whether it was the head size or a head refused by its framing.
             self.dead = True
-            self.events.append(Fault(431 if self.too_large else 400))
+            self.held = None  # the parser did not accept this head: it never goes on
+            status = self.refused or (431 if self.too_large else 400)
+            self.events.append(Fault(status))
+        self._release()
+
+    def _release(self) -> None:
+        """Queue the head held back since its last byte: the parser took what followed."""
+        if self.held is not None:
+            self.events.append(self.held)
+            self.held = None
 
 
 class RequestParser(_Messages):
@@ -233,6 +318,8 @@ class RequestParser(_Messages):
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
+        if len(name) in _FRAMING_LENGTHS:
+            self._framing_field(name, value)
         if not self._raw:
             self._count(len(name) + len(value) + 4)
 
@@ -245,17 +332,19 @@ class RequestParser(_Messages):
             self._used += self.head_size
         parser = self.parser
         assert isinstance(parser, httptools.HttpRequestParser)
+        version = parser.get_http_version()
+        body, length = self._frame(version, request=True)
         self.head_open = False
         self._in_body = self._body_open = True
-        self.events.append(
-            Request(
-                parser.get_method(),
-                self._url,
-                parser.get_http_version(),
-                self._headers,
-                parser.should_keep_alive(),
-                parser.should_upgrade(),
-            )
+        self.held = Request(
+            parser.get_method(),
+            self._url,
+            version,
+            self._headers,
+            parser.should_keep_alive(),
+            parser.should_upgrade(),
+            body,
+            length,
         )
 
     def _count(self, n: int) -> None:
@@ -338,13 +427,17 @@ class ResponseParser(_Messages):
         if 100 <= status < 200 and status != 101:
             self._informational = True
             return
+        version = parser.get_http_version()
+        body, length = self._frame(version, request=False)
         self.events.append(
             Response(
                 status,
                 self._reason,
-                parser.get_http_version(),
+                version,
                 self._headers,
                 parser.should_keep_alive(),
+                body,
+                length,
             )
         )
         if self._head_only:
@@ -415,15 +508,24 @@ def response_plan(
     if req.upgrade:
         keep = False  # a declined upgrade: what follows is not HTTP we can parse
     chunked = False
+    # The framing the client is sent is the one the body goes out with, in one header
+    # (RFC 9112 6.3), whatever the upstream or a header edit wrote.
+    out: Framing = "none"
     if framing == "chunked" or framing == "eof":
         if req.version == "1.1":
             chunked = True
-            if framing == "eof":
-                headers.append((b"transfer-encoding", b"chunked"))
+            out = "chunked"
         else:
             # An HTTP/1.0 client cannot read chunks: close-delimited, as h11 sends it.
-            headers = [(k, v) for k, v in headers if k != b"transfer-encoding"]
             keep = False
+    elif framing == "length":
+        out = "length"
+    elif req.method == b"HEAD" or resp.status == 304:
+        # No body, but the head says what a GET's would have been (RFC 9110 8.6, 9.3.2).
+        out = resp.announced
+    if out == "chunked" and req.version != "1.1":
+        out = "none"  # RFC 9112 6.1: no Transfer-Encoding to an HTTP/1.0 client
+    headers = reframe(headers, out, resp.length)
     keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
     if not keep and not has_close(headers):
         headers.append((b"connection", b"close"))
@@ -443,16 +545,6 @@ def one_host(req: Request) -> bytes | Literal[False] | None:
                 return False
             host = value
     return host
-
-
-def content_length(headers: Headers) -> int | None:
-    for name, value in headers:
-        if name.lower() == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 def _crlf_head(data: bytes) -> bytes:
@@ -481,8 +573,10 @@ def edit_headers(headers: Headers, edit: HeaderEdit | None) -> Headers:
 
 
 def request_head(req: Request, headers: Headers) -> bytes:
+    """The head that goes upstream: ``headers`` (edited, lower case) with the request's
+    own framing in one header, the framing its body is forwarded with (RFC 9112 6)."""
     parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
-    for name, value in headers:
+    for name, value in reframe(headers, req.body, req.length):
         parts += (name, b": ", value, b"\r\n")
     parts.append(b"\r\n")
     return b"".join(parts)

@@ -10,11 +10,10 @@ Rules:
 * Listeners bind 127.0.0.1 only, port 0. A listener either stands for one original
   destination ``ip:port`` (what iptables would have kept; used by the pod's curl) or for a
   port, in which case the destination is the name in the SNI or ``Host`` (``outbound_ports``).
-* On a pinned listener the port's protocol decides first (docs/facts/linkerd-egress.md 5.2): an
-opaque
-  port is relayed unread; a TLSRoute port needs a whole ClientHello with an SNI (broken,
-  missing or silent: closed, no route metrics); a gRPC port speaks HTTP/2 only
-  (:mod:`egresskit.mesh.http2`).
+* On a pinned listener the port's protocol decides first (docs/facts/linkerd-egress.md
+  5.2): an opaque port is relayed unread; a TLSRoute port needs a whole ClientHello with
+  an SNI (broken, missing or silent: closed, no route metrics); a gRPC port speaks
+  HTTP/2 only (:mod:`egresskit.mesh.http2`).
 * Protocol detection reads what the client sends first, at most ``detect_timeout``
   (Linkerd: 10 s); silence means opaque (docs/facts/linkerd-egress.md 5.2).
 * Each HTTP request takes the snapshot current when its head arrives and is judged by it
@@ -28,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from egresskit.dns import SimulatedDNS
@@ -37,6 +36,7 @@ from egresskit.mesh.http1 import serve_http1
 from egresskit.mesh.http2 import serve_http2
 from egresskit.mesh.metrics import ProxyMetrics
 from egresskit.mesh.runtime import Channel, connect, relay
+from egresskit.mesh.settings import CLOSE_GRACE, ProxyConfig, Upstreams
 from egresskit.mesh.sniff import (
     ClientHello,
     NeedMore,
@@ -47,32 +47,20 @@ from egresskit.policy.decision import Decision, TcpConnection, TlsConnection
 from egresskit.policy.engine import decide, port_policy
 from egresskit.policy.snapshot import Snapshot
 
+__all__ = ["HANDLERS", "EgressProxy", "ProxyConfig", "Upstreams"]
+
+#: A protocol handler: serves one client connection once detection (or the port's
+#: protocol) named its protocol; ``buffered`` holds the bytes detection already read.
+#: Arguments: (the proxy, the client, buffered, original port, original IP if pinned).
+Handler = Callable[["EgressProxy", Channel, bytes, int, str | None], Awaitable[None]]
+
+#: Handlers by detected protocol (:func:`~egresskit.mesh.sniff.detect_protocol`'s names;
+#: a gRPC port goes to "http2"); a protocol without one is closed without an answer.
+HANDLERS: dict[str, Handler] = {"http1": serve_http1, "http2": serve_http2}
+
 log = logging.getLogger(__name__)
 
 LOOPBACK = "127.0.0.1"
-#: How long a closed connection may take to flush before it is reset.
-CLOSE_GRACE = 5.0
-
-#: Where an allowed or redirected stream goes: (original host name, ip, port, is_tls,
-#: decision) -> (host, port) on loopback, or None when nothing answers there.
-Upstreams = Callable[[str | None, str, int, bool, Decision], tuple[str, int] | None]
-
-
-@dataclass(kw_only=True)
-class ProxyConfig:
-    detect_timeout: float = 10.0
-    #: How long a client may take to send a request head (slowloris bound).
-    request_head_timeout: float = 10.0
-    #: How long a keep-alive connection may sit idle between requests.
-    idle_timeout: float = 60.0
-    connect_timeout: float = 3.0
-    #: Bound on waiting for the upstream's response head (Linkerd has no default; a hung
-    #: upstream must not hold a notebook forever).
-    response_timeout: float = 30.0
-    max_header_bytes: int = 64 * 1024
-    #: Serve the common HTTP/1 exchange as transport callbacks (egresskit.mesh.http1);
-    #: off, every exchange takes the coroutine path. Same behaviour either way.
-    fast_path: bool = True
 
 
 @dataclass(kw_only=True)
@@ -90,9 +78,6 @@ class EgressProxy:
     _ports: dict[tuple[int, str | None], int] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     _live: set[asyncio.BaseTransport] = field(default_factory=set)
-    #: HTTP/1 exchanges served wholly on the fast path (egresskit.mesh.http1); the rest
-    #: went the coroutine way. For tests and the benchmark's report.
-    fast_exchanges: int = 0
 
     # -- listeners ------------------------------------------------------------------------
 
@@ -171,7 +156,7 @@ class EgressProxy:
                 port_protocol = policy.protocol
         if port_protocol == "grpc":
             # HTTP/2 with no detection: anything else fails the HTTP/2 handshake (spec 5.2).
-            await serve_http2(self, client, b"", port, fixed_ip)
+            await self._handle("http2", client, b"", port, fixed_ip)
             return
         if port_protocol == "opaque":
             buffered, protocol = b"", "opaque"
@@ -181,11 +166,8 @@ class EgressProxy:
             return
         if port_protocol == "tls" and protocol != "tls":
             return  # no ClientHello (silence included): "Could not find SNI", closed
-        if protocol == "http1":
-            await serve_http1(self, client, buffered, port, fixed_ip)
-            return
-        if protocol == "http2":
-            await serve_http2(self, client, buffered, port, fixed_ip)
+        if protocol in ("http1", "http2"):
+            await self._handle(protocol, client, buffered, port, fixed_ip)
             return
         sni: str | None = None
         if protocol == "tls":
@@ -213,6 +195,16 @@ class EgressProxy:
             request = TcpConnection(client_namespace=self.namespace, dst_ip=ip, dst_port=port)
         decision = decide(self.snapshot(), request)
         await self._stream(decision, client, buffered, sni, ip, port, protocol == "tls")
+
+    async def _handle(
+        self, protocol: str, client: Channel, buffered: bytes, port: int, fixed_ip: str | None
+    ) -> None:
+        """Hand the connection to the handler of ``protocol`` (:data:`HANDLERS`)."""
+        handler = HANDLERS.get(protocol)
+        if handler is None:
+            log.info("proxy %s/%s: %s is not supported locally", self.namespace, self.pod, protocol)
+            return
+        await handler(self, client, buffered, port, fixed_ip)
 
     def resolve(self, host: str | None, fixed_ip: str | None) -> str | None:
         if fixed_ip is not None:

@@ -93,13 +93,8 @@ class Channel(asyncio.Protocol):
     more than the rest of a proxied exchange); moving it later costs nothing, the timer
     re-arms itself when it fires early. Reading pauses above ``limit`` buffered bytes.
 
-    Hooked mode (the HTTP/1 fast path): while :meth:`hook` is in force, bytes go straight
-    to ``on_data`` from the transport's callback instead of the buffer, and ``on_wake``
-    hears ``"eof"``, ``"lost"`` and ``"timeout"`` (the deadline set with :meth:`arm`
-    passed). A callback chain that answers a request without waking any task is what
-    lets one Python thread keep up with nginx (benchmarks/bench_dataplane.py). The
-    connection's flags (EOF, lost, its exception) are kept either way, so a coroutine
-    that takes over after :meth:`unhook` sees the same state.
+    Detection, TLS and opaque streams read through it; an HTTP/1 connection's transport
+    is handed over to :mod:`egresskit.mesh.http1`'s Protocol once detected.
     """
 
     def __init__(
@@ -127,8 +122,6 @@ class Channel(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._closed: asyncio.Future[None] = self._loop.create_future()
-        self._on_data: Callable[[bytes], None] | None = None
-        self._on_wake: Callable[[str], None] | None = None
 
     # -- protocol callbacks ---------------------------------------------------------
 
@@ -139,10 +132,6 @@ class Channel(asyncio.Protocol):
             self._on_open(self)
 
     def data_received(self, data: bytes) -> None:
-        on_data = self._on_data
-        if on_data is not None:
-            on_data(data)
-            return
         self._chunks.append(data)
         self._size += len(data)
         if self._size > self._limit and not self._read_paused and self.transport is not None:
@@ -157,8 +146,6 @@ class Channel(asyncio.Protocol):
         waiter = self._reader
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        if self._on_wake is not None:
-            self._on_wake("eof")
         return True  # keep our half open: the answer may still have to go out
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -172,8 +159,6 @@ class Channel(asyncio.Protocol):
             self._timer = None
         if not self._closed.done():
             self._closed.set_result(None)
-        if self._on_wake is not None:
-            self._on_wake("lost")
         if self._on_lost is not None:
             self._on_lost(self)
 
@@ -199,50 +184,13 @@ class Channel(asyncio.Protocol):
     def _expire(self) -> None:
         self._timer = None
         waiters = [w for w in (self._reader, self._drainer) if w is not None and not w.done()]
-        on_wake = self._on_wake
-        if (not waiters and on_wake is None) or self._deadline is None:
+        if not waiters or self._deadline is None:
             return
         if self._loop.time() < self._deadline:
             self._arm(self._deadline)  # the deadline moved on since the timer was set
             return
-        if waiters:
-            for waiter in waiters:
-                waiter.set_exception(TimeoutError())
-        elif on_wake is not None:
-            self._deadline = None
-            on_wake("timeout")
-
-    # -- hooked mode ----------------------------------------------------------------
-
-    def hook(
-        self,
-        on_data: Callable[[bytes], None],
-        on_wake: Callable[[str], None],
-        deadline: float,
-    ) -> None:
-        """Deliver bytes to ``on_data`` and events to ``on_wake`` until :meth:`unhook`;
-        ``"timeout"`` once ``deadline`` (loop time) passes.
-
-        Bytes already buffered stay buffered: take them with :meth:`take`.
-        """
-        self._on_data = on_data
-        self._on_wake = on_wake
-        self._arm(deadline)
-
-    def unhook(self) -> None:
-        """Back to buffering, deadline cleared."""
-        self._on_data = None
-        self._on_wake = None
-        self._deadline = None
-
-    def arm(self, deadline: float) -> None:
-        """Move the deadline (hooked mode)."""
-        self._arm(deadline)
-
-    def idle(self) -> bool:
-        """Open both ways with nothing unread: fit to carry a new request."""
-        transport = self.transport
-        return not (self._eof or self._chunks or transport is None or transport.is_closing())
+        for waiter in waiters:
+            waiter.set_exception(TimeoutError())
 
     def take(self) -> bytes:
         """Every buffered byte, without waiting (b"" when there is none)."""
@@ -256,14 +204,6 @@ class Channel(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
         return data
-
-    def eof(self) -> bool:
-        """The peer closed its side or the connection is gone (buffered bytes or not)."""
-        return self._eof
-
-    def write_paused(self) -> bool:
-        """The transport's write buffer is above its high-water mark."""
-        return self._write_paused
 
     # -- reading and writing --------------------------------------------------------
 
@@ -298,14 +238,6 @@ class Channel(asyncio.Protocol):
         assert self.transport is not None
         self.transport.write(data)
 
-    def send(self, data: bytes) -> bool:
-        """Write ``data`` unless the connection is closing (then False, nothing written)."""
-        transport = self.transport
-        if self._lost or transport is None or transport.is_closing():
-            return False
-        transport.write(data)
-        return True
-
     async def drain(self, deadline: float | None = None) -> None:
         """Wait until the peer takes our bytes (only while the write buffer is full)."""
         if self._lost:
@@ -323,9 +255,6 @@ class Channel(asyncio.Protocol):
     def at_eof(self) -> bool:
         """The peer closed its side and every byte it sent was read."""
         return self._eof and not self._chunks
-
-    def has_data(self) -> bool:
-        return bool(self._chunks)
 
     def is_closing(self) -> bool:
         return self._lost or self.transport is None or self.transport.is_closing()

@@ -1,0 +1,255 @@
+"""The HTTP/1 exchange machine (egresskit.mesh.http1_machine), fed events on a fake clock.
+
+No sockets and no sleeps: each test feeds events with an explicit ``now`` and checks the
+actions that come out, exactly (the deadline the shell is told, what is written to
+whom, what is counted and when). The real-socket fault suite (tests/test_mesh_faults.py)
+runs the same machine through the asyncio shell.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from egresskit.mesh.http1_machine import (
+    FAULTS,
+    LINGER_SECONDS,
+    TRANSITIONS,
+    Act,
+    Count,
+    Http1Machine,
+    Judgement,
+)
+from egresskit.mesh.http1_wire import Request
+from egresskit.mesh.settings import ProxyConfig
+from egresskit.policy.decision import Decision
+
+CONFIG = ProxyConfig(
+    request_head_timeout=10.0, idle_timeout=60.0, connect_timeout=3.0, response_timeout=30.0
+)
+TARGET = ("127.0.0.1", 8080)
+DECISION = Decision(
+    outcome="allowed",
+    protocol=None,
+    family="http",
+    parent=None,
+    route=None,
+    backend=None,
+    target="original",
+    labels={"route_name": "r"},
+)
+GET = b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\n\r\n"
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+
+class Judge:
+    """Forwards everything to TARGET (or answers ``answer``); records what it judged."""
+
+    def __init__(self, answer: int = 0) -> None:
+        self.answer = answer
+        self.seen: list[bytes] = []
+
+    def __call__(self, req: Request, host: str | None) -> Judgement:
+        self.seen.append(req.target)
+        if self.answer:
+            return Judgement("answer", decision=DECISION, status=self.answer, hostname="h")
+        return Judgement("forward", decision=DECISION, target=TARGET, hostname="httpbin.org")
+
+
+def kinds(acts: list[Act]) -> list[str]:
+    return [a.kind for a in acts]
+
+
+def deadline(acts: list[Act]) -> float | None:
+    told = [a.arg for a in acts if a.kind == "deadline"]
+    assert told, f"no deadline in {acts}"
+    return told[-1]  # type: ignore[no-any-return]
+
+
+def written(acts: list[Act], to: str = "client") -> bytes:
+    return b"".join(a.data for a in acts if a.kind == to)
+
+
+def machine(judge: Judge | None = None) -> tuple[Http1Machine, list[Act]]:
+    m = Http1Machine(CONFIG, judge or Judge(), now=0.0)
+    return m, m.flush()
+
+
+def exchange(m: Http1Machine, now: float, *, reused: bool = False) -> list[Act]:
+    """One GET forwarded and answered OK at ``now``; the actions of the answer."""
+    acts = m.client_data(GET, now)
+    assert acts[0] == Act("open", b"", (TARGET, False))
+    acts = m.upstream_opened(now, reused=reused)
+    assert written(acts, "upstream").startswith(b"GET /get HTTP/1.1\r\n")
+    return m.upstream_data(OK, now)
+
+
+def test_the_transition_table_is_closed() -> None:
+    for phase, nexts in TRANSITIONS.items():
+        assert nexts <= set(TRANSITIONS), phase
+    assert TRANSITIONS["closed"] == frozenset()
+
+
+def test_a_new_connection_waits_idle_timeout_for_its_first_byte() -> None:
+    _, acts = machine()
+    assert acts == [Act("deadline", b"", 60.0)]
+
+
+def test_the_head_deadline_is_armed_once_from_the_first_byte() -> None:
+    m, _ = machine()
+    assert deadline(m.client_data(b"GET /get HT", 5.0)) == 15.0
+    # Trickling bytes do not extend it (slowloris).
+    assert m.client_data(b"TP/1.1\r\nHost: h", 14.0) == []
+    assert m.timeout(14.9) == []  # an early timer changes nothing
+    acts = m.timeout(15.0)
+    assert kinds(acts) == ["close", "deadline"] and written(acts) == b""
+
+
+def test_blank_lines_between_requests_restart_the_idle_timeout() -> None:
+    m, _ = machine()
+    assert deadline(m.client_data(b"\r\n", 30.0)) == 90.0
+
+
+def test_the_idle_timeout_restarts_after_each_exchange() -> None:
+    m, _ = machine()
+    acts = exchange(m, 100.0)
+    assert written(acts) == OK
+    assert deadline(acts) == 160.0
+    acts = exchange(m, 150.0, reused=True)
+    assert deadline(acts) == 210.0
+
+
+def test_each_upstream_read_has_response_timeout() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    assert deadline(m.upstream_opened(1.0, reused=False)) == 31.0
+    assert deadline(m.upstream_data(b"HTTP/1.1 200 OK\r\n", 20.0)) == 50.0
+    acts = m.upstream_data(b"content-length: 4\r\n\r\nok", 40.0)
+    assert written(acts) == b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nok"
+    assert deadline(acts) == 70.0  # the body's next read
+    acts = m.timeout(70.0)
+    # The head went out: no answer can follow; counted with the stream timeout.
+    assert [a.arg.error for a in acts if a.kind == "count"] == ["RESPONSE_STREAM_TIMEOUT"]
+    assert written(acts) == b"" and "close" in kinds(acts)
+
+
+def test_no_response_head_in_time_is_504_counted_once() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.timeout(30.0)
+    counts = [a.arg for a in acts if a.kind == "count"]
+    assert counts == [Count(DECISION, "httpbin.org", None, "RESPONSE_HEADERS_TIMEOUT", 30.0)]
+    out = written(acts)
+    assert out.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
+    assert b"l5d-proxy-error: response headers timeout: no response headers in time" in out
+    assert kinds(acts)[-2:] == ["close", "deadline"]
+    assert m.timeout(100.0) == [] and m.upstream_data(OK, 100.0) == []
+
+
+@pytest.mark.parametrize(
+    ("cause", "status", "error"),
+    [("refused", 502, "REFUSED"), ("io", 502, "IO")],
+)
+def test_an_upstream_that_cannot_be_reached(cause: str, status: int, error: str) -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    acts = m.upstream_failed(1.0, cause=cause, detail="boom")
+    assert [a.arg.error for a in acts if a.kind == "count"] == [error]
+    assert written(acts).startswith(b"HTTP/1.1 %d " % status)
+    assert FAULTS[("*", cause)][:2] == (error, status)
+
+
+def test_a_connect_timeout_is_504_unknown() -> None:
+    m, _ = machine()
+    assert deadline(m.client_data(GET, 0.0)) == 3.0
+    acts = m.timeout(3.0)
+    assert [a.arg.error for a in acts if a.kind == "count"] == ["UNKNOWN"]
+    assert written(acts).startswith(b"HTTP/1.1 504 ")
+
+
+def test_a_bodyless_request_is_sent_again_when_a_reused_connection_was_closed() -> None:
+    m, _ = machine()
+    exchange(m, 0.0)
+    m.client_data(GET, 1.0)
+    first = written(m.upstream_opened(1.0, reused=True), "upstream")
+    acts = m.upstream_closed(1.5)  # the server had closed it just then
+    assert kinds(acts)[:2] == ["release", "open"] and acts[1].arg == (TARGET, True)
+    assert written(m.upstream_opened(1.6, reused=False), "upstream") == first
+    acts = m.upstream_data(OK, 2.0)
+    assert written(acts) == OK
+    assert [a.arg.status for a in acts if a.kind == "count"] == [200]
+
+
+def test_a_fresh_connection_closed_without_an_answer_is_502() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_closed(1.0)
+    assert written(acts).startswith(b"HTTP/1.1 502 ")
+    assert [a.arg.error for a in acts if a.kind == "count"] == ["IO"]
+
+
+def test_the_exchange_is_counted_before_its_last_byte_goes_out() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n", 1.0)
+    assert "count" not in kinds(acts)
+    acts = m.upstream_data(b"0\r\n\r\n", 2.0)
+    assert kinds(acts)[:2] == ["count", "client"]
+    assert acts[1].data == b"0\r\n\r\n"
+    assert acts[0].arg.duration == 2.0
+
+
+def test_expect_100_continue_is_answered_by_the_proxy() -> None:
+    m, _ = machine()
+    head = b"POST /get HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    m.client_data(head, 0.0)
+    acts = m.upstream_opened(0.0, reused=False)
+    assert written(acts) == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert deadline(acts) == 60.0  # the body's first read has idle_timeout
+    acts = m.client_data(b"ok", 1.0)
+    assert written(acts, "upstream") == b"ok"
+    assert deadline(acts) == 31.0  # whole: now the response head
+
+
+def test_a_malformed_head_is_400_with_a_lingering_close_and_never_judged() -> None:
+    judge = Judge()
+    m, _ = machine(judge)
+    acts = m.client_data(b"POST /get HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 4.0)
+    assert written(acts).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert kinds(acts) == ["client", "eof", "deadline"]
+    assert deadline(acts) == 4.0 + LINGER_SECONDS
+    assert m.client_data(b"more bytes", 4.1) == []  # read and dropped
+    assert kinds(m.timeout(4.0 + LINGER_SECONDS)) == ["close", "deadline"]
+    assert judge.seen == []
+
+
+def test_the_client_leaving_mid_exchange_is_counted_as_cancel() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.client_closed(5.0, lost=True)
+    assert [a.arg.error for a in acts if a.kind == "count"] == ["CANCEL"]
+    assert "close" in kinds(acts) and written(acts) == b""
+
+
+def test_a_denied_request_is_answered_after_its_body_and_counted_first() -> None:
+    m, _ = machine(Judge(answer=403))
+    acts = m.client_data(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab", 1.0)
+    assert kinds(acts) == ["count", "deadline"]  # counted, then the body is read
+    assert deadline(acts) == 61.0  # each read of the body has idle_timeout
+    acts = m.client_data(b"cd", 2.0)
+    assert written(acts).startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert deadline(acts) == 62.0  # kept alive: the next request's idle timeout
+
+
+def test_pipelined_requests_wait_their_turn_and_are_each_judged() -> None:
+    judge = Judge()
+    m, _ = machine(judge)
+    acts = m.client_data(GET + GET.replace(b"/get", b"/get2"), 0.0)
+    assert kinds(acts)[0] == "open" and judge.seen == [b"/get"]
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(OK, 1.0)
+    # The second request starts as soon as the first is answered.
+    assert Act("open", b"", (TARGET, False)) in acts and judge.seen == [b"/get", b"/get2"]
