@@ -42,10 +42,14 @@ lint: setup
 test: setup sysdeps lint
 	$(BIN)/pytest
 
+# The kernel goes into the venv (--sys-prefix) and JUPYTER_PATH puts the venv first, so a
+# kernel named egresskit registered elsewhere (another clone, --user) is not picked up.
+# JupyterLab refuses to run as root without --allow-root.
 lab: setup
 	@$(BIN)/python -c "import jupyterlab" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[lab]'
-	$(BIN)/python -m ipykernel install --user --name egresskit --display-name "egresskit" >/dev/null
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/python -m ipykernel install --sys-prefix --name egresskit --display-name "egresskit" >/dev/null
+	JUPYTER_PATH=$(abspath $(VENV))/share/jupyter $(BIN)/jupyter lab notebooks/ \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 bench: setup bench-sysdeps
 	$(BIN)/python -m benchmarks

@@ -48,7 +48,7 @@ def explain_table(
     rows = []
     for url in urls:
         d = explain(snap, url, namespace=namespace, hosts=hosts)
-        status = str(d.http_status) if d.http_status is not None else (d.error or "")
+        status = client_sees(d)
         rows.append(
             {
                 "url": url,
@@ -60,6 +60,22 @@ def explain_table(
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def client_sees(d: Decision) -> str:
+    """The status column: what the client gets back. The engine knows the answers the
+    proxy makes itself (403, 500, a redirect); a forwarded request is answered by its
+    destination, so the column says where it went instead of leaving a blank."""
+    if d.http_status is not None:
+        where = f" -> {d.location}" if d.location else ""
+        return f"HTTP {d.http_status} from the proxy{where}"
+    if d.error:
+        return f"connection closed by the proxy ({d.error})"
+    if d.outcome == "redirected" and d.backend is not None:
+        return f"the answer of {d.backend} (the proxy swapped the backend)"
+    if d.outcome == "allowed":
+        return "the destination's own answer (forwarded)"
+    return d.outcome
 
 
 #: Severities from least to most serious; ``--fail-on`` takes one of them.

@@ -9,7 +9,9 @@ the boundary where they happen, with ``raise ... from exc``::
     │                          (``.problems`` lists every :class:`Problem`)
     ├── PolicyError            a question the engine cannot answer (bad URL, unknown host)
     ├── BackendError           a cluster backend failed (API error, no such context, ...)
-    │   └── UnsupportedWorkload    the local backend cannot run this image
+    │   ├── UnsupportedWorkload    the local backend cannot run this image
+    │   └── ClusterClosed          a call on a cluster facade after its close()
+    ├── NotRunning             a call that needs running traffic found none (says why)
     ├── WaitTimeout            a bounded wait ran out; says what it waited for and saw last
     └── VerificationFailed     a notebook verify step saw something other than expected
 """
@@ -70,6 +72,10 @@ class UnsupportedWorkload(BackendError):
     """The local backend cannot run this workload (an image it does not emulate)."""
 
 
+class ClusterClosed(BackendError):
+    """The cluster facade was closed; every later call raises this, once per call."""
+
+
 class WaitTimeout(EgressKitError):
     """A bounded wait ran out."""
 
@@ -80,5 +86,22 @@ class WaitTimeout(EgressKitError):
         super().__init__(f"timed out after {seconds:g}s waiting for {what}; last seen: {last_seen}")
 
 
-class VerificationFailed(EgressKitError):
-    """A verify step saw something other than what the guide expects."""
+class _OneLine(EgressKitError):
+    """An error a notebook shows as its message alone, without a traceback.
+
+    IPython asks an exception for ``_render_traceback_()`` before formatting a traceback
+    (``InteractiveShell.showtraceback``); what it returns is the whole error output. The
+    cell still fails, so Run All stops and papermill records the error (ename, evalue).
+    """
+
+    def _render_traceback_(self) -> list[str]:
+        return str(self).splitlines() or [type(self).__name__]
+
+
+class NotRunning(_OneLine):
+    """A call that needs running traffic (``run_for``, ``watch``) found none; says why."""
+
+
+class VerificationFailed(_OneLine):
+    """A verify step saw something other than what the guide expects: its message is the
+    ``FAIL`` line (with a hint when there is one), shown without a traceback."""

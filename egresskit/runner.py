@@ -1,7 +1,11 @@
 """``egresskit run``: execute every notebook with papermill, then summarise and report.
 
 Each notebook in ``notebooks/`` runs on the chosen backend into ``OUT/`` with its
-parameters (backend, context, output folder); papermill records each cell's duration. The
+parameters (backend, context, output folder); papermill records each cell's duration.
+Notebooks declare the ``egresskit`` kernel (what ``make lab`` registers); here that name
+maps to this very Python (:class:`EgressKitKernel`), so a fresh clone needs no kernel
+registered, and a kernel registered by another clone is never picked up. The kernel talks
+over IPC sockets, not TCP (no "running over TCP without encryption" warning). The
 summary lists every notebook and every verify step (cells tagged ``verify``) with its
 result and duration, in the terminal and as ``OUT/report.html`` (charts embedded as
 images, so it renders offline). Exits non-zero when a check fails, naming the notebook
@@ -19,6 +23,35 @@ from pathlib import Path
 from typing import Any
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+#: The kernel name the notebooks declare and ``make lab`` registers.
+KERNEL_NAME = "egresskit"
+#: The ``kernelspec`` every notebook builder writes (notebooks/build*.py).
+KERNELSPEC = {"name": KERNEL_NAME, "display_name": "egresskit", "language": "python"}
+
+
+def kernel_manager() -> type[Any]:
+    """A jupyter_client kernel manager whose ``egresskit`` kernel is this Python, over IPC.
+
+    Built on first use: jupyter_client is imported only when notebooks run.
+    """
+    from jupyter_client.kernelspec import KernelSpec
+    from jupyter_client.manager import AsyncKernelManager
+
+    class EgressKitKernel(AsyncKernelManager):
+        # ipykernel warns on stderr when the transport is TCP without CurveZMQ keys
+        # (ipykernel/kernelapp.py, init_sockets); local IPC sockets need neither.
+        transport = "ipc"
+
+        @property
+        def kernel_spec(self) -> KernelSpec:
+            return KernelSpec(
+                argv=[sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                display_name="egresskit",
+                language="python",
+                name=KERNEL_NAME,
+            )
+
+    return EgressKitKernel
 
 
 @dataclass(kw_only=True)
@@ -92,7 +125,8 @@ def run_one(path: Path, *, backend: str, context: str | None, out: Path) -> Note
             str(path),
             str(target),
             parameters=params,
-            kernel_name="python3",
+            kernel_name=KERNEL_NAME,
+            kernel_manager_class=kernel_manager(),
             progress_bar=False,
             cwd=str(path.parent),
         )
@@ -138,13 +172,15 @@ def verify_steps(executed: Path) -> list[StepResult]:
 
 
 def summary_table(results: list[NotebookResult], total: float) -> str:
-    lines = [f"{'notebook / step':<72} {'result':>6} {'seconds':>8}", "-" * 88]
+    """Result and seconds first, then the notebook or the step's whole line (never cut:
+    a PASS line is the evidence; a terminal wraps it)."""
+    lines = [f"{'result':<6} {'seconds':>8}  notebook / step", "-" * 88]
     for r in results:
-        lines.append(f"{r.name:<72} {'ok' if r.ok else 'FAIL':>6} {r.seconds:>8.1f}")
+        lines.append(f"{'ok' if r.ok else 'FAIL':<6} {r.seconds:>8.1f}  {r.name}")
         for s in r.steps:
-            lines.append(f"  {s.name[:70]:<70} {'pass' if s.ok else 'FAIL':>6} {s.seconds:>8.2f}")
+            lines.append(f"{'pass' if s.ok else 'FAIL':<6} {s.seconds:>8.2f}    {s.name}")
     lines.append("-" * 88)
-    lines.append(f"{'total':<72} {'':>6} {total:>8.1f}")
+    lines.append(f"{'':<6} {total:>8.1f}  total")
     return "\n".join(lines)
 
 
@@ -191,7 +227,12 @@ def refresh(only: str | None = None, stream: Any = sys.stdout) -> int:
     for path in notebooks(only):
         print(f"refreshing {path.name} ...", file=stream, flush=True)
         papermill.execute_notebook(
-            str(path), str(path), kernel_name="python3", progress_bar=False, cwd=str(path.parent)
+            str(path),
+            str(path),
+            kernel_name=KERNEL_NAME,
+            kernel_manager_class=kernel_manager(),
+            progress_bar=False,
+            cwd=str(path.parent),
         )
         clean_file(path)  # committed copies carry no paths or timestamps of this machine
     return 0

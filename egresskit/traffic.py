@@ -18,8 +18,12 @@ Rules:
 * Stopping is bounded: ``stop()`` joins for at most ``curl_timeout + 5`` seconds (the curl
   in flight finishes first) and raises :class:`WaitTimeout` otherwise.
 * KeyboardInterrupt: a notebook cell calls :meth:`Traffic.wait`; interrupting the kernel
-  while it waits stops the traffic and returns normally, so the next cells can analyse
-  what was recorded (the same as Ctrl-C on the guide's shell loop).
+  while it waits stops the traffic (as Ctrl-C stops the guide's shell loop) and re-raises,
+  so Run All stops there instead of running later cells against no traffic.
+* The loop belongs to its cluster (:mod:`egresskit.cluster.owned`): closing the cluster
+  stops it, a loop cannot start on a closed cluster, and a loop whose cluster closes
+  under it ends at once (:class:`~egresskit.errors.ClusterClosed` is never recorded as a
+  request). :attr:`Traffic.ended_because` says why a loop is no longer running.
 """
 
 from __future__ import annotations
@@ -37,9 +41,10 @@ from types import TracebackType
 import pandas as pd
 
 from egresskit.cluster.base import Cluster, CurlResult
-from egresskit.errors import BackendError, EgressKitError, WaitTimeout
+from egresskit.cluster.owned import adopt, release
+from egresskit.errors import BackendError, ClusterClosed, EgressKitError, WaitTimeout
 
-__all__ = ["BODY_PREFIX", "RequestRecord", "Traffic", "due_count", "start_traffic"]
+__all__ = ["BODY_PREFIX", "MISSED_MEANS", "RequestRecord", "Traffic", "due_count", "start_traffic"]
 
 #: How much of each response body is kept (enough for "You cannot go there right now").
 BODY_PREFIX = 200
@@ -69,6 +74,21 @@ class RequestRecord:
         if self.http_status is not None:
             return str(self.http_status)
         return "error" if self.exit_code < 0 else f"exit{self.exit_code}"
+
+
+#: What "missed" counts, for progress captions (see the module's scheduling rule).
+MISSED_MEANS = (
+    "missed: requests the loop skipped because the previous curl was still running when "
+    "they fell due (the loop keeps its rate instead of catching up in a burst)"
+)
+
+
+def _key_text(key: str) -> str:
+    if key.isdigit():
+        return f"HTTP {key}"
+    if key.startswith("exit"):
+        return f"curl exit {key[4:]}"
+    return "backend errors"
 
 
 def due_count(elapsed: float, *, rate: float, n_urls: int) -> int:
@@ -114,10 +134,13 @@ class Traffic:
         self._crash: BaseException | None = None
         self._started = time.monotonic()
         self._ended: float | None = None
+        #: Why the loop is not running any more ("" while it runs).
+        self.ended_because = ""
         self.started_at = datetime.now(UTC)
         self._thread = threading.Thread(
             target=self._run, name=f"egresskit-traffic-{next(_names)}-{pod}", daemon=True
         )
+        adopt(cluster, self)  # raises ClusterClosed before any thread starts
         self._thread.start()
 
     # -- the loop ------------------------------------------------------------------------
@@ -129,13 +152,14 @@ class Traffic:
             while True:
                 deadline = self._started + j * period
                 if self.duration is not None and j * period >= self.duration - 1e-9:
+                    self._end(f"it ran its {self.duration:g}s")
                     return
                 wait = deadline - time.monotonic()
-                if wait > 0 and self._stop.wait(wait):
+                if (wait > 0 and self._stop.wait(wait)) or self._stop.is_set():
                     return
-                if self._stop.is_set():
+                if not self._one(self.urls[j % len(self.urls)]):
+                    self._end("its cluster was closed")
                     return
-                self._one(self.urls[j % len(self.urls)])
                 # Next deadline on the grid that is still ahead; the ones passed are missed.
                 due = due_count(
                     time.monotonic() - self._started, rate=self.rate, n_urls=len(self.urls)
@@ -148,16 +172,26 @@ class Traffic:
                 j = nxt
         except BaseException as exc:  # a bug in a backend: keep it for wait()/stop()
             self._crash = exc
+            self._end(f"it failed: {exc}")
         finally:
             self._ended = time.monotonic()
+            release(self.cluster, self)
 
-    def _one(self, url: str) -> None:
+    def _end(self, why: str) -> None:
+        with self._lock:
+            if not self.ended_because:
+                self.ended_because = why
+
+    def _one(self, url: str) -> bool:
+        """One curl, recorded; False when the cluster is closed (nothing recorded)."""
         args = (*self.curl_args, url)
         started = datetime.now(UTC)
         try:
             result: CurlResult = self.cluster.curl(
                 *args, pod=self.pod, namespace=self.namespace, timeout=self.curl_timeout
             )
+        except ClusterClosed:
+            return False
         except EgressKitError as exc:
             record = RequestRecord(
                 at=started,
@@ -172,6 +206,7 @@ class Traffic:
             record = _record_of(result, url, started)
         with self._lock:
             self._records.append(record)
+        return True
 
     def record(self, result: CurlResult, url: str | None = None) -> None:
         """Add a curl run made outside the loop from the same pod (a notebook's own
@@ -192,20 +227,32 @@ class Traffic:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def stop(self) -> Traffic:
+    def stop(self, why: str = "it was stopped") -> Traffic:
         """Stop after the curl in flight (bounded); re-raise a crash of the loop."""
+        self._halt(why)
+        self._raise_crash()
+        return self
+
+    def close(self) -> None:
+        """Stop (bounded) without raising the loop's own crash, which ``wait``/``stop``
+        still raise later: what the cluster calls on its jobs when it closes."""
+        self._halt("its cluster was closed")
+
+    def _halt(self, why: str) -> None:
+        self._end(why)
         self._stop.set()
+        if threading.current_thread() is self._thread:
+            return  # a job stopping itself from inside the loop: it ends on return
         bound = self.curl_timeout + _STOP_GRACE
         self._thread.join(bound)
         if self._thread.is_alive():
             raise WaitTimeout(f"traffic thread {self._thread.name} to stop", bound, self.progress())
-        self._raise_crash()
-        return self
 
     def wait(self, timeout: float | None = None) -> Traffic:
-        """Block until the traffic ends (``duration``) or ``timeout``; Ctrl-C stops it.
+        """Block until the traffic ends (``duration``) or ``timeout``.
 
-        Joins in short slices so the kernel's KeyboardInterrupt reaches this thread.
+        Joins in short slices so the kernel's KeyboardInterrupt reaches this thread;
+        an interrupt stops the traffic, says so, and is re-raised (Run All stops).
         """
         end = None if timeout is None else time.monotonic() + timeout
         try:
@@ -215,11 +262,15 @@ class Traffic:
                     break
                 self._thread.join(left)
         except KeyboardInterrupt:
-            self.stop()
-            print(f"interrupted: {self.progress()}")
-            return self
+            self.interrupt()
+            raise
         self._raise_crash()
         return self
+
+    def interrupt(self) -> None:
+        """What a KeyboardInterrupt does to the loop: stop it and say so (one line)."""
+        self._halt("it was interrupted (KeyboardInterrupt)")
+        print(f"interrupted, traffic stopped: {self.progress()}", flush=True)
 
     def _raise_crash(self) -> None:
         crash, self._crash = self._crash, None
@@ -251,14 +302,19 @@ class Traffic:
         return end - self._started
 
     def progress(self) -> str:
-        """``traffic: 42 requests, 30x200 12x403, running 41s`` (compact, no tqdm)."""
+        """One line: ``traffic: 42 requests (30 HTTP 200, 12 HTTP 403), 1 missed, running
+        for 41s`` (``missed``: see :data:`MISSED_MEANS`)."""
         records = self.records
         counts = Counter(r.key for r in records)
-        parts = " ".join(f"{n}x{key}" for key, n in sorted(counts.items()))
-        state = "running" if self.running else "stopped after"
+        parts = ", ".join(f"{n} {_key_text(key)}" for key, n in sorted(counts.items()))
+        state = (
+            f"running for {self.elapsed():.0f}s"
+            if self.running
+            else f"stopped after {self.elapsed():.0f}s ({self.ended_because or 'it ended'})"
+        )
         missed = f", {self.missed} missed" if self.missed else ""
         line = f"traffic: {len(records)} requests"
-        return f"{line}{', ' + parts if parts else ''}{missed}, {state} {self.elapsed():.0f}s"
+        return f"{line}{f' ({parts})' if parts else ''}{missed}, {state}"
 
     def __repr__(self) -> str:
         return f"<Traffic {self.progress()}>"

@@ -5,6 +5,16 @@ traffic, the metrics scraper and the policy timeline. Each guide step is one met
 each verify step prints one PASS line or raises (``egresskit.verify``). Cleanup deletes
 the namespace and checks nothing is left; it also runs when the kernel exits after a
 failed cell (``atexit``), so a failing notebook leaves no namespace behind.
+
+Kernel rules (a notebook is re-run in the same kernel, interrupted, restarted):
+
+* One walkthrough per kernel: a new :class:`Tutorial` closes the previous one first (its
+  traffic, scraper, and on ``local`` the whole embedded mesh), so re-running a notebook
+  top to bottom leaves no threads or listeners behind.
+* Interrupting a traffic or live cell (KeyboardInterrupt in ``run_for``/``watch``) stops
+  the traffic and re-raises, so Run All stops there.
+* A call that needs running traffic raises :class:`~egresskit.errors.NotRunning` saying
+  why there is none (never started, interrupted, stopped), shown as one line.
 """
 
 from __future__ import annotations
@@ -12,8 +22,11 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import threading
 import time
+import weakref
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +35,11 @@ import pandas as pd
 from egresskit import guide
 from egresskit.analysis.outcomes import PolicyTimeline
 from egresskit.analysis.parse import parse_proxy_metrics
+from egresskit.analysis.render import Renderer
 from egresskit.analysis.scrape import Scraper
 from egresskit.backends import connect
 from egresskit.cluster.base import Cluster, CurlResult
-from egresskit.errors import EgressKitError, WaitTimeout
+from egresskit.errors import EgressKitError, NotRunning, WaitTimeout
 from egresskit.lesson import ApplyReport, Lesson, Observation, Prediction
 from egresskit.traffic import Traffic, start_traffic
 from egresskit.verify import check, equal
@@ -34,6 +48,20 @@ NS = guide.NAMESPACE_NAME
 EN = guide.EGRESS_NETWORK_NAME
 POD = "client"
 STATUSES = "outbound_http_route_request_statuses_total"
+
+# The kernel's current walkthrough (weak: a Tutorial nobody holds may go).
+_current_lock = threading.Lock()
+_current: weakref.ref[Tutorial] | None = None
+
+
+def _take_over(new: Tutorial) -> None:
+    """Close the kernel's previous walkthrough (if any) and make ``new`` the current one."""
+    global _current
+    with _current_lock:
+        previous = _current() if _current is not None else None
+        _current = weakref.ref(new)
+    if previous is not None and previous is not new:
+        previous.close()
 
 
 class Tutorial:
@@ -51,6 +79,9 @@ class Tutorial:
         kwargs: dict[str, Any] = {}
         if backend == "kube" and kube_context:
             kwargs["context"] = kube_context
+        self._closed = True  # until the cluster exists: close() has nothing to do
+        _take_over(self)
+        _readable_tables()
         self.backend = backend
         self.cluster: Cluster = connect(backend, **kwargs)
         self.output_dir = Path(output_dir)
@@ -58,8 +89,10 @@ class Tutorial:
         self.scrape_interval = scrape_interval
         self.traffic: Traffic | None = None
         self.scraper: Scraper | None = None
+        self._renderer: Renderer | None = None  # live charts' render worker, see watch()
         self.timeline = PolicyTimeline.of(self.cluster)
         self._series_frame: pd.DataFrame | None = None
+        self._traffic_note = "no traffic was started yet: call t.start_traffic(...) first"
         self._closed = False
         #: Apply-with-report, explain and observe for the lesson cells (egresskit.lesson).
         self.lesson = Lesson(self.cluster, pod=POD, namespace=NS)
@@ -144,32 +177,69 @@ class Tutorial:
         self.traffic = start_traffic(
             self.cluster, urls, pod=POD, namespace=NS, rate=rate or self.rate
         )
+        from egresskit.analysis.live import in_jupyter
+
+        if self._renderer is None and in_jupyter():
+            # Started now, so it has warmed up by the time a live cell draws.
+            self._renderer = Renderer()
         return self.traffic
 
     def run_for(self, seconds: float) -> None:
-        """Let the traffic run for a while (the notebook's "now look at the metrics")."""
-        if self.traffic is None:
-            raise EgressKitError("no traffic is running: call start_traffic first")
-        self.traffic.wait(seconds)
+        """Let the traffic run for a while (the notebook's "now look at the metrics").
+        Prints the progress once at the end; Ctrl-C stops the traffic and re-raises."""
+        from egresskit.analysis.live import progress_text
+
+        traffic = self._running_traffic("run_for")
+        try:
+            traffic.wait(seconds)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        print(progress_text(traffic, self.scraper, self.timeline))
 
     def watch(self, seconds: float) -> None:
         """Let the traffic run for ``seconds`` with a live chart that updates in place in
-        Jupyter (a progress line elsewhere); the final chart stays as a static image."""
+        Jupyter (a progress line elsewhere); the final chart stays as a static image.
+        Ctrl-C stops the traffic, leaves the chart so far, and re-raises."""
         from egresskit.analysis.live import watch
 
-        if self.traffic is None:
-            raise EgressKitError("no traffic is running: call start_traffic first")
-        watch(
-            self.traffic,
-            scraper=self.scraper,
-            timeline=self.timeline,
-            every=1.0,
-            for_seconds=seconds,
-        )
+        try:
+            watch(
+                self._running_traffic("watch"),
+                scraper=self.scraper,
+                timeline=self.timeline,
+                for_seconds=seconds,
+                renderer=self._renderer,
+            )
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+
+    def _interrupted(self) -> None:
+        """After Ctrl-C in a traffic cell: the traffic is stopped (Traffic.wait did it);
+        stop the scraper too, keeping what it scraped for the charts."""
+        with contextlib.suppress(EgressKitError):
+            self.stop_traffic()
+
+    def _running_traffic(self, call: str) -> Traffic:
+        """The running traffic, or :class:`NotRunning` saying why there is none."""
+        if self._closed:
+            raise NotRunning(f"{call}: this walkthrough is closed; create a new Tutorial")
+        traffic = self.traffic
+        if traffic is None or not traffic.running:
+            why = self._traffic_note
+            if traffic is not None:
+                why = f"the traffic stopped: {traffic.ended_because or 'it ended'}"
+                why += f" ({traffic.progress()}); call t.start_traffic(...) again"
+            raise NotRunning(f"{call}: no traffic is running: {why}")
+        return traffic
 
     def stop_traffic(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
         if self.traffic is not None and self.traffic.running:
-            self.traffic.stop()
+            self.traffic.stop("t.stop_traffic() was called")
         if self.scraper is not None:
             # The proxy counts a connection's close a moment after curl returns: let the
             # counters settle before the final scrape (bounded).
@@ -189,12 +259,16 @@ class Tutorial:
                 return
             last = now
 
-    def metrics(self, grep: str | None = None) -> str:
-        """``linkerd dg proxy-metrics -n egress-test po/client | grep <grep>``."""
+    def metrics(self, grep: str | None = None, *, one_label_per_line: bool = True) -> str:
+        """``linkerd dg proxy-metrics -n egress-test po/client | grep <grep>``, with each
+        sample's labels one per line as the guide prints them (``one_label_per_line``;
+        the proxy itself writes each sample on one line: docs/facts/linkerd-egress.md 6.3)."""
+        from egresskit.analysis.metric_lines import one_label_per_line as spread
+
         text = self.cluster.proxy_metrics(POD, namespace=NS)
-        if grep is None:
-            return text
-        return "\n".join(line for line in text.splitlines() if grep in line)
+        if grep is not None:
+            text = "\n".join(line for line in text.splitlines() if grep in line)
+        return spread(text) if one_label_per_line else text
 
     def series(self, metric: str = STATUSES, **labels: str) -> pd.DataFrame:
         """The current samples of ``metric`` whose labels include ``labels``, as a table."""
@@ -226,9 +300,9 @@ class Tutorial:
         verify cell's output is only its PASS lines."""
         r = self.curl("-sS", url)
         if status is not None:
-            equal(f"curl {url}: HTTP status", status, r.http_status)
+            equal(f"curl {url}: HTTP status", status, r.http_status, hint=self._hint(url))
         if exit_code is not None:
-            equal(f"curl {url}: exit code", exit_code, r.exit_code)
+            equal(f"curl {url}: exit code", exit_code, r.exit_code, hint=self._hint(url))
         if body_contains is not None:
             check(
                 f"curl {url}: body",
@@ -243,6 +317,24 @@ class Tutorial:
             except (json.JSONDecodeError, AttributeError):
                 got = f"not JSON: {r.stdout[:60]!r}"
             equal(f"curl {url}: JSON {key}", want, got)
+
+    def _hint(self, url: str) -> Any:
+        """A hint for a failed curl check, computed only on failure: what the policy
+        engine decides for ``url`` under the objects in force now."""
+
+        def hint() -> str:
+            from egresskit.explaining import explain
+
+            self.timeline.sync()
+            snapshot = self.timeline.snapshot_at(datetime.now(UTC))
+            try:
+                decision = explain(snapshot, url, namespace=NS)
+            except EgressKitError as exc:
+                return f"the policy engine cannot judge {url}: {exc}"
+            why = f" ({decision.reason})" if decision.reason else ""
+            return f"with the objects in force, Linkerd gives {decision.summary()}{why}"
+
+        return hint
 
     def verify_series(self, metric: str = STATUSES, *, within: float = 10.0, **labels: str) -> None:
         """The proxy has counted at least one more request in this series since it was last
@@ -277,20 +369,35 @@ class Tutorial:
         from egresskit.analysis.outcomes import classify_requests
 
         if self.traffic is None:
-            raise EgressKitError("no traffic was run: call start_traffic first")
+            raise NotRunning("requests: no traffic was run yet: call t.start_traffic(...) first")
         self.timeline.sync()
         return classify_requests(self.traffic.frame(), self.timeline)
 
+    def proxy_series(self) -> pd.DataFrame | None:
+        """The proxy's route counters as classified increases per scrape (what the
+        headline chart plots), or None when no metrics were scraped."""
+        from egresskit.analysis.counters import increases
+        from egresskit.analysis.outcomes import classify_series
+
+        frame = self.scraper.frame() if self.scraper is not None else self._series_frame
+        if frame is None:
+            return None
+        self.timeline.sync()
+        return classify_series(increases(frame), self.timeline)
+
     def chart(self, name: str, *, title: str) -> Any:
-        """The outcomes over time with the policy changes marked, saved as PNG and SVG
+        """The headline figure: the proxy's route metrics over time (increase of the
+        ``outbound_*_route_*`` counters per route and status, as a Grafana panel shows
+        them) above the client's own view, policy changes labelled; saved as PNG and SVG
         under ``output_dir/charts`` and shown as a static image (renders on GitHub)."""
         from egresskit.analysis import charts
 
-        chart = charts.outcomes_chart(self.requests(), self.cluster.changes, title=title)
+        chart = charts.story_chart(
+            self.requests(), self.proxy_series(), self.cluster.changes, title=title
+        )
         folder = self.output_dir / "charts"
         folder.mkdir(parents=True, exist_ok=True)
-        png = charts.save_png(chart, folder / f"{name}.png")
-        charts.save_svg(chart, folder / f"{name}.svg")
+        png, _ = charts.save_png_and_svg(chart, folder / name)
         return _image(png)
 
     def breakdown(self, name: str) -> Any:
@@ -312,7 +419,10 @@ class Tutorial:
         from egresskit.analysis.outcomes import classify_series, reconcile
 
         if self._series_frame is None:
-            raise EgressKitError("no metrics were scraped: run traffic first")
+            raise NotRunning(
+                "verify_reconciled: no metrics were scraped yet: call t.start_traffic(...), "
+                "then t.stop_traffic()"
+            )
         series = classify_series(increases(self._series_frame), self.timeline)
         result = reconcile(self.requests(), series)
         check(
@@ -366,6 +476,8 @@ class Tutorial:
         equal("objects left in egress-test after cleanup", [], left)
 
     def close(self) -> None:
+        """Stop the traffic and scraper, delete the namespace, close the cluster (on
+        ``local``: every proxy, server and thread); idempotent."""
         if self._closed:
             return
         self._closed = True
@@ -384,6 +496,12 @@ class Tutorial:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _readable_tables() -> None:
+    """Tables show whole cells, wrapped, never cut at pandas' 50 characters mid-word."""
+    pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.width", 120)
 
 
 def _counted(value: float) -> str:

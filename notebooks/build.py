@@ -24,6 +24,7 @@ import nbformat
 
 from egresskit import exercises, guide
 from egresskit.lesson import default_routes_markdown
+from egresskit.runner import KERNELSPEC
 
 HERE = Path(__file__).resolve().parent
 GUIDE = "https://linkerd.io/2-edge/tasks/managing-egress-traffic/"
@@ -535,11 +536,7 @@ def build() -> list[Path]:
     for name, cells in NOTEBOOKS.items():
         nb = nbformat.v4.new_notebook()
         nb.cells = cells
-        nb.metadata["kernelspec"] = {
-            "name": "python3",
-            "display_name": "Python 3",
-            "language": "python",
-        }
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)  # what `make lab` registers
         nb.metadata["language_info"] = {"name": "python"}
         path = HERE / f"{name}.ipynb"
         existing = nbformat.read(path, as_version=4) if path.exists() else None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import nbformat
 
-from egresskit.nbclean import clean_file
+from egresskit.runner import KERNELSPEC, refresh
 from egresskit.whatbreaks import CELLS
 
 HERE = Path(__file__).resolve().parent
@@ -50,8 +50,7 @@ def cells() -> list[nbformat.NotebookNode]:
 def build() -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = cells()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     nb.metadata["language_info"] = {"name": "python"}
     path = HERE / f"{NAME}.ipynb"
     nbformat.write(nb, path)
@@ -59,11 +58,6 @@ def build() -> Path:
 
 
 if __name__ == "__main__":
-    import papermill
-
     written = build()
-    papermill.execute_notebook(
-        str(written), str(written), kernel_name="python3", progress_bar=False, cwd=str(HERE)
-    )
-    clean_file(written)
+    refresh(written.stem)  # executes in place on the egresskit kernel, then cleans
     print(f"wrote {written.relative_to(HERE.parent)}")

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import nbformat
 
+from egresskit.runner import KERNELSPEC
+
 HERE = Path(__file__).resolve().parent
 NAME = "07-grpc-and-tcp"
 
@@ -379,7 +381,7 @@ Calls and connections per route and status, from the client's proxy metrics: gRP
 def build() -> Path:
     nb = nbformat.v4.new_notebook()
     nb.cells = CELLS
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     path = HERE / f"{NAME}.ipynb"
     nbformat.write(nb, path)
     return path

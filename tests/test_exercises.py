@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from egresskit.exercises import EXERCISES, Workshop
+from egresskit.runner import KERNEL_NAME, kernel_manager
 from egresskit.tutorial import Tutorial
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "05-exercises.ipynb"
@@ -146,7 +147,8 @@ def test_the_notebook_under_papermill_fails_on_skeletons_and_passes_on_solutions
         str(NOTEBOOK),
         str(out),
         parameters={"solutions": solutions, "output_dir": str(tmp_path)},
-        kernel_name="python3",
+        kernel_name=KERNEL_NAME,
+        kernel_manager_class=kernel_manager(),
         progress_bar=False,
         cwd=str(NOTEBOOK.parent),
     )

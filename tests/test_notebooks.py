@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -81,6 +82,33 @@ def test_a_failing_check_fails_the_run_and_names_the_cell(tmp_path: Path) -> Non
     assert code == 1
     assert "FAILED: 01-broken, cell" in text
     assert "FAIL curl http://httpbin.org/get: HTTP status: expected 418, saw 200" in text
+    # The notebook shows the FAIL line and its hint, not a traceback.
+    executed = json.loads((tmp_path / "out" / "01-broken.ipynb").read_text())
+    (error,) = [
+        o for c in executed["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"
+    ]
+    assert error["ename"] == "VerificationFailed"
+    assert error["traceback"][0] == (
+        "FAIL curl http://httpbin.org/get: HTTP status: expected 418, saw 200"
+    )
+    assert error["traceback"][1].startswith("  hint: with the objects in force, Linkerd gives")
+    assert len(error["traceback"]) == 2
+
+
+def test_egresskit_run_prints_no_kernel_warnings_and_whole_pass_lines(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "egresskit.cli", "run", "--only", "04-", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "WARNING" not in done.stderr and "TCP" not in done.stderr, done.stderr
+    # The longest PASS line of notebook 4, whole (the summary used to cut at 70 characters).
+    assert (
+        "PASS meshed client vs unmeshed pod under Deny: expected {'client': 403, 'bypass': 200}, "
+        "saw {'client': 403, 'bypass': 200}"
+    ) in done.stdout
 
 
 @pytest.mark.skipif(

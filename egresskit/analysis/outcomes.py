@@ -13,10 +13,9 @@ Rules:
   is judged together with the objects in force at that moment
   (:class:`~egresskit.analysis.timeline.PolicyTimeline`).
 * Proxy side (docs/facts/linkerd-egress.md sections 3, 4.4, 6.2): default routes by name
-(``*-egress-deny``
-  forbidden, ``*-egress-allow`` allowed); an explicit route is looked up by kind, namespace
-  and name in the objects in force at the scrape, and its rules' backends decide
-  (Service -> redirected, none or the parent EgressNetwork -> allowed, anything else
+  (``*-egress-deny`` forbidden, ``*-egress-allow`` allowed); an explicit route is looked
+  up by kind, namespace and name in the objects in force at the scrape, and its rules'
+  backends decide (Service -> redirected, none or the parent EgressNetwork -> allowed, anything else
   invalid -> failed; a RequestRedirect filter -> redirected; rules that disagree -> failed,
   the route series cannot tell them apart). TLS/TCP ``error="forbidden"`` is forbidden,
   any other non-empty ``error`` label is failed.

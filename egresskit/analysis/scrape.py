@@ -17,6 +17,8 @@ Rules:
   are skipped. Waiting is ``Event.wait``; ``stop()`` joins with a bound.
 * An optional :class:`~egresskit.analysis.timeline.PolicyTimeline` is synced on every
   tick so the objects in force are captured soon after each change.
+* The scraper belongs to its cluster (:mod:`egresskit.cluster.owned`): closing the
+  cluster stops it; a cluster closed under it ends the loop after one recorded failure.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from egresskit.analysis.counters import SCRAPES_ATTR
 from egresskit.analysis.parse import LABEL_COLUMN_ORDER, ParsedScrape, parse_proxy_metrics, to_frame
 from egresskit.analysis.timeline import PolicyTimeline
 from egresskit.cluster.base import Cluster
-from egresskit.errors import EgressKitError, WaitTimeout
+from egresskit.cluster.owned import adopt, release
+from egresskit.errors import ClusterClosed, EgressKitError, WaitTimeout
 
 __all__ = ["ScrapeFailure", "Scraper"]
 
@@ -92,6 +95,7 @@ class Scraper:
         """Scrape once now (the baseline), then every ``interval`` in the background."""
         if self._thread is not None:
             raise RuntimeError("Scraper.start: expected a new scraper, found one already started")
+        adopt(self.cluster, self)  # raises ClusterClosed before anything starts
         self._started = time.monotonic()
         self.scrape_now()
         self._thread = threading.Thread(
@@ -100,9 +104,13 @@ class Scraper:
         self._thread.start()
         return self
 
+    def close(self) -> None:
+        """Stop without the final scrape: what the cluster calls when it closes."""
+        self.stop(final_scrape=False)
+
     def stop(self, *, final_scrape: bool = True) -> Scraper:
         self._stop.set()
-        if self._thread is not None:
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(_JOIN_BOUND)
             if self._thread.is_alive():
                 raise WaitTimeout(
@@ -129,28 +137,37 @@ class Scraper:
 
     def _run(self) -> None:
         k = 1
-        while True:
-            wait = self._started + k * self.interval - time.monotonic()
-            if wait > 0 and self._stop.wait(wait):
-                return
-            if self._stop.is_set():
-                return
-            self.scrape_now()
-            k = max(k + 1, math.ceil((time.monotonic() - self._started) / self.interval))
+        try:
+            while True:
+                wait = self._started + k * self.interval - time.monotonic()
+                if (wait > 0 and self._stop.wait(wait)) or self._stop.is_set():
+                    return
+                if not self.scrape_now():
+                    return  # the cluster is closed: one failure recorded, no more
+                k = max(k + 1, math.ceil((time.monotonic() - self._started) / self.interval))
+        finally:
+            release(self.cluster, self)
 
     # -- one scrape ----------------------------------------------------------------------
 
-    def scrape_now(self) -> None:
-        """Scrape every pod once (synchronously); failures are recorded, not raised."""
+    def scrape_now(self) -> bool:
+        """Scrape every pod once (synchronously); failures are recorded, not raised.
+        False when the cluster is closed."""
         if self.timeline is not None:
             try:
                 self.timeline.sync()
+            except ClusterClosed as exc:
+                self._fail(datetime.now(UTC), "(policy timeline)", "", str(exc))
+                return False
             except EgressKitError as exc:
                 self._fail(datetime.now(UTC), "(policy timeline)", "", str(exc))
         for pod, namespace in self.pods:
             at = datetime.now(UTC)
             try:
                 text = self.cluster.proxy_metrics(pod, namespace=namespace)
+            except ClusterClosed as exc:
+                self._fail(at, pod, namespace, str(exc))
+                return False
             except EgressKitError as exc:
                 self._fail(at, pod, namespace, str(exc))
                 continue
@@ -162,6 +179,7 @@ class Scraper:
                 self._pending.append(parsed)
                 self.scrapes += 1
                 self._done.extend((p, at) for p in (parsed.pods or (pod,)) if p not in failed)
+        return True
 
     def _fail(self, at: datetime, pod: str, namespace: str, message: str) -> None:
         with self._lock:

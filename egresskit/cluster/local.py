@@ -21,8 +21,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,8 +33,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from egresskit.cluster.base import ChangeRecord, CurlResult, Manifests, PatchType
+from egresskit.cluster.owned import Jobs
 from egresskit.dns import SimulatedDNS
-from egresskit.errors import BackendError, EgressKitError
+from egresskit.errors import BackendError, ClusterClosed, EgressKitError
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import (
     Deployment,
@@ -71,7 +74,14 @@ class _PodRuntime:
 
 
 class LocalCluster:
-    """The embedded mesh. Use as a context manager: everything stops on exit."""
+    """The embedded mesh. Use as a context manager: everything stops on exit.
+
+    ``close()`` first stops the traffic loops and scrapers started on this cluster
+    (:attr:`jobs`), then the proxies, workloads, simulated internet and the loop thread;
+    every later call raises :class:`~egresskit.errors.ClusterClosed`. The temporary CA
+    directory is removed by ``close()``, or at interpreter exit when ``close()`` never
+    ran (a notebook that failed before its cleanup cell): ``weakref.finalize``.
+    """
 
     name = "local"
 
@@ -93,6 +103,8 @@ class LocalCluster:
         #: (namespace, deployment) -> (pod template labels, running servers)
         self._workloads: dict[tuple[str, str], tuple[dict[str, str], list[RunningWorkload]]] = {}
         self._closed = False
+        self._closed_at: datetime | None = None
+        self.jobs = Jobs(self._closed_error)
         self.dns = SimulatedDNS()
         for host, ip in (hosts or {}).items():
             self.dns.add(host, ip)
@@ -103,6 +115,11 @@ class LocalCluster:
         except BaseException:
             self._loop.stop()
             raise
+        # The CA's directory goes with the cluster even if close() is never called
+        # (finalize runs at interpreter exit, or when the cluster is collected).
+        self._remove_tmp = weakref.finalize(
+            self, shutil.rmtree, self.internet.ca_file.parent, ignore_errors=True
+        )
 
     # -- context manager ------------------------------------------------------------------
 
@@ -113,11 +130,18 @@ class LocalCluster:
         self.close()
 
     def close(self) -> None:
-        """Stop every proxy, workload, server and thread, in a fixed order."""
+        """Stop every traffic loop and scraper started on this cluster, then every proxy,
+        workload, server and thread, in that order; idempotent and thread-safe."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._closed_at = datetime.now(UTC)
+        # Jobs first, outside the lock: a loop's curl in flight finishes on a live mesh,
+        # and its next call sees the cluster closed and ends the loop.
+        for job in self.jobs.close():
+            job.close()
+        with self._lock:
             pods = list(self._pods.values())
             self._pods.clear()
             workloads = [w for _, ws in self._workloads.values() for w in ws]
@@ -129,8 +153,15 @@ class LocalCluster:
         finally:
             for w in workloads:
                 w.close()
-            self.internet.close()
-            self._loop.stop()
+            try:
+                self.internet.close()
+            finally:
+                self._remove_tmp()
+                self._loop.stop()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     # -- the facade: writes ----------------------------------------------------------------
 
@@ -180,13 +211,16 @@ class LocalCluster:
     # -- the facade: reads ------------------------------------------------------------------
 
     def get(self, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        self._check_open()
         return self.store.get(kind, name, namespace)
 
     def objects(self) -> list[K8sObject]:
         """Every object in force now (for analyses that need the manifests in force)."""
+        self._check_open()
         return self.store.objects()
 
     def snapshot(self) -> Snapshot:
+        self._check_open()
         return self.store.snapshot
 
     @property
@@ -195,6 +229,7 @@ class LocalCluster:
             return list(self._changes)
 
     def proxy_metrics(self, pod: str, *, namespace: str) -> str:
+        self._check_open()
         rt = self._pod(pod, namespace)
         if rt.metrics is None:
             # linkerd dg proxy-metrics on an unmeshed pod: no admin port to scrape.
@@ -207,6 +242,7 @@ class LocalCluster:
         Send anything there as if from the pod; the destination is the ``Host`` or SNI name,
         e.g. ``curl --connect-to httpbin.org:80:127.0.0.1:<port> http://httpbin.org/get``.
         """
+        self._check_open()
         rt = self._pod(pod, namespace)
         if rt.proxy is None:
             raise BackendError(f"pod {namespace}/{pod} is not meshed: it has no proxy")
@@ -364,6 +400,8 @@ class LocalCluster:
             if svc.cluster_ip:
                 self.dns.register_service(svc.name, svc.namespace or "", svc.cluster_ip)
         with self._lock:
+            # Under the lock close() takes too: a write racing close() starts nothing.
+            self._check_open()
             # Pods: a proxy for each meshed pod.
             pods = {(o.namespace or "", o.name): o for o in objs if isinstance(o, Pod)}
             for key in [k for k in self._pods if k not in pods]:
@@ -432,7 +470,14 @@ class LocalCluster:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise BackendError("this local cluster is closed; connect again")
+            raise self._closed_error()
+
+    def _closed_error(self) -> ClusterClosed:
+        when = f" at {self._closed_at:%H:%M:%S} UTC" if self._closed_at else ""
+        return ClusterClosed(
+            f"this local cluster was closed{when}; start a new one with "
+            "egresskit.connect('local') (or a new Tutorial)"
+        )
 
 
 def _urls(args: tuple[str, ...]) -> list[str]:

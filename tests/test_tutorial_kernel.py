@@ -1,0 +1,107 @@
+"""A kernel that behaves (issue 10 item 5): the Tutorial's lifecycle on the real local
+backend, driven the way a notebook drives it.
+
+A new walkthrough closes the previous one (threads and listening sockets counted before
+and after); an interrupted traffic cell stops the traffic and re-raises; a call that needs
+running traffic says why there is none; a failed check is one FAIL line with a hint.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from egresskit.errors import ClusterClosed, NotRunning, VerificationFailed
+from egresskit.tutorial import Tutorial
+from tests.resources import listening_sockets, threads_left
+
+
+def walkthrough(tmp_path: Path) -> Tutorial:
+    t = Tutorial("local", output_dir=tmp_path, rate=10.0)
+    t.create_egress_network()
+    t.deploy_client()
+    return t
+
+
+def test_a_new_walkthrough_closes_the_previous_one(tmp_path: Path) -> None:
+    before, listening = set(threading.enumerate()), listening_sockets()
+    first = walkthrough(tmp_path)
+    first.start_traffic("http://httpbin.org/get")
+    first.run_for(0.3)
+    assert first.traffic is not None and first.traffic.running
+    assert listening_sockets() - listening, "the first mesh listens while it runs"
+    second = walkthrough(tmp_path)  # re-running the notebook's setup cell
+    assert first.traffic is not None and not first.traffic.running
+    with pytest.raises(ClusterClosed):
+        first.cluster.objects()
+    second.start_traffic("http://httpbin.org/get")
+    second.run_for(0.3)
+    third = Tutorial("local", output_dir=tmp_path)
+    third.close()
+    assert threads_left(before) == []
+    assert listening_sockets() <= listening
+
+
+def test_run_for_says_why_there_is_no_traffic(tmp_path: Path, capsys: Any) -> None:
+    with walkthrough(tmp_path) as t:
+        with pytest.raises(NotRunning, match=r"run_for: no traffic is running: no traffic was"):
+            t.run_for(1)
+        t.start_traffic("http://httpbin.org/get")
+        t.run_for(0.2)
+        assert capsys.readouterr().out.startswith("traffic: ")  # progress, formatted text
+        t.stop_traffic()
+        with pytest.raises(NotRunning, match=r"watch: .* the traffic stopped: t.stop_traffic"):
+            t.watch(1)
+
+
+def test_interrupting_a_traffic_cell_stops_it_and_re_raises(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    with walkthrough(tmp_path) as t:
+        traffic = t.start_traffic("http://httpbin.org/get")
+        real_join = traffic._thread.join
+        calls = {"n": 0}
+
+        def join(timeout: float | None = None) -> None:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt  # what the kernel does on "Interrupt"
+            real_join(timeout)
+
+        monkeypatch.setattr(traffic._thread, "join", join)
+        with pytest.raises(KeyboardInterrupt):
+            t.run_for(5)
+        assert not traffic.running and t.scraper is None
+        assert "interrupted, traffic stopped" in capsys.readouterr().out
+        monkeypatch.undo()
+        with pytest.raises(NotRunning, match=r"it was interrupted \(KeyboardInterrupt\)"):
+            t.run_for(1)  # the next cell of a Run All that went on anyway
+        t.verify_reconciled()  # what was recorded before the interrupt still adds up
+
+
+def test_a_failed_check_is_one_fail_line_with_a_hint(tmp_path: Path) -> None:
+    with walkthrough(tmp_path) as t:
+        t.deny()
+        with pytest.raises(VerificationFailed) as failed:
+            t.verify_curl("http://httpbin.org/get", status=200)
+        lines = failed.value._render_traceback_()  # what IPython shows instead of a traceback
+        assert lines[0] == "FAIL curl http://httpbin.org/get: HTTP status: expected 200, saw 403"
+        assert lines[1].startswith("  hint: with the objects in force, Linkerd gives FORBIDDEN")
+        assert "http-egress-deny" in lines[1] and len(lines) == 2
+
+
+def test_metrics_show_one_label_per_line_as_the_guide(tmp_path: Path) -> None:
+    with walkthrough(tmp_path) as t:
+        t.verify_curl("http://httpbin.org/get", status=200)
+        text = t.metrics("outbound_http_route_request_statuses_total")
+        sample = text[text.index("outbound_http_route_request_statuses_total{") :]
+        assert sample.startswith(
+            'outbound_http_route_request_statuses_total{\n  parent_group="policy.linkerd.io",\n'
+        )
+        assert '  route_name="http-egress-allow",\n' in sample
+        assert max(len(line) for line in text.splitlines()) < 100
+        raw = t.metrics("outbound_http_route_request_statuses_total", one_label_per_line=False)
+        assert any(len(line) > 300 for line in raw.splitlines())  # the proxy's own layout
