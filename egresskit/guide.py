@@ -2,7 +2,8 @@
 
 Faithful to the Linkerd guide "Managing egress traffic" (linkerd/website,
 ``linkerd.io/2/tasks/managing-egress-traffic``; namespace ``egress-test``, names exactly as
-there), with two deliberate changes:
+there), with two deliberate changes, each marked by a YAML comment on its line
+(``# egresskit: ...``) so the notebooks, which show these texts verbatim, say why:
 
 1. ``CLIENT_POD`` carries ``config.linkerd.io/proxy-metrics-hostname-labels: "true"``:
    since Linkerd 2.18 the ``hostname`` metric label is empty unless this is set, and the
@@ -16,7 +17,11 @@ TLSRoute stays ``v1alpha2``: it is the only version the experimental channel ser
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+#: Change 2's YAML comment, on the apiVersion line of each HTTPRoute.
+V1_COMMENT = "  # egresskit: the guide says v1alpha2, which Gateway API v1.1+ no longer serves"
 
 NAMESPACE_NAME = "egress-test"
 EGRESS_NETWORK_NAME = "all-egress-traffic"
@@ -48,7 +53,7 @@ metadata:
   namespace: egress-test
   annotations:
     linkerd.io/inject: enabled
-    config.linkerd.io/proxy-metrics-hostname-labels: "true"
+    config.linkerd.io/proxy-metrics-hostname-labels: "true"  # egresskit: not in the guide; since Linkerd 2.18 the hostname metric label is empty without it
 spec:
   containers:
   - name: client
@@ -57,14 +62,16 @@ spec:
       - "sh"
       - "-c"
       - "sleep infinity"
-"""
+"""  # noqa: E501 (the YAML comment on the annotation line says why it is there)
 
-# Step "Restricting egress traffic": the `kubectl patch --type=merge` body.
-DENY_PATCH: dict[str, Any] = {"spec": {"trafficPolicy": "Deny"}}
+# Step "Restricting egress traffic": the `kubectl patch --type=merge` body, as the guide
+# writes it after `-p`, and as the dict the facade's `patch` takes.
+DENY_PATCH_JSON = '{"spec":{"trafficPolicy": "Deny"}}'
+DENY_PATCH: dict[str, Any] = json.loads(DENY_PATCH_JSON)
 
 # Change 2: gateway.networking.k8s.io/v1 instead of the guide's v1alpha2.
-HTTPBIN_GET_ROUTE = """\
-apiVersion: gateway.networking.k8s.io/v1
+HTTPBIN_GET_ROUTE = f"""\
+apiVersion: gateway.networking.k8s.io/v1{V1_COMMENT}
 kind: HTTPRoute
 metadata:
   name: httpbin-get
@@ -84,7 +91,7 @@ spec:
 
 #: The guide's literal text (not served by Gateway API v1.1+).
 HTTPBIN_GET_ROUTE_V1ALPHA2 = HTTPBIN_GET_ROUTE.replace(
-    "gateway.networking.k8s.io/v1\n", "gateway.networking.k8s.io/v1alpha2\n"
+    f"gateway.networking.k8s.io/v1{V1_COMMENT}\n", "gateway.networking.k8s.io/v1alpha2\n"
 )
 
 TLS_EGRESS_ROUTE = """\
@@ -175,8 +182,8 @@ spec:
 """
 
 # Change 2 again.
-UNENCRYPTED_HTTP_ROUTE = """\
-apiVersion: gateway.networking.k8s.io/v1
+UNENCRYPTED_HTTP_ROUTE = f"""\
+apiVersion: gateway.networking.k8s.io/v1{V1_COMMENT}
 kind: HTTPRoute
 metadata:
   name: unencrypted-http
@@ -197,7 +204,7 @@ spec:
 
 #: The guide's literal text (not served by Gateway API v1.1+).
 UNENCRYPTED_HTTP_ROUTE_V1ALPHA2 = UNENCRYPTED_HTTP_ROUTE.replace(
-    "gateway.networking.k8s.io/v1\n", "gateway.networking.k8s.io/v1alpha2\n"
+    f"gateway.networking.k8s.io/v1{V1_COMMENT}\n", "gateway.networking.k8s.io/v1alpha2\n"
 )
 
 #: Every YAML constant above, by name, in the guide's order (for tests and notebooks).

@@ -40,6 +40,7 @@ from egresskit.analysis.scrape import Scraper
 from egresskit.backends import connect
 from egresskit.cluster.base import Cluster, CurlResult
 from egresskit.errors import EgressKitError, NotRunning, WaitTimeout
+from egresskit.lesson import ApplyReport, Lesson, Observation, Prediction
 from egresskit.traffic import Traffic, start_traffic
 from egresskit.verify import check, equal
 
@@ -93,43 +94,66 @@ class Tutorial:
         self._series_frame: pd.DataFrame | None = None
         self._traffic_note = "no traffic was started yet: call t.start_traffic(...) first"
         self._closed = False
+        #: Apply-with-report, explain and observe for the lesson cells (egresskit.lesson).
+        self.lesson = Lesson(self.cluster, pod=POD, namespace=NS)
         atexit.register(self.close)
 
     # -- the guide's steps -------------------------------------------------------------------
 
-    def create_egress_network(self) -> list[str]:
+    def create_egress_network(self) -> ApplyReport:
         """``kubectl create ns egress-test`` and the EgressNetwork with trafficPolicy Allow."""
         return self._apply([guide.NAMESPACE, guide.EGRESS_NETWORK])
 
-    def deploy_client(self) -> list[str]:
+    def deploy_client(self) -> ApplyReport:
         """The curl client pod, meshed, with hostname labels on (spec 6.2)."""
         return self._apply(guide.CLIENT_POD)
 
-    def deny(self) -> dict[str, Any]:
+    def deny(self) -> ApplyReport:
         """``kubectl patch egressnetwork ... {"spec":{"trafficPolicy": "Deny"}}``."""
-        out = self.cluster.patch("egressnetwork", EN, guide.DENY_PATCH, namespace=NS)
-        self.timeline.sync()
-        return out
+        return self.patch("egressnetwork", EN, guide.DENY_PATCH_JSON)
 
-    def allow_httpbin_get(self) -> list[str]:
+    def allow_httpbin_get(self) -> ApplyReport:
         return self._apply(guide.HTTPBIN_GET_ROUTE)
 
-    def allow_tls_to_httpbin(self) -> list[str]:
+    def allow_tls_to_httpbin(self) -> ApplyReport:
         return self._apply(guide.TLS_EGRESS_ROUTE)
 
-    def deploy_internal_service(self) -> list[str]:
+    def deploy_internal_service(self) -> ApplyReport:
         return self._apply(guide.INTERNAL_EGRESS)
 
-    def redirect_plaintext(self) -> list[str]:
+    def redirect_plaintext(self) -> ApplyReport:
         """The final section's three routes: httpbin-get, tls-egress (all), unencrypted-http."""
         return self._apply(
             [guide.HTTPBIN_GET_ROUTE, guide.TLS_EGRESS_ROUTE_ALL, guide.UNENCRYPTED_HTTP_ROUTE]
         )
 
-    def _apply(self, manifests: Any) -> list[str]:
-        out = self.cluster.apply(manifests)
+    def _apply(self, manifests: Any) -> ApplyReport:
+        return self.apply(manifests)
+
+    # -- lesson cells: the YAML in the cell, applied with a report (egresskit.lesson) ------
+
+    def apply(self, manifests: Any) -> ApplyReport:
+        """``kubectl apply -f -``: what was created/configured/unchanged, and Linkerd's verdict."""
+        report = self.lesson.apply(manifests)
         self.timeline.sync()
-        return out
+        return report
+
+    def patch(self, kind: str, name: str, body: Any) -> ApplyReport:
+        """``kubectl patch KIND NAME -n egress-test -p BODY --type=merge``."""
+        report = self.lesson.patch(kind, name, body)
+        self.timeline.sync()
+        return report
+
+    def explain(self, url: str, **kw: Any) -> Prediction:
+        """The engine's decision for ``url`` now and before the last change (predict)."""
+        return self.lesson.explain(url, **kw)
+
+    def observe(self, *curl_args: str, backends: bool = False) -> Observation:
+        """One curl from the client and the proxy series it moved (observe)."""
+        result = self.lesson.observe(*curl_args, backends=backends)
+        if self.traffic is not None and self.scraper is not None:
+            self.traffic.record(result.result)
+        return result
 
     # -- traffic and metrics ------------------------------------------------------------------
 
@@ -447,6 +471,7 @@ class Tutorial:
         self.stop_traffic()
         with contextlib.suppress(EgressKitError):
             self.cluster.delete("namespace", NS)
+        self.lesson.forget()
         left = _leftovers(self.cluster)
         equal("objects left in egress-test after cleanup", [], left)
 

@@ -1,10 +1,19 @@
 """Write the notebooks' sources from the cell lists below (``python notebooks/build.py``).
 
-The notebooks are thin: each code cell is one call into :mod:`egresskit.tutorial`, the
-same calls the tests make. Cells tagged ``verify`` print one PASS line (or raise) and are
-compared exactly by nbval; every other code cell's output is volatile (counts, times) and
-tagged ``nbval-ignore-output``. ``make notebooks`` runs this, then executes the notebooks
-with papermill and saves them with their outputs, charts included as static images.
+The notebooks teach the guide "Managing egress traffic". Each guide step that changes the
+cluster follows the five-cell anatomy of ``design/notebook-step.md``: the goal (markdown),
+the manifest as YAML in the cell that applies it with the kubectl command beside it
+(``t.apply``), a prediction (``t.explain``: the engine's decision before and after the
+change), an observation (``t.observe``: one curl and the proxy series it moved, or the
+traffic), then "what happened, and why" (markdown). The YAML is embedded verbatim from
+:mod:`egresskit.guide` (one source: tests/test_lessons.py compares the committed cells with
+it); such cells are tagged ``manifest:<CONSTANT>``.
+
+Cells tagged ``verify`` print one PASS line (or raise) and are compared exactly by nbval;
+every other code cell's output is volatile (counts, times) and tagged
+``nbval-ignore-output``. ``make notebooks`` runs this, then executes the notebooks with
+papermill and saves them with their outputs (charts as static images), cleaned of what names
+this machine (``egresskit.runner.refresh``, :mod:`egresskit.nbclean`).
 """
 
 from __future__ import annotations
@@ -13,9 +22,12 @@ from pathlib import Path
 
 import nbformat
 
+from egresskit import exercises, guide
+from egresskit.lesson import default_routes_markdown
 from egresskit.runner import KERNELSPEC
 
 HERE = Path(__file__).resolve().parent
+GUIDE = "https://linkerd.io/2-edge/tasks/managing-egress-traffic/"
 
 PARAMETERS = """\
 # Parameters (papermill): the backend and where outputs go.
@@ -46,6 +58,24 @@ def verify(text: str) -> nbformat.NotebookNode:
     return code(text, verify=True)
 
 
+def yaml_block(var: str, text: str) -> str:
+    """``var = \"\"\"<text>\"\"\"``: the YAML verbatim, editable in the cell."""
+    return f'{var} = """\\\n{text}"""'
+
+
+def manifest(
+    kubectl: str, *parts: tuple[str, str], call: str | None = None
+) -> nbformat.NotebookNode:
+    """A manifest cell: the kubectl command as a comment, each guide constant as an editable
+    YAML string (tagged ``manifest:<CONSTANT>`` for the drift test), and one apply."""
+    names = [var for var, _ in parts]
+    body = "\n\n".join(yaml_block(var, getattr(guide, const)) for var, const in parts)
+    arg = names[0] if len(names) == 1 else "[" + ", ".join(names) + "]"
+    src = f"{kubectl}\n{body}\n\nt.apply({arg})" if call is None else f"{kubectl}\n{body}\n\n{call}"
+    tags = tuple(f"manifest:{const}" for _, const in parts)
+    return code(src, tags=tags)
+
+
 def header(title: str, story: str) -> list[nbformat.NotebookNode]:
     return [
         md(f"# {title}\n\n{story}"),
@@ -62,38 +92,92 @@ def cleanup() -> list[nbformat.NotebookNode]:
     ]
 
 
+KUBECTL_APPLY = "# kubectl apply -f - <<EOF ... EOF   (the YAML below; edit it and re-run the cell)"
+
+DEFAULT_ROUTES = f"""
+**The default routes.** For every EgressNetwork port, Linkerd's controller synthesizes a
+default route and appends it *after* your routes, so it catches what none of them matches.
+Its name says the traffic kind and the `trafficPolicy`:
+
+{default_routes_markdown()}
+
+`tls-egress-*` only exists on a port that has a TLSRoute, and `grpc-egress-*` on a port with
+a GRPCRoute; without them, TLS bytes are simply "not HTTP" and fall to `tcp-egress-*`.
+(docs/facts/linkerd-egress.md sections 3 and 5.2)
+"""
+
+
 NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
     "01-visualizing-egress-traffic": [
         *header(
             "1. Visualizing egress traffic",
             "An `EgressNetwork` with `trafficPolicy: Allow` captures the namespace's egress "
             "traffic without changing it, so we can *see* it in the proxy's route metrics "
-            "before we restrict anything (guide: *Visualizing egress traffic*).",
+            f"before we restrict anything (guide: [Visualizing egress traffic]({GUIDE}))."
+            "\n\nEach step below applies the guide's YAML from the cell that shows it: edit "
+            "the YAML and re-run the cell to try a variation. A warning first, from the "
+            "guide itself: a mesh alone gives no strong guarantee about egress, since a "
+            "workload can bypass its proxy (notebook 4 shows it).",
         ),
         md(
-            "Create the `egress-test` namespace and one `EgressNetwork` in it. Linkerd's status "
-            "controller marks it `Accepted`."
+            "## Step 1: an EgressNetwork that allows everything\n\n"
+            "Create the `egress-test` namespace and one `EgressNetwork` in it. Expect both "
+            "`created`, and Linkerd to mark the EgressNetwork `Accepted`."
         ),
-        code("t.create_egress_network()"),
+        manifest(
+            "# kubectl create ns egress-test\n" + KUBECTL_APPLY,
+            ("namespace", "NAMESPACE"),
+            ("egress_network", "EGRESS_NETWORK"),
+        ),
+        md(
+            "**Predict.** What will Linkerd do with `curl http://httpbin.org/get` from a pod "
+            "in this namespace? The policy engine answers from the objects now in force:"
+        ),
+        code('t.explain("http://httpbin.org/get")'),
         verify('t.verify_accepted("egressnetwork", "all-egress-traffic")'),
         md(
-            "Deploy the curl client (meshed, with hostname labels on). Before any traffic the "
-            "proxy has no route series yet: checked, so the next check cannot pass vacuously."
+            "### What happened, and why\n\n"
+            "- With no `networks` field, the EgressNetwork covers every address outside the "
+            "cluster's own networks, so `httpbin.org` (here `192.0.2.10`) is *egress* for the "
+            "namespace: its traffic now has a parent, `EgressNetwork egress-test/"
+            "all-egress-traffic`, on the port it goes to.\n"
+            "- No route of ours is attached, so the request takes the **default route** Linkerd "
+            "synthesizes for the port: `http-egress-allow`, because `trafficPolicy` is `Allow`. "
+            "It forwards to the original destination: nothing changes for the client, but "
+            "every request is now counted under that route."
         ),
-        code("t.deploy_client()"),
+        md(
+            "## Step 2: a meshed curl client\n\n"
+            "Deploy the guide's curl pod with the Linkerd proxy injected. Expect "
+            "`pod/client created`."
+        ),
+        manifest(KUBECTL_APPLY, ("client_pod", "CLIENT_POD")),
+        md(
+            "Before any traffic the proxy has no route series yet (checked, so the next "
+            "check cannot pass vacuously):"
+        ),
         verify('t.verify_no_series(route_name="http-egress-allow")'),
         md(
-            "Generate traffic like the guide's `while sleep 1; do curl -s http://httpbin.org/get; done`."
+            "### What happened, and why\n\n"
+            "`linkerd.io/inject: enabled` gives the pod a proxy that sees all its outbound "
+            "traffic. The one line that is not in the guide is marked in the YAML: since "
+            "Linkerd 2.18 the proxy leaves the `hostname` label of its metrics empty unless "
+            "the pod asks for hostname labels, and the guide's metric output shows "
+            '`hostname="httpbin.org"`.'
+        ),
+        md(
+            "## Step 3: generate traffic and look at the metrics\n\n"
+            "The guide's `while sleep 1; do curl -s http://httpbin.org/get; done` runs in the "
+            "background. Expect HTTP 200s, counted under `http-egress-allow`."
         ),
         code('t.start_traffic("http://httpbin.org/get")\nt.run_for(duration)'),
         md(
-            "`linkerd dg proxy-metrics -n egress-test po/client | grep outbound_http_route_request_statuses_total`:"
+            "**Observe** one request: what the client saw, and the proxy series it moved "
+            "(`linkerd dg proxy-metrics -n egress-test po/client`, one label per line as the "
+            "guide prints it):"
         ),
-        code('print(t.metrics("outbound_http_route_request_statuses_total"))'),
-        md(
-            'Filter on `parent_kind="EgressNetwork"`: the traffic goes through the synthesised '
-            "default route `http-egress-allow`, as the guide shows."
-        ),
+        code('t.observe("-sS", "http://httpbin.org/get")'),
+        md('All of the proxy\'s series with `parent_kind="EgressNetwork"`, as a table:'),
         code('t.series(parent_kind="EgressNetwork")'),
         verify(
             't.verify_series(parent_kind="EgressNetwork", route_kind="default",\n'
@@ -101,6 +185,18 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         ),
         verify(
             't.verify_curl("http://httpbin.org/get", status=200, json_field=("url", "http://httpbin.org/get"))'
+        ),
+        md(
+            "### What happened, and why\n\n"
+            '- `parent_kind="EgressNetwork"` is how you find egress traffic in the metrics: '
+            "every request leaving the cluster names the EgressNetwork that captured it and "
+            'the port (`parent_port="80"`).\n'
+            '- `route_kind="default"`, `route_name="http-egress-allow"`: a placeholder route '
+            "that Linkerd's controller populates itself (no HTTPRoute object exists).\n"
+            "- We used `http://`: plaintext HTTP is what the proxy can read, so it counts it "
+            "per request with its status. HTTPS to port 443 is not HTTP to the proxy; it "
+            "would be counted as a TCP connection under `tcp-egress-allow` instead.\n\n"
+            + DEFAULT_ROUTES
         ),
         md("The traffic over time, as the client saw it:"),
         code(
@@ -113,28 +209,65 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
             "2. Restricting egress traffic",
             "Flip the `EgressNetwork` to `Deny`, then allow back only what we want with Gateway "
             "API routes: an `HTTPRoute` for `httpbin.org/get` and a `TLSRoute` for HTTPS to "
-            "`httpbin.org` (guide: *Restricting egress traffic*).",
+            f"`httpbin.org` (guide: [Restricting egress traffic]({GUIDE})).",
+        ),
+        md(
+            "Start where notebook 1 ended: the namespace, the EgressNetwork (`Allow`) and the "
+            "client, from the same YAML (`egresskit.guide`)."
         ),
         code("t.create_egress_network()\nt.deploy_client()"),
-        md("Before the change, plaintext HTTP is allowed:"),
         verify('t.verify_curl("http://httpbin.org/get", status=200)'),
         code(
             't.start_traffic(["http://httpbin.org/get", "http://httpbin.org/ip"])\nt.run_for(duration / 2)'
         ),
         md(
-            '`kubectl patch egressnetwork -n egress-test all-egress-traffic -p \'{"spec":{"trafficPolicy": "Deny"}}\' --type=merge`'
+            "## Step 1: deny by default\n\n"
+            "Patch the EgressNetwork's `trafficPolicy` to `Deny`. Expect every plaintext "
+            "request to get HTTP 403 from the proxy."
         ),
-        code("t.deny()\nt.run_for(duration / 2)"),
+        code(
+            "# kubectl patch egressnetwork -n egress-test all-egress-traffic \\\n"
+            '#   -p \'{"spec":{"trafficPolicy": "Deny"}}\' --type=merge\n'
+            f"deny_patch = '{guide.DENY_PATCH_JSON}'\n\n"
+            't.patch("egressnetwork", "all-egress-traffic", deny_patch)',
+            tags=("manifest:DENY_PATCH_JSON",),
+        ),
+        md("**Predict**, before and after the patch:"),
+        code('t.explain("http://httpbin.org/get")'),
+        md("**Observe**:"),
+        code('t.observe("-sS", "-i", "http://httpbin.org/get")'),
+        code("t.run_for(duration / 2)"),
         verify('t.verify_curl("http://httpbin.org/get", status=403)'),
         verify(
             't.verify_series(route_name="http-egress-deny", hostname="httpbin.org", http_status="403", error="")'
         ),
         md(
-            "Allow `/get` only, with the `httpbin-get` HTTPRoute (no hostnames, path prefix `/get`). "
-            "Before it exists, there is no `httpbin-get` series:"
+            "### What happened, and why\n\n"
+            "- Same parent, new default route: `http-egress-allow` became `http-egress-deny`. "
+            "Its only rule matches everything (path prefix `/`, no hostnames) and carries a "
+            "filter that makes **the proxy itself** answer `403 Forbidden` with the header "
+            "`l5d-proxy-error: traffic not allowed` (visible above with `curl -i`). The request "
+            'never leaves the pod, yet it is counted with `http_status="403"`.\n'
+            "- On the `local` backend the change is in force before `t.patch` returns. On a "
+            "real cluster it takes Linkerd's status controller and a policy push to every "
+            "proxy: seconds (notebook 4 measures it), so a curl right after the patch may "
+            "still get a 200."
+        ),
+        md(
+            "## Step 2: allow `httpbin.org/get` with an HTTPRoute\n\n"
+            "Attach an HTTPRoute to the EgressNetwork's port 80 with one rule: path `/get`. "
+            "Expect it `Accepted`, `/get` to work again and `/ip` to stay forbidden. Before it "
+            "exists there is no `httpbin-get` series:"
         ),
         verify('t.verify_no_series(route_name="httpbin-get")'),
-        code("t.allow_httpbin_get()\nt.run_for(duration / 2)"),
+        manifest(KUBECTL_APPLY, ("httpbin_get", "HTTPBIN_GET_ROUTE")),
+        md("**Predict** three requests:"),
+        code('t.explain("http://httpbin.org/get")'),
+        code('t.explain("http://httpbin.org/ip")'),
+        code('t.explain("http://google.com/get")'),
+        md("**Observe**:"),
+        code('t.observe("-sS", "http://httpbin.org/get")'),
+        code("t.run_for(duration / 2)"),
         verify('t.verify_accepted("httproute", "httpbin-get")'),
         verify('t.verify_curl("http://httpbin.org/get", status=200)'),
         verify('t.verify_curl("http://httpbin.org/ip", status=403)'),
@@ -142,27 +275,74 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
             't.verify_series(route_kind="HTTPRoute", route_name="httpbin-get", http_status="200")'
         ),
         md(
-            "HTTPS is still denied: without a TLSRoute, TLS on port 443 is opaque traffic and hits "
-            "`tcp-egress-deny`; the proxy closes the connection (`curl: (35)`)."
+            "### What happened, and why\n\n"
+            "- **Why `/get` beats the default route.** Both `httpbin-get` (prefix `/get`) and "
+            "`http-egress-deny` (prefix `/`) match `/get`. Linkerd picks the rule with the "
+            "longest path match first (then more header matches, more query matches, a method "
+            "match, then the older route); `/get` is longer than `/`. The default route is "
+            "also always appended after explicit routes.\n"
+            "- **Why `/ip` is still 403.** `httpbin-get` has no rule for `/ip`, so the only "
+            "match left is the default route, still `http-egress-deny`. Routes do not switch "
+            "the policy: they add exceptions to it.\n"
+            '- `value: "/get"` with no `type` is a `PathPrefix` (the CRD\'s default), '
+            "segment-aware: `/get/x` matches, `/getx` does not.\n"
+            "- **A hole.** The route has no `hostnames`, so it matches `/get` on *every* "
+            "external host: the prediction for `http://google.com/get` says ALLOWED. "
+            "Exercise 1 (notebook 5) closes it.\n"
+            '- The metrics now name the route: `route_kind="HTTPRoute"`, '
+            '`route_name="httpbin-get"`, `route_group="gateway.networking.k8s.io"`.'
         ),
+        md(
+            "## Step 3: HTTPS is still denied, differently\n\n"
+            "The guide then tries `curl https://httpbin.org/get`. Expect no HTTP answer at "
+            "all: curl exits with code 35 (TLS connect error)."
+        ),
+        code('t.explain("https://httpbin.org/get")'),
+        code('t.observe("-sS", "https://httpbin.org/get")'),
         verify('t.verify_curl("https://httpbin.org/get", exit_code=35)'),
         verify(
             't.verify_series("outbound_tcp_route_close_total", route_name="tcp-egress-deny", error="forbidden")'
         ),
-        md("Allow TLS to `httpbin.org` by SNI with the `tls-egress` TLSRoute:"),
-        code("t.allow_tls_to_httpbin()"),
+        md(
+            "### What happened, and why: a 403 for plaintext, a closed connection for HTTPS\n\n"
+            "The proxy can only answer `403` to a request it can read. HTTPS is a TLS "
+            'connection: port 443 has no TLSRoute, so the proxy detects "not HTTP" and '
+            "treats the bytes as opaque TCP, whose default route under `Deny` is "
+            "`tcp-egress-deny`. It can only close the connection, in the middle of the TLS "
+            "handshake, hence curl's exit 35 and the `outbound_tcp_route_close_total` series "
+            'with `error="forbidden"` (not the HTTP family, no status).'
+        ),
+        md(
+            "## Step 4: allow HTTPS to `httpbin.org` with a TLSRoute\n\n"
+            "A TLSRoute on port 443 with `hostnames: [httpbin.org]`, whose backend is the "
+            'EgressNetwork itself ("go where the client was going"). Expect HTTPS to '
+            "`httpbin.org` to work and HTTPS to `github.com` to be closed."
+        ),
+        manifest(KUBECTL_APPLY, ("tls_egress", "TLS_EGRESS_ROUTE")),
+        code('t.explain("https://httpbin.org/get")'),
+        code('t.explain("https://github.com/")'),
+        code('t.observe("-sS", "https://github.com/")'),
         verify('t.verify_accepted("tlsroute", "tls-egress")'),
         verify('t.verify_curl("https://httpbin.org/get", status=200)'),
         verify(
             't.verify_series("outbound_tls_route_open_total", route_kind="TLSRoute", route_name="tls-egress", hostname="httpbin.org")'
         ),
-        md(
-            "`github.com` is not in the TLSRoute's hostnames: the proxy reads the SNI and closes "
-            "the connection on `tls-egress-deny`."
-        ),
         verify('t.verify_curl("https://github.com/", exit_code=35)'),
         verify(
             't.verify_series("outbound_tls_route_close_total", route_kind="default", route_name="tls-egress-deny", hostname="github.com", error="forbidden")'
+        ),
+        md(
+            "### What happened, and why: SNI picks the TLSRoute\n\n"
+            "- The proxy cannot read the encrypted request, but the first message of TLS, the "
+            "`ClientHello`, carries the server name in clear: the **SNI** extension. With a "
+            "TLSRoute on port 443 the proxy now requires it, and matches it against the "
+            "routes' `hostnames`: `httpbin.org` matches `tls-egress`; `github.com` matches "
+            "nothing and falls to the TLS default route, `tls-egress-deny`, which closes the "
+            'connection (`error="forbidden"`, counted per `hostname`).\n'
+            "- The port changed family: HTTPS on 443 is now counted in "
+            "`outbound_tls_route_*`, no longer in `outbound_tcp_route_*`.\n"
+            "- Plaintext on port 80 is untouched: each port of the EgressNetwork has its own "
+            "routes and default route."
         ),
         code('print(t.metrics("outbound_tls_route_close_total"))'),
         code(
@@ -174,9 +354,13 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         *header(
             "3. Redirecting egress traffic back to the cluster",
             "Plaintext HTTP may only reach `httpbin.org/get`; HTTPS may reach anything; every "
-            "other plaintext request is redirected to an in-cluster service "
-            "(guide: *Redirecting egress traffic back to the cluster*). The chart at the end "
-            "tells the whole story: 200 vs 403 vs redirected over time.",
+            "other plaintext request is sent to an in-cluster service instead "
+            f"(guide: [Redirecting egress traffic back to the cluster]({GUIDE})). The chart at "
+            "the end tells the whole story: 200 vs 403 vs redirected over time.",
+        ),
+        md(
+            "Start from notebook 2's `Deny` (same YAML and patch, from `egresskit.guide`) "
+            "with traffic to four URLs:"
         ),
         code("t.create_egress_network()\nt.deploy_client()"),
         code(
@@ -185,17 +369,31 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         ),
         code("t.deny()\nt.run_for(duration / 2)"),
         md(
-            "The internal service: `internal-egress`, a `bb terminus` answering *You cannot go there right now*."
+            "## Step 1: the internal service\n\n"
+            "`internal-egress`: a Service and a Deployment running `bb terminus`, which answers "
+            "every request with *You cannot go there right now*. Expect both `created` (the "
+            "`local` backend runs the `bb terminus` command line as a local server)."
         ),
-        code("t.deploy_internal_service()"),
+        manifest(KUBECTL_APPLY, ("internal_egress", "INTERNAL_EGRESS")),
         md("Before the routes, `http://google.com` is forbidden, not redirected:"),
         verify('t.verify_curl("http://google.com", status=403)'),
         md(
-            "The three routes: `httpbin-get`, `tls-egress` (no hostnames: all TLS) and "
-            "`unencrypted-http` (everything else on port 80 to `internal-egress`)."
+            "## Step 2: the three routes\n\n"
+            "`httpbin-get` as in notebook 2; `tls-egress` now **without** `hostnames` (all "
+            "HTTPS allowed); and `unencrypted-http`, a rule with no matches whose `backendRefs` "
+            "is the Service. Expect all three `Accepted`."
         ),
-        md("Watch the traffic live for a moment (the chart updates in place):"),
-        code("t.redirect_plaintext()\nt.watch(duration)"),
+        manifest(KUBECTL_APPLY, ("httpbin_get", "HTTPBIN_GET_ROUTE")),
+        manifest(KUBECTL_APPLY, ("tls_egress", "TLS_EGRESS_ROUTE_ALL")),
+        manifest(KUBECTL_APPLY, ("unencrypted_http", "UNENCRYPTED_HTTP_ROUTE")),
+        md("**Predict**: `google.com` before and after `unencrypted-http`, and `httpbin.org/get`:"),
+        code('t.explain("http://google.com/")'),
+        code('t.explain("http://httpbin.org/get")'),
+        md(
+            "**Observe**: the traffic live for a moment (the chart updates in place), then one request:"
+        ),
+        code("t.watch(duration)"),
+        code('t.observe("-sS", "http://google.com/", backends=True)'),
         md("The guide's three checks (with `http://` where the guide means plaintext):"),
         verify(
             't.verify_curl("http://httpbin.org/get", status=200, json_field=("url", "http://httpbin.org/get"))'
@@ -206,6 +404,24 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         ),
         verify(
             't.verify_series("outbound_http_route_backend_requests_total", route_name="unencrypted-http", backend_kind="Service", backend_name="internal-egress")'
+        ),
+        md(
+            "### What happened, and why\n\n"
+            "- **A backend swap, not an HTTP redirect.** The client asked for `google.com` and "
+            "got an answer with status 200 and the terminus's body: no `3xx`, no `Location`, "
+            "the client does not know. The route's `backendRefs` told the proxy to send the "
+            "request to `internal-egress:80` *instead of* the original destination; the "
+            'metrics say so with `backend_kind="Service"`, `backend_name="internal-egress"`.\n'
+            "- **Precedence again.** On port 80, `httpbin-get` (`/get`, 4 characters) beats "
+            "`unencrypted-http` (no matches = prefix `/`), which ties with the default route "
+            "`http-egress-deny` (`/`) and wins because explicit routes come first. So `/get` "
+            "on *any* host goes out, everything else on port 80 goes to `internal-egress`, "
+            "and `http-egress-deny` is never reached any more, although the policy is `Deny`.\n"
+            "- **All HTTPS.** `tls-egress` without `hostnames` matches every SNI and comes "
+            "before `tls-egress-deny`, so the TLS default route is shadowed completely.\n"
+            "- The guide's own checks use `https://` for all three; with `https://` every "
+            "request would go through `tls-egress` to the real destination "
+            "(docs/facts/linkerd-egress.md 7.4), so the checks above use `http://`."
         ),
         code(
             't.stop_traffic()\nt.chart("03-redirecting", title="200 vs 403 vs redirected, the whole story")'
@@ -253,6 +469,66 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         *cleanup(),
     ],
 }
+
+
+def exercise_cells() -> list[nbformat.NotebookNode]:
+    cells: list[nbformat.NotebookNode] = []
+    for ex in exercises.EXERCISES:
+        n = ex.number
+        cells.append(md(f"## Exercise {n}: {ex.title}\n\n{ex.task}"))
+        cells.append(
+            code(
+                "# Your answer: edit the YAML, then run this cell and the check below.\n"
+                + yaml_block(f"answer_{n}", ex.skeleton),
+                tags=("exercise-skeleton",),
+            )
+        )
+        check = nbformat.v4.new_code_cell(f"workshop.check({n}, answer_{n})")
+        check.metadata["tags"] = ["exercise-check"]
+        cells.append(check)
+        cells.append(
+            md(
+                f"<details><summary><b>Solution {n}</b> (click to show)</summary>\n\n"
+                f"```yaml\n{ex.solution}```\n\n"
+                "Copy it into the answer cell, or set `solutions = True` in the parameters "
+                "cell and run all: every check then uses its solution.\n</details>"
+            )
+        )
+    return cells
+
+
+NOTEBOOKS["05-exercises"] = [
+    md(
+        "# 5. Exercises\n\n"
+        "Seven tasks, each solved by writing or editing a manifest. Every task starts from "
+        "the same place: the namespace, the EgressNetwork with `trafficPolicy: Deny`, the "
+        "client pod and `internal-egress` (applied below); whatever the previous check "
+        "applied is deleted first.\n\n"
+        "For each task: edit the YAML in the *answer* cell, run it, then run the *check* "
+        "cell. The check applies your manifest (a YAML or schema error is a `FAIL` naming "
+        "the field), sends the task's requests for real from the client pod through the "
+        "proxy, and compares what the client saw and what the proxy counted with the task. "
+        "On a mismatch it prints the request that went wrong and a hint from the policy "
+        "engine's reasoning. The answers as given are deliberately incomplete: every check "
+        "fails until you fix them.\n\n"
+        "Stuck? Under each answer, *Solution* opens with one click; or set "
+        "`solutions = True` in the parameters cell and run all to see every check pass."
+    ),
+    code(
+        PARAMETERS + "\nsolutions = False  # True: the checks use the solutions",
+        tags=("parameters",),
+    ),
+    code(
+        SETUP + "\n\nfrom egresskit.exercises import Workshop\n\n"
+        "# The base every exercise starts from; solutions=True checks the solutions instead.\n"
+        "workshop = Workshop(t.lesson, use_solutions=solutions)\n"
+        "workshop.base_report"
+    ),
+    *exercise_cells(),
+    md("## Cleanup\n\n`kubectl delete ns egress-test`, then check that nothing is left."),
+    verify("t.cleanup()"),
+    code("t.close()"),
+]
 
 
 def build() -> list[Path]:

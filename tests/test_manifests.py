@@ -835,8 +835,8 @@ def test_guide_v1alpha2_text_is_refused_and_differs_only_in_api_version(
     assert (problem.document, problem.path, problem.expected) == (1, "apiVersion",
                                                                   HTTPROUTE_VERSIONS)  # fmt: skip
     assert problem.found.startswith('"gateway.networking.k8s.io/v1alpha2" (no matches for kind')
-    fixed = v1alpha2.replace(
-        "gateway.networking.k8s.io/v1alpha2\n", "gateway.networking.k8s.io/v1\n"
+    fixed = v1alpha2.replace(  # guide.py marks the changed line with a YAML comment
+        "gateway.networking.k8s.io/v1alpha2\n", f"gateway.networking.k8s.io/v1{guide.V1_COMMENT}\n"
     )
     assert fixed == v1
     assert one(v1).api_version == "gateway.networking.k8s.io/v1"
