@@ -166,7 +166,6 @@ def chromium(
             _page_socket(port, timeout), timeout=timeout, suppress_origin=True
         )
         page = Page(ws, timeout=timeout)
-        page.send("Page.enable")
         # A headless page never has OS focus; apps that track the focused widget (JupyterLab's
         # current notebook) need the page to act focused, as Playwright also arranges.
         page.send("Emulation.setFocusEmulationEnabled", enabled=True)

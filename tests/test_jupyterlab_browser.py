@@ -53,7 +53,8 @@ pytestmark = [
 def _artifacts() -> Path:
     path = Path(os.environ.get("EGRESSKIT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
     path = path / "jupyterlab"
-    path.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(path, ignore_errors=True)  # no screenshot from an earlier run stays behind
+    path.mkdir(parents=True)
     return path
 
 
@@ -179,7 +180,8 @@ def _verify_cells(sources: list[Source], cells: list[CellView]) -> list[int]:
 
 
 def _describe(cell: CellView, source: Source) -> str:
-    return f"cell {cell.index} {source.text.splitlines()[0]!r} shows {cell.text[:300]!r}"
+    first = source.text.splitlines()[0] if source.text.strip() else ""
+    return f"cell {cell.index} {first!r} shows {cell.text[:300]!r}"
 
 
 def test_notebook_opens_on_the_egresskit_kernel(session: Session) -> None:
@@ -250,6 +252,10 @@ def test_interrupting_a_second_run_in_its_traffic_cell_stops_run_all(
     nb.command("notebook:interrupt-kernel")
     cells = nb.wait_done(what="the interrupted Run All to settle", timeout=RUN_TIMEOUT)
     nb.screenshot_cells(session.shots / "05-interrupted-traffic-cell.png", interrupted)
+    if interrupted + 1 < len(cells):
+        nb.screenshot_cells(
+            session.shots / "06-cells-after-the-interrupt.png", interrupted + 1, len(cells) - 1
+        )
     assert not nb.command_errors(), nb.command_errors()
     ran_after = [
         _describe(c, sources[c.index])
