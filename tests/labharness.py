@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 
 class WaitTimeout(AssertionError):
-    """A bounded wait ran out; the message says what was awaited and what was last seen."""
+    """A bounded wait ran out; the message says what was awaited and for how long."""
 
 
 def wait_for(probe: Callable[[], T | None], *, what: str, timeout: float, every: float = 0.05) -> T:
@@ -133,13 +133,15 @@ def jupyterlab(
         (settings / name).write_text(json.dumps(value))
     # `make lab` runs `ipykernel install --user --name egresskit`; --user honours
     # JUPYTER_DATA_DIR, so here the spec lands in the temporary data dir.
-    subprocess.run(
+    installed = subprocess.run(
         [sys.executable, "-m", "ipykernel", "install", "--user", "--name", kernel_name],
         env=env,
-        check=True,
         capture_output=True,
+        text=True,
         timeout=60,
     )
+    if installed.returncode != 0:
+        raise AssertionError(f"ipykernel install --name {kernel_name} failed: {installed.stderr}")
     token = secrets.token_hex(16)
     port = free_port()
     args = [
@@ -274,29 +276,22 @@ class NotebookPage:
         return got
 
     def kernel_status(self) -> str:
-        """The kernel's status as the notebook's session knows it ('idle', 'busy', ...)."""
-        status: str = self.page.evaluate(
-            """() => {
-              const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-              const k = w && w.sessionContext && w.sessionContext.session
-                && w.sessionContext.session.kernel;
-              return k ? k.status : 'none';
-            }"""
-        )
+        """The kernel's status as the notebook's session knows it ('idle', 'busy', ...), or
+        'none' before there is a kernel."""
+        status: str = self.page.evaluate(_KERNEL_STATUS, self.name)
         return status
 
     def kernel_name(self) -> str:
-        name: str = self.page.evaluate(
-            "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.name"
-        )
+        """The kernelspec name of the notebook's kernel ('none' before there is one)."""
+        name: str = self.page.evaluate(_KERNEL_NAME, self.name)
         return name
 
     def command(self, name: str) -> None:
         """Start one of JupyterLab's commands, as its menu or toolbar would, without waiting
         for it to finish (Run All's promise settles only when the last cell has run)."""
-        known = self.page.evaluate(_START_COMMAND, name)
+        known = self.page.evaluate(_START_COMMAND, name, self.name)
         if not known:
-            raise AssertionError(f"JupyterLab has no command {name!r}")
+            raise AssertionError(f"JupyterLab has no command {name!r} or no notebook {self.name}")
 
     def command_errors(self) -> list[str]:
         """Errors of the commands started so far (a rejected promise)."""
@@ -324,13 +319,28 @@ class NotebookPage:
         return self.page.screenshot(path)
 
 
-_START_COMMAND = """(name) => {
-  const commands = window.jupyterapp.commands;
-  if (!commands.hasCommand(name)) return false;
+# Finds the notebook panel open on `path` in JupyterLab's main area, and its kernel (null
+# while there is none). Commands act on the current notebook, so it is activated first.
+_FIND_PANEL = """
+  const app = window.jupyterapp;
+  const panel = app ? Array.from(app.shell.widgets('main')).find(
+    w => w.context && w.context.path === path && w.sessionContext) : null;
+  const session = panel ? panel.sessionContext.session : null;
+  const kernel = session ? session.kernel : null;
+"""
+_KERNEL_STATUS = "(path) => {" + _FIND_PANEL + "return kernel ? kernel.status : 'none'; }"
+_KERNEL_NAME = "(path) => {" + _FIND_PANEL + "return kernel ? kernel.name : 'none'; }"
+_START_COMMAND = (
+    "(name, path) => {"
+    + _FIND_PANEL
+    + """
+  if (!panel || !app.commands.hasCommand(name)) return false;
+  app.shell.activateById(panel.id);
   window.__egresskitCommandErrors = window.__egresskitCommandErrors || [];
-  commands.execute(name).catch(e => window.__egresskitCommandErrors.push(name + ': ' + e));
+  app.commands.execute(name).catch(e => window.__egresskitCommandErrors.push(name + ': ' + e));
   return true;
 }"""
+)
 
 # Scrolls cell `first` to the top of the notebook and returns the visible rectangle that
 # holds cells first..last.
