@@ -18,6 +18,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import secrets
@@ -222,6 +223,62 @@ class CellView:
     @property
     def lines(self) -> list[str]:
         return [line.strip() for line in self.text.splitlines() if line.strip()]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One cell of the notebook file: its kind, source and tags."""
+
+    kind: str
+    text: str
+    tags: tuple[str, ...]
+
+    @property
+    def verify(self) -> bool:
+        return "verify" in self.tags
+
+    @property
+    def live(self) -> bool:
+        return self.kind == "code" and "watch(" in self.text
+
+    @property
+    def traffic(self) -> bool:
+        return self.kind == "code" and ("run_for(" in self.text or "start_traffic(" in self.text)
+
+
+def read_sources(path: Path) -> list[Source]:
+    """The cells of the notebook file at ``path``, in order."""
+    cells = json.loads(path.read_text())["cells"]
+    return [
+        Source(
+            kind=c["cell_type"],
+            text="".join(c["source"]),
+            tags=tuple(c.get("metadata", {}).get("tags", [])),
+        )
+        for c in cells
+    ]
+
+
+def verify_cells(sources: list[Source], cells: list[CellView]) -> list[int]:
+    """Verify cells: tagged ``verify``, or printing a line that starts with PASS or FAIL."""
+    return [
+        c.index
+        for c in cells
+        if c.kind == "code"
+        and (sources[c.index].verify or any(line.startswith(("PASS", "FAIL")) for line in c.lines))
+    ]
+
+
+def chart_changes(states: list[dict[str, Any]]) -> int:
+    """How often a live cell's chart changed while it ran, from :func:`output_states`.
+
+    Only what the cell showed while running counts, and only states with a chart: the
+    frames a learner saw. They start once Run All has cleared the previous run's output
+    (the first ``[*]`` state without a chart), so a chart left from before is not a frame.
+    """
+    start = next((i for i, s in enumerate(states) if s["running"] and not s["chart"]), 0)
+    frames = [s for s in states[start:] if s["running"] and s["chart"]]
+    return sum(1 for a, b in itertools.pairwise(frames) if a["sig"] != b["sig"])
 
 
 _READ_CELLS = """() => {

@@ -14,8 +14,6 @@ prompts and outputs from the page (same order: the harness renders every cell).
 
 from __future__ import annotations
 
-import itertools
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -31,8 +29,12 @@ from tests.labharness import (
     CellView,
     LabServer,
     NotebookPage,
+    Source,
+    chart_changes,
     jupyterlab,
     output_states,
+    read_sources,
+    verify_cells,
     wait_for,
     watch_outputs,
 )
@@ -58,27 +60,6 @@ def _artifacts() -> Path:
     return path
 
 
-@dataclass(frozen=True)
-class Source:
-    """One cell of the notebook file: its kind, source and tags."""
-
-    kind: str
-    text: str
-    tags: tuple[str, ...]
-
-    @property
-    def verify(self) -> bool:
-        return "verify" in self.tags
-
-    @property
-    def live(self) -> bool:
-        return self.kind == "code" and "watch(" in self.text
-
-    @property
-    def traffic(self) -> bool:
-        return self.kind == "code" and ("run_for(" in self.text or "start_traffic(" in self.text)
-
-
 @dataclass
 class Session:
     """JupyterLab with notebook 3 open in the browser, and the notebook file's cells."""
@@ -95,18 +76,6 @@ class FirstRun:
     live: dict[int, list[dict[str, Any]]]  # live cell index -> its recorded output states
 
 
-def _sources(path: Path) -> list[Source]:
-    cells = json.loads(path.read_text())["cells"]
-    return [
-        Source(
-            kind=c["cell_type"],
-            text="".join(c["source"]),
-            tags=tuple(c.get("metadata", {}).get("tags", [])),
-        )
-        for c in cells
-    ]
-
-
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     work = tmp_path_factory.mktemp("jupyterlab")
@@ -119,7 +88,7 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
             nb = NotebookPage(page, lab, NOTEBOOK)
             nb.open()
             nb.screenshot(shots / "01-opened.png")
-            sources = _sources(lab.root_dir / NOTEBOOK)
+            sources = read_sources(lab.root_dir / NOTEBOOK)
             rendered = nb.cells()
             assert [c.kind for c in rendered] == [s.kind for s in sources], (
                 "the page's cells do not line up with the notebook file's"
@@ -163,20 +132,10 @@ def first_run(session: Session) -> FirstRun:
     cells = wait_for(finished, what=f"Run All of {NOTEBOOK} to finish", timeout=RUN_TIMEOUT)
     assert not nb.command_errors(), nb.command_errors()
     nb.screenshot_cells(shots / "03-run-all-done-live-cell.png", live[-1])
-    verify = _verify_cells(session.sources, cells)
+    verify = verify_cells(session.sources, cells)
     if verify:
         nb.screenshot_cells(shots / "04-run-all-done-verify-cells.png", verify[0], verify[-1])
     return FirstRun(cells=cells, live={i: output_states(nb.page, i) for i in live})
-
-
-def _verify_cells(sources: list[Source], cells: list[CellView]) -> list[int]:
-    """Verify cells: tagged ``verify``, or printing a line that starts with PASS or FAIL."""
-    return [
-        c.index
-        for c in cells
-        if c.kind == "code"
-        and (sources[c.index].verify or any(line.startswith(("PASS", "FAIL")) for line in c.lines))
-    ]
 
 
 def _describe(cell: CellView, source: Source) -> str:
@@ -195,7 +154,7 @@ def test_run_all_runs_every_cell_and_every_verify_cell_shows_pass(
     cells, sources = first_run.cells, session.sources
     not_run = [_describe(c, sources[c.index]) for c in cells if c.kind == "code" and not c.executed]
     assert not not_run, "Run All left cells unexecuted:\n" + "\n".join(not_run)
-    verify = _verify_cells(sources, cells)
+    verify = verify_cells(sources, cells)
     tagged = [i for i, s in enumerate(sources) if s.verify]
     assert tagged, f"{NOTEBOOK} has no cell tagged verify"
     assert set(tagged) <= set(verify)
@@ -219,11 +178,7 @@ def test_run_all_shows_no_traceback(session: Session, first_run: FirstRun) -> No
 
 def test_live_chart_output_changes_at_least_twice_while_running(first_run: FirstRun) -> None:
     for index, states in first_run.live.items():
-        # What the cell showed while it ran, charts only: the frames a learner saw. They
-        # start once Run All has cleared the previous run's output ([*] and no chart).
-        start = next((i for i, s in enumerate(states) if s["running"] and not s["chart"]), 0)
-        frames = [s for s in states[start:] if s["running"] and s["chart"]]
-        changes = sum(1 for a, b in itertools.pairwise(frames) if a["sig"] != b["sig"])
+        changes = chart_changes(states)
         seen = [(round(s["t"]), s["running"], s["chart"], s["sig"]) for s in states]
         assert changes >= 2, (
             f"live cell {index}: its chart changed {changes} time(s) while running, "
