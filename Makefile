@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
 # Debian packages the kit drives for real: curl (the guide's client), chromium (looks at the
-# rendered report in a test), wrk and nginx (the data-plane benchmark).
+# rendered report, and runs notebook 3 in JupyterLab, in tests), wrk and nginx (the data-plane
+# benchmark).
 TEST_DEBS  := curl chromium
 BENCH_DEBS := wrk nginx
 
