@@ -498,8 +498,13 @@ class Http1Machine:
             return
         decision = verdict.decision
         assert decision is not None
-        headers = edit_headers(req.headers, decision.request_headers)
-        if not any(k == b"host" for k, _ in headers):
+        edit = decision.request_headers
+        if edit is None:
+            headers, has_host = req.headers, host_raw is not None
+        else:
+            headers = edit_headers(req.headers, edit)
+            has_host = any(k == b"host" for k, _ in headers)
+        if not has_host:
             # h11 refuses to send an HTTP/1.1 request without one.
             self._fault("request", "io", "", now, "request: Missing mandatory Host: header")
             return

@@ -23,7 +23,6 @@ from egresskit.mesh.http1_framing import (
     check_host,
     check_request_line,
     framing,
-    reframe,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +34,8 @@ _MAX_RESPONSE_HEAD = 1024 * 1024
 
 #: The lengths of "transfer-encoding" and "content-length".
 _FRAMING_LENGTHS = (17, 14)
+#: The fields that frame a body (lower case): never forwarded as the sender wrote them.
+_FRAMING_FIELDS = (b"transfer-encoding", b"content-length")
 
 
 class HeadTooLarge(Exception):
@@ -500,7 +501,8 @@ def response_plan(
 ) -> tuple[list[bytes], bool, bool, bool]:
     """How a response goes to the client: (head parts, body chunked?, keep the client
     connection?, keep the upstream connection?)."""
-    headers = edit_headers(resp.headers, decision.response_header_edit)
+    edit = decision.response_header_edit
+    headers = resp.headers if edit is None else edit_headers(resp.headers, edit)
     keep = req.keep_alive and resp.keep_alive
     framing = resp.body
     if req.method == b"HEAD":
@@ -525,15 +527,28 @@ def response_plan(
         out = resp.announced
     if out == "chunked" and req.version != "1.1":
         out = "none"  # RFC 9112 6.1: no Transfer-Encoding to an HTTP/1.0 client
-    headers = reframe(headers, out, resp.length)
     keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
-    if not keep and not has_close(headers):
-        headers.append((b"connection", b"close"))
     parts = [response_line(resp.status, resp.reason)]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
+    _fields(parts, headers, out, resp.length)
+    if not keep and not has_close(headers):
+        parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return parts, chunked, keep, keep_up
+
+
+def _fields(parts: list[bytes], headers: Headers, body: Framing, length: int) -> None:
+    """Append the header lines of a head that goes on, in one pass: names in lower case
+    (hyper writes them so), no framing field of the sender's own, then the one framing
+    field the body goes on with (:func:`~egresskit.mesh.http1_framing.reframe`'s rule:
+    the framing used is the framing forwarded, RFC 9112 6)."""
+    for name, value in headers:
+        name = name.lower()
+        if name not in _FRAMING_FIELDS:
+            parts += (name, b": ", value, b"\r\n")
+    if body == "chunked":
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif body == "length":
+        parts.append(b"content-length: %d\r\n" % length)
 
 
 def one_host(req: Request) -> bytes | Literal[False] | None:
@@ -573,11 +588,11 @@ def edit_headers(headers: Headers, edit: HeaderEdit | None) -> Headers:
 
 
 def request_head(req: Request, headers: Headers) -> bytes:
-    """The head that goes upstream: ``headers`` (edited, lower case) with the request's
-    own framing in one header, the framing its body is forwarded with (RFC 9112 6)."""
+    """The head that goes upstream: ``headers`` (names in any case: they go out in lower
+    case) with the request's own framing in one header, the framing its body is
+    forwarded with (RFC 9112 6)."""
     parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
-    for name, value in reframe(headers, req.body, req.length):
-        parts += (name, b": ", value, b"\r\n")
+    _fields(parts, headers, req.body, req.length)
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -605,7 +620,7 @@ def last_chunk(trailers: Headers) -> bytes:
 
 
 def has_close(headers: Headers) -> bool:
-    return any(k == b"connection" and b"close" in v.lower() for k, v in headers)
+    return any(k.lower() == b"connection" and b"close" in v.lower() for k, v in headers)
 
 
 def expects_continue(req: Request) -> bool:
