@@ -68,6 +68,12 @@ def framing(
     Content-Length fields (in order; the parser collects them), and its length (0
     unless ``length``); raises :class:`BadHead` (400 or 501 for a request; a response
     is the upstream's fault)."""
+    if not transfer_encodings and len(content_lengths) == 1:
+        value = content_lengths[0]
+        if value.isdigit() and len(value) <= 18:
+            # The usual head: one Content-Length of plain ASCII digits, which the rules
+            # below accept as it is (anything else takes them).
+            return "length", int(value)
     codings: list[bytes] = []
     lengths: list[bytes] = []
     for value in transfer_encodings:
