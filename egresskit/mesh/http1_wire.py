@@ -388,14 +388,18 @@ def _head_part(tail: bytes, chunk: bytes) -> int:
     the first blank line (CRLF CRLF, or the bare-LF forms hyper takes), which may begin in
     ``tail``, the end of the previous chunk. A head that starts in ``chunk`` (``tail``
     empty) may have blank lines before it, which are skipped."""
-    buf = tail + chunk
-    start = 0 if tail else len(chunk) - len(chunk.lstrip(b"\r\n"))
-    ends = [
-        i + len(blank)
-        for blank in (b"\r\n\r\n", b"\n\n", b"\n\r\n")
-        if (i := buf.find(blank, start)) >= 0
-    ]
-    return max(0, (min(ends) if ends else len(buf)) - len(tail))
+    if tail:
+        buf, start = tail + chunk, 0
+    else:
+        buf = chunk
+        start = len(chunk) - len(chunk.lstrip(b"\r\n")) if chunk[:1] in (b"\r", b"\n") else 0
+    # The earliest end of a blank line: a later form is only looked for before it.
+    end = len(buf)
+    for blank in (b"\r\n\r\n", b"\n\n", b"\n\r\n"):
+        i = buf.find(blank, start, end)
+        if i >= 0:
+            end = i + len(blank)
+    return max(0, end - len(tail))
 
 
 class ResponseParser(_Messages):
