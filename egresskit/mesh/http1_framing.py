@@ -123,11 +123,11 @@ def check_request_line(target: bytes, version: str) -> None:
         raise BadHead(400, f"request-target {target[:40]!r} (RFC 9112 3.2)")
 
 
-def check_host(headers: Headers, version: str) -> bytes | None:
-    """The request's one Host value (None: absent in HTTP/1.0); raises :class:`BadHead`
-    for none in HTTP/1.1, several (RFC 9112 3.2: MUST respond 400) or a malformed one
-    (a port that is not a number must not reach anything behind the proxy)."""
-    hosts = [v for k, v in headers if len(k) == 4 and k.lower() == b"host"]
+def check_host(hosts: list[bytes], version: str) -> bytes | None:
+    """The request's one Host value (None: absent in HTTP/1.0), from the values of its
+    Host fields (in order; the parser collects them); raises :class:`BadHead` for none
+    in HTTP/1.1, several (RFC 9112 3.2: MUST respond 400) or a malformed one (a port
+    that is not a number must not reach anything behind the proxy)."""
     if len(hosts) > 1:
         raise BadHead(400, "more than one Host (RFC 9112 3.2)")
     if not hosts:

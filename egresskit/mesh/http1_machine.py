@@ -44,7 +44,6 @@ from egresskit.mesh.http1_wire import (
     edit_headers,
     expects_continue,
     last_chunk,
-    one_host,
     reason_phrase,
     request_head,
     response_line,
@@ -475,7 +474,8 @@ class Http1Machine:
 
     def _serve(self, req: Request, now: float) -> None:
         ex = self.ex = _Exchange(req, now)
-        host_raw = one_host(req)
+        # The parser refused a head with more than one Host (RFC 9112 3.2).
+        host_raw = req.host
         host = host_raw.decode("latin-1") if host_raw else None
         verdict = self.judge(req, host)
         ex.decision = verdict.decision

@@ -32,8 +32,9 @@ if TYPE_CHECKING:
 _MAX_RESPONSE_HEAD = 1024 * 1024
 
 
-#: The lengths of "transfer-encoding" and "content-length".
-_FRAMING_LENGTHS = (17, 14)
+#: The lengths of "transfer-encoding", "content-length" and "host": the fields the parser
+#: collects as it reads them.
+_FIELD_LENGTHS = (17, 14, 4)
 #: The fields that frame a body (lower case): never forwarded as the sender wrote them.
 _FRAMING_FIELDS = (b"transfer-encoding", b"content-length")
 
@@ -51,6 +52,7 @@ class Request:
     __slots__ = (
         "body",
         "headers",
+        "host",
         "keep_alive",
         "length",
         "method",
@@ -69,6 +71,7 @@ class Request:
         upgrade: bool,
         body: Framing = "none",
         length: int = 0,
+        host: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -81,6 +84,8 @@ class Request:
         #: :func:`~egresskit.mesh.http1_framing.framing` (and forwarded so), and its length.
         self.body: Framing = body
         self.length = length
+        #: The value of its one Host field, as sent (None: none; the parser refuses more).
+        self.host = host
 
 
 class Response:
@@ -180,6 +185,7 @@ class _Messages:
         #: The values of the head's Transfer-Encoding and Content-Length fields.
         self._te: list[bytes] = []
         self._cl: list[bytes] = []
+        self._hosts: list[bytes] = []
 
     def on_message_begin(self) -> None:
         self.head_open = True
@@ -189,6 +195,7 @@ class _Messages:
         self._trailers = []
         self._te = []
         self._cl = []
+        self._hosts = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -201,16 +208,19 @@ class _Messages:
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
-        if len(name) in _FRAMING_LENGTHS:
-            self._framing_field(name, value)
+        if len(name) in _FIELD_LENGTHS:
+            self._field(name, value)
 
-    def _framing_field(self, name: bytes, value: bytes) -> None:
-        """Collect Transfer-Encoding and Content-Length values, in order, for framing()."""
+    def _field(self, name: bytes, value: bytes) -> None:
+        """Collect Transfer-Encoding and Content-Length values, in order, for framing(),
+        and Host values for check_host()."""
         lname = name.lower()
         if lname == b"transfer-encoding":
             self._te.append(value)
         elif lname == b"content-length":
             self._cl.append(value)
+        elif lname == b"host":
+            self._hosts.append(value)
 
     def on_body(self, body: bytes) -> None:
         self._release()
@@ -225,7 +235,7 @@ class _Messages:
         try:
             if request:
                 check_request_line(self._url, version)
-                check_host(self._headers, version)
+                check_host(self._hosts, version)
             if not (self._te or self._cl):
                 # No field frames the body. (CR, LF and NUL in a value, and folded lines,
                 # llhttp refuses itself: tests/test_http1_wire.py holds it to that.)
@@ -319,8 +329,8 @@ class RequestParser(_Messages):
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
-        if len(name) in _FRAMING_LENGTHS:
-            self._framing_field(name, value)
+        if len(name) in _FIELD_LENGTHS:
+            self._field(name, value)
         if not self._raw:
             self._count(len(name) + len(value) + 4)
 
@@ -346,6 +356,7 @@ class RequestParser(_Messages):
             parser.should_upgrade(),
             body,
             length,
+            self._hosts[0] if self._hosts else None,
         )
 
     def _count(self, n: int) -> None:
@@ -553,17 +564,6 @@ def _fields(parts: list[bytes], headers: Headers, body: Framing, length: int) ->
         parts.append(b"transfer-encoding: chunked\r\n")
     elif body == "length":
         parts.append(b"content-length: %d\r\n" % length)
-
-
-def one_host(req: Request) -> bytes | Literal[False] | None:
-    """The request's Host value; None without one, False with more than one."""
-    host: bytes | None = None
-    for name, value in req.headers:
-        if len(name) == 4 and name.lower() == b"host":
-            if host is not None:
-                return False
-            host = value
-    return host
 
 
 def _crlf_head(data: bytes) -> bytes:
