@@ -168,10 +168,11 @@ class _Connection(asyncio.Protocol):
         """The policy's decision for one request head, under the snapshot current now
         (one snapshot per request: judged entirely by the old or the new policy)."""
         proxy = self.proxy
+        name = host_only(host)
         if self.dst_ip is None:
             # A name-routed listener: the original destination is the Host's address,
             # fixed for the connection as iptables would have fixed it.
-            self.dst_ip = proxy.resolve(host_only(host), None)
+            self.dst_ip = proxy.resolve(name, None)
             if self.dst_ip is None:
                 return Judgement("unknown-host")
         request = HttpRequest(
@@ -184,7 +185,7 @@ class _Connection(asyncio.Protocol):
             headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers]),
         )
         decision = decide(proxy.snapshot(), request)
-        hostname = host_only(host) or ""
+        hostname = name or ""
         if decision.outcome == "failed" or decision.family not in ("http", None):
             return Judgement("close", decision=decision)
         if decision.target is None or decision.http_status is not None:
@@ -354,6 +355,8 @@ class _Connection(asyncio.Protocol):
 
     def _pause_client(self, why: str, pause: bool) -> None:
         paused = self.client_paused
+        if not pause and why not in paused:
+            return  # the usual case, once per exchange: nothing to resume
         before = bool(paused)
         if pause:
             paused.add(why)
