@@ -27,6 +27,10 @@ Rules of the measurement (egresskit issue 3):
   error log, temp paths); ports are picked by binding 127.0.0.1 port 0 first.
 * ``python -m benchmarks.bench_dataplane --profile`` runs the egresskit target under
   cProfile, enabled on the mesh's event-loop thread only, and prints the hotspots.
+* ``python -m benchmarks.bench_dataplane --cpu`` prints the CPU time of the mesh's
+  event-loop thread per request (and its kernel share), three rounds of varied requests:
+  on a shared machine, throughput moves with the other load, this figure far less, so two
+  versions of the proxy are compared by it, back to back.
 """
 
 from __future__ import annotations
