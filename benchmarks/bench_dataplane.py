@@ -27,6 +27,10 @@ Rules of the measurement (egresskit issue 3):
   error log, temp paths); ports are picked by binding 127.0.0.1 port 0 first.
 * ``python -m benchmarks.bench_dataplane --profile`` runs the egresskit target under
   cProfile, enabled on the mesh's event-loop thread only, and prints the hotspots.
+* ``python -m benchmarks.bench_dataplane --cpu`` prints the CPU time of the mesh's
+  event-loop thread per request (and its kernel share), three rounds of varied requests:
+  on a shared machine, throughput moves with the other load, this figure far less, so two
+  versions of the proxy are compared by it, back to back.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ import argparse
 import contextlib
 import cProfile
 import io
+import os
 import pstats
 import re
 import shutil
@@ -513,6 +518,48 @@ def profile(*, duration_s: int = DURATION_S, top: int = 30, varied: bool = True)
     return out.getvalue()
 
 
+def cpu_per_request(*, duration_s: int = DURATION_S, rounds: int = 3, varied: bool = True) -> str:
+    """CPU time of the mesh's loop thread per proxied request (microseconds), one line per
+    round: a figure a loaded machine moves far less than throughput, for comparing two
+    versions of the proxy back to back."""
+    lines = []
+    with (
+        nginx() as upstream,
+        egresskit_proxy(upstream) as (cluster, mesh),
+        varied_script() as lua,
+    ):
+        script = lua if varied else None
+        run_wrk(mesh, duration_s=WARMUP_S, script=script)
+        loop = cluster._loop  # the one thread the proxy runs on
+        for _ in range(rounds):
+            before = quiet_count(cluster)
+            cpu0 = loop.call(_thread_cpu(), timeout=5, what="the loop thread's CPU time")
+            sys0 = loop.call(_thread_sys(), timeout=5, what="the loop thread's system time")
+            result = run_wrk(mesh, duration_s=duration_s, script=script)
+            after = quiet_count(cluster)
+            cpu1 = loop.call(_thread_cpu(), timeout=5, what="the loop thread's CPU time")
+            sys1 = loop.call(_thread_sys(), timeout=5, what="the loop thread's system time")
+            n = sum(after.values()) - sum(before.values())
+            lines.append(
+                f"{'varied' if varied else 'identical'}: {(cpu1 - cpu0) / n * 1e6:.1f} us CPU "
+                f"per request, {(sys1 - sys0) / n * 1e6:.1f} of it in the kernel "
+                f"({n:,} requests, {result.requests_per_s:,.0f} req/s, "
+                f"p99 {result.p99_ms} ms)"
+            )
+    return "\n".join(lines)
+
+
+async def _thread_cpu() -> float:
+    return time.thread_time()
+
+
+async def _thread_sys() -> float:
+    """The loop thread's system (kernel) CPU time so far, seconds (Linux only)."""
+    with open("/proc/thread-self/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 async def _enable(profiler: cProfile.Profile) -> None:
     profiler.enable()
 
@@ -528,7 +575,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--identical", action="store_true", help="profile identical requests, not varied ones"
     )
+    parser.add_argument(
+        "--cpu", action="store_true", help="CPU time per request on the proxy's thread"
+    )
     args = parser.parse_args(argv)
+    if args.cpu:
+        print(cpu_per_request(varied=not args.identical))
+        return 0
     if args.profile:
         duration = QUICK_DURATION_S if args.quick else DURATION_S
         print(profile(duration_s=duration, varied=not args.identical))

@@ -51,6 +51,7 @@ refuses is never judged or forwarded, and what goes on carries the framing used.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from egresskit.mesh.http1_machine import Act, Count, Http1Machine, Judgement
@@ -158,6 +159,7 @@ class _Connection(asyncio.Protocol):
         #: whether the upstream is not read (the client full).
         self.client_paused: set[str] = set()
         self.up_paused = False
+        self.handlers = self._handlers()
         self.machine = Http1Machine(proxy.config, self.judge, self.now())
 
     # -- the machine's world ----------------------------------------------------------
@@ -166,10 +168,11 @@ class _Connection(asyncio.Protocol):
         """The policy's decision for one request head, under the snapshot current now
         (one snapshot per request: judged entirely by the old or the new policy)."""
         proxy = self.proxy
+        name = host_only(host)
         if self.dst_ip is None:
             # A name-routed listener: the original destination is the Host's address,
             # fixed for the connection as iptables would have fixed it.
-            self.dst_ip = proxy.resolve(host_only(host), None)
+            self.dst_ip = proxy.resolve(name, None)
             if self.dst_ip is None:
                 return Judgement("unknown-host")
         request = HttpRequest(
@@ -182,7 +185,7 @@ class _Connection(asyncio.Protocol):
             headers=tuple([(k.decode("latin-1"), v.decode("latin-1")) for k, v in req.headers]),
         )
         decision = decide(proxy.snapshot(), request)
-        hostname = host_only(host) or ""
+        hostname = name or ""
         if decision.outcome == "failed" or decision.family not in ("http", None):
             return Judgement("close", decision=decision)
         if decision.target is None or decision.http_status is not None:
@@ -231,49 +234,55 @@ class _Connection(asyncio.Protocol):
             self.queue.extend(acts)
             return
         self.running = True
+        handlers = self.handlers
         try:
             for act in acts:
-                self._one(act)
+                handlers[act.kind](act)
             while self.queue:
                 batch, self.queue = self.queue, []
                 for act in batch:
-                    self._one(act)
+                    handlers[act.kind](act)
         finally:
             self.running = False
 
-    def _one(self, act: Act) -> None:
-        kind = act.kind
-        if kind == "client":
-            if not self.transport.is_closing():
-                self.transport.write(act.data)
-        elif kind == "upstream":
-            up = self.up
-            if up is not None and up.transport is not None and not up.transport.is_closing():
-                up.transport.write(act.data)
-        elif kind == "deadline":
-            self._deadline(act.arg)
-        elif kind == "count":
-            self._count(act.arg)
-        elif kind == "open":
-            target, fresh = act.arg
-            self._open(target, fresh=fresh)
-        elif kind == "release":
-            self._release(keep=act.arg)
-        elif kind == "pause":
-            self._pause_client("machine", True)
-        elif kind == "resume":
-            self._pause_client("machine", False)
-        elif kind in ("eof", "client-eof"):
-            if self.transport.can_write_eof() and not self.transport.is_closing():
-                self.transport.write_eof()
-        elif kind == "upstream-eof":
-            up = self.up
-            transport = up.transport if up is not None else None
-            if transport is not None and not transport.is_closing() and transport.can_write_eof():
-                transport.write_eof()
-        elif kind == "close":
-            self.shut()
-        # "tunnel": nothing to do here: the machine relays in its tunnel phase.
+    def _handlers(self) -> dict[str, Callable[[Act], None]]:
+        """What each kind of action does (one dict lookup per action, not a chain of
+        comparisons: several actions are carried out per exchange)."""
+        return {
+            "client": self._to_client,
+            "upstream": self._to_upstream,
+            "deadline": lambda act: self._deadline(act.arg),
+            "count": lambda act: self._count(act.arg),
+            "open": lambda act: self._open(*act.arg),
+            "release": lambda act: self._release(keep=act.arg),
+            "pause": lambda act: self._pause_client("machine", True),
+            "resume": lambda act: self._pause_client("machine", False),
+            "eof": self._client_eof,
+            "client-eof": self._client_eof,
+            "upstream-eof": self._upstream_eof,
+            "close": lambda act: self.shut(),
+            # Nothing to do here: the machine relays in its tunnel phase.
+            "tunnel": lambda act: None,
+        }
+
+    def _to_client(self, act: Act) -> None:
+        if not self.transport.is_closing():
+            self.transport.write(act.data)
+
+    def _to_upstream(self, act: Act) -> None:
+        up = self.up
+        if up is not None and up.transport is not None and not up.transport.is_closing():
+            up.transport.write(act.data)
+
+    def _client_eof(self, act: Act) -> None:
+        if self.transport.can_write_eof() and not self.transport.is_closing():
+            self.transport.write_eof()
+
+    def _upstream_eof(self, act: Act) -> None:
+        up = self.up
+        transport = up.transport if up is not None else None
+        if transport is not None and not transport.is_closing() and transport.can_write_eof():
+            transport.write_eof()
 
     def _count(self, act: Count) -> None:
         decision = act.decision
@@ -292,7 +301,7 @@ class _Connection(asyncio.Protocol):
 
     # -- upstreams --------------------------------------------------------------------
 
-    def _open(self, target: tuple[str, int], *, fresh: bool) -> None:
+    def _open(self, target: tuple[str, int], fresh: bool) -> None:
         up = self.pool.get(target)
         if up is not None and not fresh and up.usable():
             self.up = up
@@ -346,6 +355,8 @@ class _Connection(asyncio.Protocol):
 
     def _pause_client(self, why: str, pause: bool) -> None:
         paused = self.client_paused
+        if not pause and why not in paused:
+            return  # the usual case, once per exchange: nothing to resume
         before = bool(paused)
         if pause:
             paused.add(why)

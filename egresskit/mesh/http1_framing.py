@@ -68,6 +68,12 @@ def framing(
     Content-Length fields (in order; the parser collects them), and its length (0
     unless ``length``); raises :class:`BadHead` (400 or 501 for a request; a response
     is the upstream's fault)."""
+    if not transfer_encodings and len(content_lengths) == 1:
+        value = content_lengths[0]
+        if value.isdigit() and len(value) <= 18:
+            # The usual head: one Content-Length of plain ASCII digits, which the rules
+            # below accept as it is (anything else takes them).
+            return "length", int(value)
     codings: list[bytes] = []
     lengths: list[bytes] = []
     for value in transfer_encodings:
@@ -117,11 +123,11 @@ def check_request_line(target: bytes, version: str) -> None:
         raise BadHead(400, f"request-target {target[:40]!r} (RFC 9112 3.2)")
 
 
-def check_host(headers: Headers, version: str) -> bytes | None:
-    """The request's one Host value (None: absent in HTTP/1.0); raises :class:`BadHead`
-    for none in HTTP/1.1, several (RFC 9112 3.2: MUST respond 400) or a malformed one
-    (a port that is not a number must not reach anything behind the proxy)."""
-    hosts = [v for k, v in headers if len(k) == 4 and k.lower() == b"host"]
+def check_host(hosts: list[bytes], version: str) -> bytes | None:
+    """The request's one Host value (None: absent in HTTP/1.0), from the values of its
+    Host fields (in order; the parser collects them); raises :class:`BadHead` for none
+    in HTTP/1.1, several (RFC 9112 3.2: MUST respond 400) or a malformed one (a port
+    that is not a number must not reach anything behind the proxy)."""
     if len(hosts) > 1:
         raise BadHead(400, "more than one Host (RFC 9112 3.2)")
     if not hosts:

@@ -44,7 +44,6 @@ from egresskit.mesh.http1_wire import (
     edit_headers,
     expects_continue,
     last_chunk,
-    one_host,
     reason_phrase,
     request_head,
     response_line,
@@ -375,28 +374,25 @@ class Http1Machine:
         acts, self.acts = self.acts, []
         return acts
 
-    def _set_deadline(self, at: float | None) -> None:
-        self.deadline = at
-
     def _arm(self, now: float) -> None:
         """The deadline of the phase the connection is in (see the module docstring)."""
         config = self.config
         phase = self.phase
         if phase == "sending":
             wait = config.response_timeout if self.up_full else config.idle_timeout
-            self._set_deadline(now + wait)
+            self.deadline = now + wait
         elif phase in ("waiting",):
-            self._set_deadline(now + config.response_timeout)
+            self.deadline = now + config.response_timeout
         elif phase == "streaming":
             wait = config.idle_timeout if self.client_full else config.response_timeout
-            self._set_deadline(now + wait)
+            self.deadline = now + wait
         elif phase == "draining":
-            self._set_deadline(now + config.idle_timeout)
+            self.deadline = now + config.idle_timeout
 
     def _close(self) -> None:
         if self.phase != "closed":
             self._move("closed")
-        self._set_deadline(None)
+        self.deadline = None
         self._act("close")
 
     # ------------------------------------------------------------------ the client side
@@ -414,9 +410,9 @@ class Http1Machine:
         # A head already begun (pipelined) has request_head_timeout from now.
         if self.requests.head_open:
             self._move("head")
-            self._set_deadline(now + self.config.request_head_timeout)
+            self.deadline = now + self.config.request_head_timeout
         else:
-            self._set_deadline(now + self.config.idle_timeout)
+            self.deadline = now + self.config.idle_timeout
         self._client_progress(now)
 
     def _client_progress(self, now: float) -> None:
@@ -445,10 +441,10 @@ class Http1Machine:
                     # The head began: from here it has request_head_timeout to finish,
                     # one deadline, so trickling bytes cannot extend it.
                     self._move("head")
-                    self._set_deadline(now + self.config.request_head_timeout)
+                    self.deadline = now + self.config.request_head_timeout
             else:
                 # Bytes that begin no head (blank lines): a fresh idle timeout.
-                self._set_deadline(now + self.config.idle_timeout)
+                self.deadline = now + self.config.idle_timeout
         elif phase == "sending":
             self._send_body(now)
         elif phase == "draining":
@@ -467,7 +463,7 @@ class Http1Machine:
             + b"content-length: 0\r\nconnection: close\r\n\r\n",
         )
         self._act("eof")
-        self._set_deadline(now + LINGER_SECONDS)
+        self.deadline = now + LINGER_SECONDS
         if self.client_eof:
             self._close()
 
@@ -475,7 +471,8 @@ class Http1Machine:
 
     def _serve(self, req: Request, now: float) -> None:
         ex = self.ex = _Exchange(req, now)
-        host_raw = one_host(req)
+        # The parser refused a head with more than one Host (RFC 9112 3.2).
+        host_raw = req.host
         host = host_raw.decode("latin-1") if host_raw else None
         verdict = self.judge(req, host)
         ex.decision = verdict.decision
@@ -498,8 +495,13 @@ class Http1Machine:
             return
         decision = verdict.decision
         assert decision is not None
-        headers = edit_headers(req.headers, decision.request_headers)
-        if not any(k == b"host" for k, _ in headers):
+        edit = decision.request_headers
+        if edit is None:
+            headers, has_host = req.headers, host_raw is not None
+        else:
+            headers = edit_headers(req.headers, edit)
+            has_host = any(k == b"host" for k, _ in headers)
+        if not has_host:
             # h11 refuses to send an HTTP/1.1 request without one.
             self._fault("request", "io", "", now, "request: Missing mandatory Host: header")
             return
@@ -511,7 +513,7 @@ class Http1Machine:
         ex = self.ex
         assert ex is not None
         self._move("connecting")
-        self._set_deadline(now + self.config.connect_timeout)
+        self.deadline = now + self.config.connect_timeout
         self._act("open", b"", (ex.target, fresh))
 
     def _take_body(self) -> tuple[bytes, bool]:
@@ -708,7 +710,7 @@ class Http1Machine:
         ex.head_sent = True
         self._count(resp.status, "", now)
         self._move("tunnel")
-        self._set_deadline(None)
+        self.deadline = None
         self._act("client", b"".join(parts))
         rest = (self.requests.rest or b"") + self.pending
         self.pending = b""

@@ -23,7 +23,6 @@ from egresskit.mesh.http1_framing import (
     check_host,
     check_request_line,
     framing,
-    reframe,
 )
 
 if TYPE_CHECKING:
@@ -33,8 +32,11 @@ if TYPE_CHECKING:
 _MAX_RESPONSE_HEAD = 1024 * 1024
 
 
-#: The lengths of "transfer-encoding" and "content-length".
-_FRAMING_LENGTHS = (17, 14)
+#: The lengths of "transfer-encoding", "content-length" and "host": the fields the parser
+#: collects as it reads them.
+_FIELD_LENGTHS = (17, 14, 4)
+#: The fields that frame a body (lower case): never forwarded as the sender wrote them.
+_FRAMING_FIELDS = (b"transfer-encoding", b"content-length")
 
 
 class HeadTooLarge(Exception):
@@ -50,6 +52,7 @@ class Request:
     __slots__ = (
         "body",
         "headers",
+        "host",
         "keep_alive",
         "length",
         "method",
@@ -68,6 +71,7 @@ class Request:
         upgrade: bool,
         body: Framing = "none",
         length: int = 0,
+        host: bytes | None = None,
     ) -> None:
         self.method = method
         self.target = target
@@ -80,6 +84,8 @@ class Request:
         #: :func:`~egresskit.mesh.http1_framing.framing` (and forwarded so), and its length.
         self.body: Framing = body
         self.length = length
+        #: The value of its one Host field, as sent (None: none; the parser refuses more).
+        self.host = host
 
 
 class Response:
@@ -179,6 +185,7 @@ class _Messages:
         #: The values of the head's Transfer-Encoding and Content-Length fields.
         self._te: list[bytes] = []
         self._cl: list[bytes] = []
+        self._hosts: list[bytes] = []
 
     def on_message_begin(self) -> None:
         self.head_open = True
@@ -188,6 +195,7 @@ class _Messages:
         self._trailers = []
         self._te = []
         self._cl = []
+        self._hosts = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -200,16 +208,19 @@ class _Messages:
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
-        if len(name) in _FRAMING_LENGTHS:
-            self._framing_field(name, value)
+        if len(name) in _FIELD_LENGTHS:
+            self._field(name, value)
 
-    def _framing_field(self, name: bytes, value: bytes) -> None:
-        """Collect Transfer-Encoding and Content-Length values, in order, for framing()."""
+    def _field(self, name: bytes, value: bytes) -> None:
+        """Collect Transfer-Encoding and Content-Length values, in order, for framing(),
+        and Host values for check_host()."""
         lname = name.lower()
         if lname == b"transfer-encoding":
             self._te.append(value)
         elif lname == b"content-length":
             self._cl.append(value)
+        elif lname == b"host":
+            self._hosts.append(value)
 
     def on_body(self, body: bytes) -> None:
         self._release()
@@ -224,7 +235,7 @@ class _Messages:
         try:
             if request:
                 check_request_line(self._url, version)
-                check_host(self._headers, version)
+                check_host(self._hosts, version)
             if not (self._te or self._cl):
                 # No field frames the body. (CR, LF and NUL in a value, and folded lines,
                 # llhttp refuses itself: tests/test_http1_wire.py holds it to that.)
@@ -318,8 +329,8 @@ class RequestParser(_Messages):
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
-        if len(name) in _FRAMING_LENGTHS:
-            self._framing_field(name, value)
+        if len(name) in _FIELD_LENGTHS:
+            self._field(name, value)
         if not self._raw:
             self._count(len(name) + len(value) + 4)
 
@@ -345,6 +356,7 @@ class RequestParser(_Messages):
             parser.should_upgrade(),
             body,
             length,
+            self._hosts[0] if self._hosts else None,
         )
 
     def _count(self, n: int) -> None:
@@ -387,14 +399,18 @@ def _head_part(tail: bytes, chunk: bytes) -> int:
     the first blank line (CRLF CRLF, or the bare-LF forms hyper takes), which may begin in
     ``tail``, the end of the previous chunk. A head that starts in ``chunk`` (``tail``
     empty) may have blank lines before it, which are skipped."""
-    buf = tail + chunk
-    start = 0 if tail else len(chunk) - len(chunk.lstrip(b"\r\n"))
-    ends = [
-        i + len(blank)
-        for blank in (b"\r\n\r\n", b"\n\n", b"\n\r\n")
-        if (i := buf.find(blank, start)) >= 0
-    ]
-    return max(0, (min(ends) if ends else len(buf)) - len(tail))
+    if tail:
+        buf, start = tail + chunk, 0
+    else:
+        buf = chunk
+        start = len(chunk) - len(chunk.lstrip(b"\r\n")) if chunk[:1] in (b"\r", b"\n") else 0
+    # The earliest end of a blank line: a later form is only looked for before it.
+    end = len(buf)
+    for blank in (b"\r\n\r\n", b"\n\n", b"\n\r\n"):
+        i = buf.find(blank, start, end)
+        if i >= 0:
+            end = i + len(blank)
+    return max(0, end - len(tail))
 
 
 class ResponseParser(_Messages):
@@ -500,7 +516,8 @@ def response_plan(
 ) -> tuple[list[bytes], bool, bool, bool]:
     """How a response goes to the client: (head parts, body chunked?, keep the client
     connection?, keep the upstream connection?)."""
-    headers = edit_headers(resp.headers, decision.response_header_edit)
+    edit = decision.response_header_edit
+    headers = resp.headers if edit is None else edit_headers(resp.headers, edit)
     keep = req.keep_alive and resp.keep_alive
     framing = resp.body
     if req.method == b"HEAD":
@@ -525,26 +542,28 @@ def response_plan(
         out = resp.announced
     if out == "chunked" and req.version != "1.1":
         out = "none"  # RFC 9112 6.1: no Transfer-Encoding to an HTTP/1.0 client
-    headers = reframe(headers, out, resp.length)
     keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
-    if not keep and not has_close(headers):
-        headers.append((b"connection", b"close"))
     parts = [response_line(resp.status, resp.reason)]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
+    _fields(parts, headers, out, resp.length)
+    if not keep and not has_close(headers):
+        parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return parts, chunked, keep, keep_up
 
 
-def one_host(req: Request) -> bytes | Literal[False] | None:
-    """The request's Host value; None without one, False with more than one."""
-    host: bytes | None = None
-    for name, value in req.headers:
-        if len(name) == 4 and name.lower() == b"host":
-            if host is not None:
-                return False
-            host = value
-    return host
+def _fields(parts: list[bytes], headers: Headers, body: Framing, length: int) -> None:
+    """Append the header lines of a head that goes on, in one pass: names in lower case
+    (hyper writes them so), no framing field of the sender's own, then the one framing
+    field the body goes on with (:func:`~egresskit.mesh.http1_framing.reframe`'s rule:
+    the framing used is the framing forwarded, RFC 9112 6)."""
+    for name, value in headers:
+        name = name.lower()
+        if name not in _FRAMING_FIELDS:
+            parts += (name, b": ", value, b"\r\n")
+    if body == "chunked":
+        parts.append(b"transfer-encoding: chunked\r\n")
+    elif body == "length":
+        parts.append(b"content-length: %d\r\n" % length)
 
 
 def _crlf_head(data: bytes) -> bytes:
@@ -573,11 +592,11 @@ def edit_headers(headers: Headers, edit: HeaderEdit | None) -> Headers:
 
 
 def request_head(req: Request, headers: Headers) -> bytes:
-    """The head that goes upstream: ``headers`` (edited, lower case) with the request's
-    own framing in one header, the framing its body is forwarded with (RFC 9112 6)."""
+    """The head that goes upstream: ``headers`` (names in any case: they go out in lower
+    case) with the request's own framing in one header, the framing its body is
+    forwarded with (RFC 9112 6)."""
     parts = [req.method, b" ", req.target, b" HTTP/1.1\r\n"]
-    for name, value in reframe(headers, req.body, req.length):
-        parts += (name, b": ", value, b"\r\n")
+    _fields(parts, headers, req.body, req.length)
     parts.append(b"\r\n")
     return b"".join(parts)
 
@@ -605,7 +624,7 @@ def last_chunk(trailers: Headers) -> bytes:
 
 
 def has_close(headers: Headers) -> bool:
-    return any(k == b"connection" and b"close" in v.lower() for k, v in headers)
+    return any(k.lower() == b"connection" and b"close" in v.lower() for k, v in headers)
 
 
 def expects_continue(req: Request) -> bool:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -382,13 +383,17 @@ class SimulatedInternet:
         return self.https_address if is_tls else self.http_address
 
 
-def _lookup_keys(host: str | None, ip: str, port: int) -> list[str]:
-    keys = []
+@functools.lru_cache(maxsize=1024)
+def _lookup_keys(host: str | None, ip: str, port: int) -> tuple[str, ...]:
+    """The override keys for a destination, most specific first. Memoised (bounded): a
+    pure function of its arguments, asked once per proxied request with the few
+    destinations a pod talks to (a ValueError is not cached: it is raised again)."""
+    keys: list[str] = []
     for name in (host, ip):
         if name:
             norm = _override_key(name)
             keys += [f"{norm}:{port}", norm]
-    return keys
+    return tuple(keys)
 
 
 def _override_key(key: str) -> str:

@@ -179,16 +179,22 @@ class ProxyMetrics:
         Label text is looked up by the identity of the label dicts (the engine's decisions
         reuse theirs), so pass the same dicts for the same labels and do not mutate them.
         """
-        self.count_exchange(
-            self.exchange_series(
-                route_labels,
-                backend_labels,
-                hostname=hostname,
-                http_status=http_status,
-                error=error,
-            ),
-            duration_s,
-        )
+        if not 0 <= duration_s < math.inf:  # also False for NaN
+            _check_duration(duration_s)
+        key = (id(route_labels), id(backend_labels), hostname, http_status, error)
+        with self._lock:
+            # exchange_series and count_exchange under one lock (once per request).
+            entry = self._exchanges.get(key)
+            if (
+                entry is None
+                or entry.route_labels is not route_labels
+                or entry.backend_labels is not backend_labels
+            ):
+                entry = self._new_exchange(route_labels, backend_labels, key)
+                if len(self._exchanges) >= _EXCHANGE_CACHE_SIZE:
+                    self._exchanges.clear()  # new policies make new dicts: stay bounded
+                self._exchanges[key] = entry
+            self._count_locked(entry, duration_s)
 
     def exchange_series(
         self,
@@ -221,20 +227,25 @@ class ProxyMetrics:
         if not 0 <= duration_s < math.inf:  # also False for NaN
             _check_duration(duration_s)
         with self._lock:
-            # _observe inlined (this is once per proxied request).
-            series = entry.duration
-            series.buckets[bisect_left(_ROUTE_DURATION_BOUNDS, duration_s)] += 1
-            series.sum += duration_s
-            series.count += 1
-            entry.statuses.value += 1
-            backend = entry.backend_duration
-            if backend is not None:
-                assert entry.backend_requests is not None and entry.backend_statuses is not None
-                entry.backend_requests.value += 1
-                backend.buckets[bisect_left(_BACKEND_DURATION_BOUNDS, duration_s)] += 1
-                backend.sum += duration_s
-                backend.count += 1
-                entry.backend_statuses.value += 1
+            self._count_locked(entry, duration_s)
+
+    @staticmethod
+    def _count_locked(entry: ExchangeSeries, duration_s: float) -> None:
+        """:meth:`count_exchange`'s work, lock held."""
+        # _observe inlined (this is once per proxied request).
+        series = entry.duration
+        series.buckets[bisect_left(_ROUTE_DURATION_BOUNDS, duration_s)] += 1
+        series.sum += duration_s
+        series.count += 1
+        entry.statuses.value += 1
+        backend = entry.backend_duration
+        if backend is not None:
+            assert entry.backend_requests is not None and entry.backend_statuses is not None
+            entry.backend_requests.value += 1
+            backend.buckets[bisect_left(_BACKEND_DURATION_BOUNDS, duration_s)] += 1
+            backend.sum += duration_s
+            backend.count += 1
+            entry.backend_statuses.value += 1
 
     def _new_exchange(
         self,

@@ -54,14 +54,18 @@ def decide_http(
             )
     else:
         trimmed = path.rstrip("/")
-        header_map: dict[str, list[str]] = {}
-        for name, value in headers:
-            header_map.setdefault(name.lower(), []).append(value)
+        # Built when a rule first looks at headers (path-only rules never do).
+        header_map: dict[str, list[str]] | None = None
 
         def summary(rule: CompiledRule) -> Summary | None:
+            nonlocal header_map
             if rule.paths is not None:
                 return path_only_summary(rule.paths, path, trimmed)
             if rule.compiled is not None:
+                if header_map is None:
+                    header_map = {}
+                    for name, value in headers:
+                        header_map.setdefault(name.lower(), []).append(value)
                 return compiled_summary(rule.compiled, path, trimmed, method, header_map)
             best: MatchSummary | None = None
             for m in rule.matches:
