@@ -98,6 +98,15 @@ class _OneLine(EgressKitError):
         return str(self).splitlines() or [type(self).__name__]
 
 
+class TrafficInterrupted(KeyboardInterrupt):
+    """Ctrl-C in a traffic or live cell, after the traffic was stopped: still a
+    KeyboardInterrupt (the cell fails, so Run All stops), shown as one line instead of a
+    traceback through threading's internals (IPython's ``_render_traceback_``, as above)."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"KeyboardInterrupt: {self}"]
+
+
 class NotRunning(_OneLine):
     """A call that needs running traffic (``run_for``, ``watch``) found none; says why."""
 

@@ -39,7 +39,7 @@ from egresskit.analysis.render import Renderer
 from egresskit.analysis.scrape import Scraper
 from egresskit.backends import connect
 from egresskit.cluster.base import Cluster, CurlResult
-from egresskit.errors import EgressKitError, NotRunning, WaitTimeout
+from egresskit.errors import EgressKitError, NotRunning, TrafficInterrupted, WaitTimeout
 from egresskit.lesson import ApplyReport, Lesson, Observation, Prediction
 from egresskit.traffic import Traffic, start_traffic
 from egresskit.verify import check, equal
@@ -48,6 +48,8 @@ NS = guide.NAMESPACE_NAME
 EN = guide.EGRESS_NETWORK_NAME
 POD = "client"
 STATUSES = "outbound_http_route_request_statuses_total"
+#: What an interrupted traffic cell says (one line; the cell fails so Run All stops).
+INTERRUPTED = "traffic stopped, later cells not run; start again with t.start_traffic(...)"
 
 # The kernel's current walkthrough (weak: a Tutorial nobody holds may go).
 _current_lock = threading.Lock()
@@ -194,7 +196,7 @@ class Tutorial:
             traffic.wait(seconds)
         except KeyboardInterrupt:
             self._interrupted()
-            raise
+            raise TrafficInterrupted(INTERRUPTED) from None
         print(progress_text(traffic, self.scraper, self.timeline))
 
     def watch(self, seconds: float) -> None:
@@ -213,7 +215,7 @@ class Tutorial:
             )
         except KeyboardInterrupt:
             self._interrupted()
-            raise
+            raise TrafficInterrupted(INTERRUPTED) from None
 
     def _interrupted(self) -> None:
         """After Ctrl-C in a traffic cell: the traffic is stopped (Traffic.wait did it);

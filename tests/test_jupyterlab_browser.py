@@ -225,3 +225,8 @@ def test_interrupting_a_second_run_in_its_traffic_cell_stops_run_all(
     assert "interrupt" in cell.text.lower(), (
         "the traffic cell does not show the interrupt: " + _describe(cell, sources[interrupted])
     )
+    # One line says so: no traceback through the traffic loop's threads.
+    assert "Traceback" not in cell.text, _describe(cell, sources[interrupted])
+    assert "traffic stopped, later cells not run" in cell.text, _describe(
+        cell, sources[interrupted]
+    )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from egresskit import tutorial
 from tests.kernel_driver import Kernel
 
 pytestmark = pytest.mark.slow
@@ -91,8 +92,10 @@ def test_interrupting_a_traffic_cell_stops_the_traffic_and_fails_the_cell(
         "t.run_for(60)"
     )
     interrupter.join(70)
-    assert cell.status == "error" and cell.ename == "KeyboardInterrupt"  # Run All stops
+    # Still a KeyboardInterrupt (the cell fails, Run All stops), shown as one line.
+    assert cell.status == "error" and cell.ename == "TrafficInterrupted"
     assert "interrupted, traffic stopped" in cell.text
+    assert cell.traceback == ["KeyboardInterrupt: " + tutorial.INTERRUPTED]
     after = kernel.run("print(traffic.running, t.scraper)\nt.run_for(1)")
     assert after.text.startswith("False None")
     assert after.ename == "NotRunning"
