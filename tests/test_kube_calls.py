@@ -233,8 +233,10 @@ def test_grpc_exec_refused_by_the_api_is_a_backend_error(
     api.exec_handler = lambda cmd: ExecResult(
         failure="container grpc-client is not valid for pod client"
     )
-    with pytest.raises(BackendError, match="exec grpcclient in egress-test/grpc-client"):
+    with pytest.raises(BackendError, match="exec grpcclient in egress-test/grpc-client") as info:
         cluster.grpc("grpc.example.com:50051", SAY_HELLO, pod=POD, namespace=NS)
+    assert "container grpc-client is not valid for pod client" in str(info.value)
+    assert "egresskit.podimages.GRPC_CLIENT_POD, pod='grpc-client'" in str(info.value)
 
 
 # ------------------------------------------------------------------------------- tcp

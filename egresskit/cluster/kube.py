@@ -107,7 +107,7 @@ from egresskit.cluster.owned import Jobs
 from egresskit.errors import BackendError, ClusterClosed, WaitTimeout
 from egresskit.grpcclient import GrpcCallResult
 from egresskit.manifests.model import K8sObject
-from egresskit.podimages import GRPC_CLIENT_CONTAINER
+from egresskit.podimages import GRPC_CLIENT_CONTAINER, GRPC_CLIENT_POD_NAME
 
 # The pure helpers live in kube_wire and kube_readiness; the ones callers have always
 # imported from here stay importable from here.
@@ -254,7 +254,7 @@ class KubeCluster:
         when = f" at {self._closed_at:%H:%M:%S} UTC" if self._closed_at else ""
         return ClusterClosed(
             f"this kube cluster ({self.name}) was closed{when}; connect again with "
-            f"egresskit.connect({self.name!r})"
+            f"egresskit.connect('kube', context={self.name!r}) (or a new Tutorial)"
         )
 
     @property
@@ -570,13 +570,8 @@ class KubeCluster:
         backend's ``grpc``. A non-OK gRPC status is a result, not an error."""
         self._check_open()
         command = grpc_exec_command(target, method, data=data, headers=headers, timeout=timeout)
-        stdout, stderr, exit_code = self._exec(
-            command,
-            pod=pod,
-            namespace=namespace,
-            container=GRPC_CLIENT_CONTAINER,
-            what="grpcclient",
-            bound=timeout + EXEC_STARTUP,
+        stdout, stderr, exit_code = self._exec_client(
+            command, pod=pod, namespace=namespace, what="grpcclient", timeout=timeout
         )
         where = f"{self.name}: grpcclient {target} {method} in {namespace}/{pod}"
         return parse_grpc_exec(stdout, stderr, exit_code, where=where)
@@ -588,16 +583,35 @@ class KubeCluster:
         ``grpc-client`` container) and return every byte that came back until the other
         end closed (b"": closed at once), as the local backend's ``tcp``."""
         self._check_open()
-        stdout, stderr, exit_code = self._exec(
+        stdout, stderr, exit_code = self._exec_client(
             tcp_exec_command(target, data, timeout=timeout),
             pod=pod,
             namespace=namespace,
-            container=GRPC_CLIENT_CONTAINER,
             what="tcp",
-            bound=timeout + EXEC_STARTUP,
+            timeout=timeout,
         )
         where = f"{self.name}: tcp {target} from {namespace}/{pod}"
         return parse_tcp_exec(stdout, stderr, exit_code, where=where)
+
+    def _exec_client(
+        self, command: list[str], *, pod: str, namespace: str, what: str, timeout: float
+    ) -> tuple[str, str, int]:
+        """Exec in the ``grpc-client`` container; a refusal says which pod to use."""
+        try:
+            return self._exec(
+                command,
+                pod=pod,
+                namespace=namespace,
+                container=GRPC_CLIENT_CONTAINER,
+                what=what,
+                bound=timeout + EXEC_STARTUP,
+            )
+        except BackendError as exc:
+            raise BackendError(
+                f"{exc} (gRPC and TCP calls run in the {GRPC_CLIENT_CONTAINER} container of a "
+                "pod applied from egresskit.podimages.GRPC_CLIENT_POD, "
+                f"pod={GRPC_CLIENT_POD_NAME!r})"
+            ) from exc
 
     def _exec(
         self,
