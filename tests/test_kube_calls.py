@@ -285,3 +285,26 @@ def test_tcp_bad_target_sends_nothing(
     with pytest.raises(BackendError, match=f"tcp target {target!r}: expected host:port"):
         cluster.tcp(target, b"x", pod=POD, namespace=NS)
     assert api.exec_calls == []
+
+
+def test_the_same_pod_serves_the_same_calls_on_the_local_backend() -> None:
+    """One notebook for both backends: the local mesh accepts the pod (meshed there too)
+    and ``grpc``/``tcp`` from it go through that pod's proxy, which counts the call."""
+    from egresskit import grpcguide
+    from egresskit.cluster.local import LocalCluster
+
+    with LocalCluster() as local:
+        local.apply([guide.NAMESPACE, guide.EGRESS_NETWORK, GRPC_CLIENT_POD])
+        result = grpcguide.grpc_call(local, SAY_HELLO, data=[{"name": "x"}], pod=POD)
+        assert (result.code, result.responses) == ("OK", [{"message": "Hello, x!"}])
+        assert grpcguide.tcp_call(local, b"PING\r\nQUIT\r\n", pod=POD) == b"+PONG\r\n+BYE\r\n"
+        metrics = local.proxy_metrics(POD, namespace=NS)
+    # No GRPCRoute on 50051: the call took the HTTP default route (docs/local-backend.md).
+    counted = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("outbound_http_route_request_statuses_total{")
+        and 'parent_port="50051"' in line
+        and 'route_name="http-egress-allow"' in line
+    ]
+    assert len(counted) == 1 and counted[0].endswith(" 1"), counted
