@@ -308,3 +308,19 @@ def test_the_same_pod_serves_the_same_calls_on_the_local_backend() -> None:
         and 'route_name="http-egress-allow"' in line
     ]
     assert len(counted) == 1 and counted[0].endswith(" 1"), counted
+
+
+def test_the_pods_pins_satisfy_the_kits_own_requirements() -> None:
+    """The pod installs exact versions; each must be one the kit itself accepts."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    from egresskit.podimages import GRPC_CLIENT_REQUIREMENTS
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    wanted = {r.name: r for r in map(Requirement, pyproject["project"]["dependencies"])}
+    for pin in map(Requirement, GRPC_CLIENT_REQUIREMENTS):
+        [spec] = pin.specifier
+        assert spec.operator == "==", pin
+        assert wanted[pin.name].specifier.contains(spec.version), (pin, wanted[pin.name])
