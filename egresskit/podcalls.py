@@ -10,9 +10,8 @@ destination, or the destination itself for a pod that is not meshed) as a curl-s
   its own HTTP/2 connection, exactly one call), and reads its JSON answer;
 * or opens a TCP connection, sends bytes and reads until the other end closes.
 
-On kind, the same client runs in a pod whose image has Python, grpcio and egresskit
-(``kubectl exec ... -- python -m egresskit.grpcclient ...``); that backend does not offer it
-as a method (docs/local-backend.md).
+On kind, :meth:`KubeCluster.grpc <egresskit.cluster.kube.KubeCluster.grpc>` execs the same
+client in the pod of :data:`egresskit.podimages.GRPC_CLIENT_POD` (docs/kind.md).
 """
 
 from __future__ import annotations
@@ -28,7 +27,7 @@ from egresskit.errors import BackendError
 from egresskit.grpcclient import GrpcCallResult
 from egresskit.mesh.tcpsite import exchange
 
-__all__ = ["GrpcCallResult", "run_grpcclient", "tcp_exchange"]
+__all__ = ["GrpcCallResult", "grpc_result", "run_grpcclient", "tcp_exchange"]
 
 #: Seconds allowed on top of the call's own timeout for the interpreter to start.
 _STARTUP = 20.0
@@ -77,17 +76,29 @@ def run_grpcclient(
             f"grpcclient {target} {method} did not finish within {timeout + _STARTUP:g}s"
         ) from exc
     stderr = proc.stderr.decode("utf-8", "replace").strip()
-    try:
-        answer = json.loads(proc.stdout)
-    except json.JSONDecodeError:
-        answer = None
-    if not isinstance(answer, dict):
+    result = grpc_result(proc.stdout.decode("utf-8", "replace"))
+    if result is None:
         raise BackendError(
             f"grpcclient {target} {method}: exit code {proc.returncode}, no result; {stderr}"
         )
+    return result
+
+
+def grpc_result(stdout: str) -> GrpcCallResult | None:
+    """The result ``grpcclient --json`` printed, or ``None`` when it printed none (both
+    backends read the client's output with this)."""
+    try:
+        answer = json.loads(stdout)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(answer, dict):
+        return None
     for key in ("initial_metadata", "trailing_metadata"):
         answer[key] = [tuple(pair) for pair in answer.get(key, [])]
-    return GrpcCallResult(**answer)
+    try:
+        return GrpcCallResult(**answer)
+    except TypeError:
+        return None
 
 
 def tcp_exchange(connect_to: str, data: bytes, *, timeout: float = 10.0) -> bytes:

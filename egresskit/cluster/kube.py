@@ -36,6 +36,12 @@ Rules:
   it back afterwards (kubernetes-client/python issue 928 and the warning in its README), which
   would break concurrent REST calls on a shared one. The instance's own caches and change
   log sit behind one lock.
+- Like the local backend, the facade owns the traffic loops and scrapers started on it
+  (:attr:`KubeCluster.jobs`, :mod:`egresskit.cluster.owned`): ``close()`` stops them, then
+  the REST client; every later call raises :class:`~egresskit.errors.ClusterClosed`.
+- ``grpc`` and ``tcp`` exec the kit's gRPC client and a small TCP client in a pod built from
+  :data:`egresskit.podimages.GRPC_CLIENT_POD`; their commands and how their output is read
+  are :mod:`egresskit.cluster.kube_calls` (pure).
 - Needs ``kubernetes>=37`` (``versions.KUBERNETES_CLIENT_MIN``): ``ApiClient.param_serialize``
   and the six-argument ``call_api`` first appear there; an older client is refused at connect
   time with a clear message instead of an ``AttributeError`` mid-call.
@@ -66,6 +72,13 @@ from websocket import WebSocketException
 
 from egresskit import versions
 from egresskit.cluster.base import ChangeRecord, CurlResult, Manifests, PatchType
+from egresskit.cluster.kube_calls import (
+    EXEC_STARTUP,
+    grpc_exec_command,
+    parse_grpc_exec,
+    parse_tcp_exec,
+    tcp_exec_command,
+)
 from egresskit.cluster.kube_readiness import readiness, refusal, wait_targets
 from egresskit.cluster.kube_wire import (
     CURL_MARKER,
@@ -90,8 +103,11 @@ from egresskit.cluster.kube_wire import (
     status_error,
     unserved_version_message,
 )
-from egresskit.errors import BackendError, WaitTimeout
+from egresskit.cluster.owned import Jobs
+from egresskit.errors import BackendError, ClusterClosed, WaitTimeout
+from egresskit.grpcclient import GrpcCallResult
 from egresskit.manifests.model import K8sObject
+from egresskit.podimages import GRPC_CLIENT_CONTAINER, GRPC_CLIENT_POD_NAME
 
 # The pure helpers live in kube_wire and kube_readiness; the ones callers have always
 # imported from here stay importable from here.
@@ -195,8 +211,11 @@ class KubeCluster:
         self._resources: dict[tuple[str, str], Resource] = {}
         self._groups: dict[str, str] = {}
         self._applied_versions: dict[str, str] = {}
-        # Guards the caches and the change log above; never held across a request.
+        # Guards the caches, the change log and the closed flag; never held across a request.
         self._lock = threading.Lock()
+        self._closed_at: datetime | None = None
+        #: The traffic loops and scrapers started on this cluster; ``close()`` stops them.
+        self.jobs = Jobs(self._closed_error)
 
     # -- context manager ------------------------------------------------------------------
 
@@ -207,7 +226,36 @@ class KubeCluster:
         self.close()
 
     def close(self) -> None:
+        """Stop every traffic loop and scraper started on this cluster, then the REST
+        client; idempotent and thread-safe. Every later call raises ClusterClosed."""
+        with self._lock:
+            if self._closed_at is not None:
+                return
+            self._closed_at = datetime.now(UTC)
+        # Jobs first, outside the lock (a job's stop waits for its thread, which may be in a
+        # call on this facade): an exec in flight finishes, the loop's next call sees the
+        # cluster closed and ends the loop (egresskit.cluster.owned).
+        for job in self.jobs.close():
+            job.close()
         self._api.close()
+
+    @property
+    def closed(self) -> bool:
+        with self._lock:
+            return self._closed_at is not None
+
+    def _check_open(self) -> None:
+        with self._lock:
+            closed = self._closed_at is not None
+        if closed:
+            raise self._closed_error()
+
+    def _closed_error(self) -> ClusterClosed:
+        when = f" at {self._closed_at:%H:%M:%S} UTC" if self._closed_at else ""
+        return ClusterClosed(
+            f"this kube cluster ({self.name}) was closed{when}; connect again with "
+            f"egresskit.connect('kube', context={self.name!r}) (or a new Tutorial)"
+        )
 
     @property
     def changes(self) -> list[ChangeRecord]:
@@ -343,6 +391,7 @@ class KubeCluster:
     # -- verbs ----------------------------------------------------------------------------
 
     def apply(self, manifests: Manifests) -> list[str]:
+        self._check_open()
         objects = _load_manifests(manifests)  # ManifestError: nothing sent
         resources = [self._resource(o.api_version, o.kind) for o in objects]
         namespaces, others = apply_phases(objects, resources)
@@ -393,6 +442,7 @@ class KubeCluster:
         namespace: str,
         type: PatchType = "merge",
     ) -> dict[str, Any]:
+        self._check_open()
         if type != "merge":
             raise BackendError(f"{self.name}: patch type {type!r}: expected 'merge'")
         body = patch_body(patch)
@@ -433,6 +483,7 @@ class KubeCluster:
         terminating that long; ``grace_period=0`` is for teardown where nothing cares how
         they stop.
         """
+        self._check_open()
         res = self._resource_for_kind(kind)
         path = res.path(namespace, name)
         display = f"{res.kind} {(namespace or 'default') + '/' if res.namespaced else ''}{name}"
@@ -474,13 +525,107 @@ class KubeCluster:
             time.sleep(self._poll_interval)
 
     def get(self, kind: str, name: str, *, namespace: str | None = None) -> dict[str, Any]:
+        self._check_open()
         res = self._resource_for_kind(kind)
         display = f"{res.kind} {(namespace or 'default') + '/' if res.namespaced else ''}{name}"
         return self._json(f"get {display}", "GET", res.path(namespace, name))
 
     def curl(self, *args: str, pod: str, namespace: str, timeout: float = 30.0) -> CurlResult:
-        where = f"{self.name}: exec curl in {namespace}/{pod} (container {CLIENT_CONTAINER})"
+        self._check_open()
         started_at = datetime.now(UTC)
+        # curl stops itself at --max-time; the extra 10 s covers exec start-up.
+        stdout, stderr, exit_code = self._exec(
+            curl_command(args, timeout=timeout),
+            pod=pod,
+            namespace=namespace,
+            container=CLIENT_CONTAINER,
+            what="curl",
+            bound=timeout + 10.0,
+        )
+        body, http_status, time_total = parse_curl_stdout(stdout)
+        return CurlResult(
+            args=tuple(args),
+            exit_code=exit_code,
+            http_status=http_status,
+            stdout=body,
+            stderr=stderr,
+            time_total=time_total,
+            started_at=started_at,
+        )
+
+    def grpc(
+        self,
+        target: str,
+        method: str,
+        *,
+        pod: str,
+        namespace: str,
+        data: Sequence[Mapping[str, Any]] = (),
+        headers: Sequence[str] = (),
+        timeout: float = 30.0,
+    ) -> GrpcCallResult:
+        """``kubectl exec POD -c grpc-client -- python -m egresskit.grpcclient --json ...``:
+        one gRPC call from ``pod`` (a pod from :data:`egresskit.podimages.GRPC_CLIENT_POD`),
+        through its proxy as its application's calls go; the same result as the local
+        backend's ``grpc``. A non-OK gRPC status is a result, not an error."""
+        self._check_open()
+        command = grpc_exec_command(target, method, data=data, headers=headers, timeout=timeout)
+        stdout, stderr, exit_code = self._exec_client(
+            command, pod=pod, namespace=namespace, what="grpcclient", timeout=timeout
+        )
+        where = f"{self.name}: grpcclient {target} {method} in {namespace}/{pod}"
+        return parse_grpc_exec(stdout, stderr, exit_code, where=where)
+
+    def tcp(
+        self, target: str, data: bytes, *, pod: str, namespace: str, timeout: float = 10.0
+    ) -> bytes:
+        """Send ``data`` to ``target`` (``host:port``) from ``pod`` (Python in the
+        ``grpc-client`` container) and return every byte that came back until the other
+        end closed (b"": closed at once), as the local backend's ``tcp``."""
+        self._check_open()
+        stdout, stderr, exit_code = self._exec_client(
+            tcp_exec_command(target, data, timeout=timeout),
+            pod=pod,
+            namespace=namespace,
+            what="tcp",
+            timeout=timeout,
+        )
+        where = f"{self.name}: tcp {target} from {namespace}/{pod}"
+        return parse_tcp_exec(stdout, stderr, exit_code, where=where)
+
+    def _exec_client(
+        self, command: list[str], *, pod: str, namespace: str, what: str, timeout: float
+    ) -> tuple[str, str, int]:
+        """Exec in the ``grpc-client`` container; a refusal says which pod to use."""
+        try:
+            return self._exec(
+                command,
+                pod=pod,
+                namespace=namespace,
+                container=GRPC_CLIENT_CONTAINER,
+                what=what,
+                bound=timeout + EXEC_STARTUP,
+            )
+        except BackendError as exc:
+            raise BackendError(
+                f"{exc} (gRPC and TCP calls run in the {GRPC_CLIENT_CONTAINER} container of a "
+                "pod applied from egresskit.podimages.GRPC_CLIENT_POD, "
+                f"pod={GRPC_CLIENT_POD_NAME!r})"
+            ) from exc
+
+    def _exec(
+        self,
+        command: list[str],
+        *,
+        pod: str,
+        namespace: str,
+        container: str,
+        what: str,
+        bound: float,
+    ) -> tuple[str, str, int]:
+        """Run ``command`` in the container over the exec websocket: (stdout, stderr, exit
+        code); the API's own refusals (no pod, no container) are BackendError."""
+        where = f"{self.name}: exec {what} in {namespace}/{pod} (container {container})"
         # A client of its own: stream() swaps call_api on the client it is given (module
         # docstring), so the REST client is never touched by exec.
         exec_api: Any = kclient.ApiClient(configuration=self._api.configuration)
@@ -489,8 +634,8 @@ class KubeCluster:
                 kclient.CoreV1Api(exec_api).connect_get_namespaced_pod_exec,
                 pod,
                 namespace,
-                command=curl_command(args, timeout=timeout),
-                container=CLIENT_CONTAINER,
+                command=command,
+                container=container,
                 stdin=False,
                 stdout=True,
                 stderr=True,
@@ -501,11 +646,9 @@ class KubeCluster:
             exec_api.close()
             raise BackendError(f"{where}: {exc}") from exc
         try:
-            # curl stops itself at --max-time; the extra 10 s covers exec start-up.
-            bound = timeout + 10.0
             resp.run_forever(timeout=bound)
             if resp.is_open():
-                raise WaitTimeout(f"curl in {namespace}/{pod} to exit", bound, "still running")
+                raise WaitTimeout(f"{what} in {namespace}/{pod} to exit", bound, "still running")
             stdout = resp.read_stdout(timeout=0) or ""
             stderr = resp.read_stderr(timeout=0) or ""
             exit_code = exec_exit_code(resp.read_channel(3, timeout=0) or "", where=where)
@@ -518,19 +661,11 @@ class KubeCluster:
             if resp.sock is not None:
                 resp.sock.shutdown()
             exec_api.close()
-        body, http_status, time_total = parse_curl_stdout(stdout)
-        return CurlResult(
-            args=tuple(args),
-            exit_code=exit_code,
-            http_status=http_status,
-            stdout=body,
-            stderr=stderr,
-            time_total=time_total,
-            started_at=started_at,
-        )
+        return stdout, stderr, exit_code
 
     def proxy_metrics(self, pod: str, *, namespace: str) -> str:
         """``linkerd dg proxy-metrics -n NS po/POD``: header, then the text or ``# ERROR``."""
+        self._check_open()
         obj = self.get("Pod", pod, namespace=namespace)  # a missing pod is an error, as there
         if (obj.get("status") or {}).get("phase") != "Running":
             return proxy_metrics_error(pod, f"pod not running: {pod}")
