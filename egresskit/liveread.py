@@ -22,16 +22,12 @@ Rules:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import urllib3
-import yaml
-from kubernetes import config as _kconfig
 from kubernetes.client.exceptions import ApiException
-from kubernetes.config.config_exception import ConfigException
 
 from egresskit.cluster.kube_wire import (
     proxy_metrics_error,
@@ -42,8 +38,6 @@ from egresskit.cluster.kube_wire import (
 from egresskit.errors import BackendError, ManifestError
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
-
-kconfig: Any = _kconfig  # the kubeconfig helpers are untyped
 
 GATEWAY = "gateway.networking.k8s.io"
 POLICY = "policy.linkerd.io"
@@ -79,21 +73,9 @@ class LiveReader:
     """A read-only view of one kube context. Use as a context manager."""
 
     def __init__(self, context: str | None = None, *, kubeconfig: str | None = None) -> None:
-        path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        try:
-            contexts, current = kconfig.list_kube_config_contexts(config_file=path)
-            names = [c["name"] for c in contexts or []]
-            if context is not None and context not in names:
-                raise BackendError(
-                    f"kubeconfig {path}: no context {context!r}; "
-                    f"expected one of {', '.join(names) or '(none)'}"
-                )
-            self._api = kconfig.new_client_from_config(
-                config_file=path, context=context, persist_config=False
-            )
-        except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-            raise BackendError(f"kubeconfig {path}: cannot use context {context!r}: {exc}") from exc
-        self.context: str = context or (current or {}).get("name", "kube")
+        from egresskit.cluster.kube import api_client
+
+        self._api, self.context = api_client(context, kubeconfig)
 
     def __enter__(self) -> LiveReader:
         return self

@@ -167,6 +167,27 @@ def _load_manifests(source: Manifests) -> list[K8sObject]:
 # ---------------------------------------------------------------------------- the backend
 
 
+def api_client(context: str | None, kubeconfig: str | None) -> tuple[Any, str]:
+    """A REST client for ``context`` of ``kubeconfig`` (or ``$KUBECONFIG``, read now, not when
+    the kubernetes package was imported), and the context's name; every kubeconfig problem
+    as one :class:`BackendError` naming the file and the context."""
+    path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        contexts, current = kconfig.list_kube_config_contexts(config_file=path)
+        names = [c["name"] for c in contexts or []]
+        if context is not None and context not in names:
+            raise BackendError(
+                f"kubeconfig {path}: no context {context!r}; "
+                f"expected one of {', '.join(names) or '(none)'}"
+            )
+        api = kconfig.new_client_from_config(
+            config_file=path, context=context, persist_config=False
+        )
+    except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise BackendError(f"kubeconfig {path}: cannot use context {context!r}: {exc}") from exc
+    return api, context or (current or {}).get("name", "kube")
+
+
 class KubeCluster:
     """The facade on a kube context (``kind-egresskit`` or any cluster with Linkerd).
 
@@ -186,22 +207,7 @@ class KubeCluster:
         progress: ProgressFn | None = None,
     ) -> None:
         _require_client_version()
-        # KUBECONFIG is read now, not when the kubernetes package was imported.
-        path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
-        try:
-            contexts, current = kconfig.list_kube_config_contexts(config_file=path)
-            names = [c["name"] for c in contexts or []]
-            if context is not None and context not in names:
-                raise BackendError(
-                    f"kubeconfig {path}: no context {context!r}; "
-                    f"expected one of {', '.join(names) or '(none)'}"
-                )
-            self._api = kconfig.new_client_from_config(
-                config_file=path, context=context, persist_config=False
-            )
-        except (ConfigException, OSError, yaml.YAMLError, KeyError, TypeError) as exc:
-            raise BackendError(f"kubeconfig {path}: cannot use context {context!r}: {exc}") from exc
-        self.name: str = context or (current or {}).get("name", "kube")
+        self._api, self.name = api_client(context, kubeconfig)
         self._field_manager = field_manager
         self._timeout = timeout
         self._request_timeout = request_timeout

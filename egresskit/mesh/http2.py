@@ -65,8 +65,8 @@ from egresskit.policy.decision import Decision, HeaderEdit
 from egresskit.policy.engine import decide
 
 if TYPE_CHECKING:
-    from egresskit.mesh.proxy import EgressProxy
     from egresskit.mesh.runtime import Channel
+    from egresskit.mesh.settings import DataPlane
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ _Record = Callable[[int | None, str | None, str], None]
 
 
 async def serve_http2(
-    proxy: EgressProxy,
+    proxy: DataPlane,
     client: Channel,
     buffered: bytes,
     port: int,
@@ -95,9 +95,7 @@ async def serve_http2(
 class _Server:
     """One client connection: the h2 server state, its stream tasks, its upstreams."""
 
-    def __init__(
-        self, proxy: EgressProxy, client: Channel, port: int, fixed_ip: str | None
-    ) -> None:
+    def __init__(self, proxy: DataPlane, client: Channel, port: int, fixed_ip: str | None) -> None:
         self.proxy = proxy
         self.config = proxy.config
         self.client = client

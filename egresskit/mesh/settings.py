@@ -50,6 +50,11 @@ class DataPlane(Protocol):
     def namespace(self) -> str: ...
 
     @property
+    def pod(self) -> str:
+        """The pod's name (for log lines)."""
+        ...
+
+    @property
     def config(self) -> ProxyConfig: ...
 
     @property
