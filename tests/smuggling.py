@@ -51,6 +51,9 @@ _TETE = _chunked(b"0\r\n\r\n" + HIDDEN)
 _CLTE = b"0\r\n\r\n" + HIDDEN
 
 
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
 def _te(value: bytes) -> bytes:
     return b"Transfer-Encoding: " + value + b"\r\n"
 
@@ -128,6 +131,15 @@ CORPUS: dict[str, bytes] = {
     "absolute-form": b"GET http://httpbin.org/forbidden HTTP/1.1\r\nHost: httpbin.org\r\n\r\n",
     "upgrade-then-hidden": b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\nConnection: upgrade\r\n"
     b"Upgrade: websocket\r\n\r\n" + HIDDEN,
+    # An h2c upgrade: after a 101 the h2 preface and frames would reach an h2 server as
+    # requests nobody judged; the proxy strips the upgrade (a fake upstream answers 101
+    # to any upgrade it sees, see check_in_process).
+    "upgrade-h2c": b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\nConnection: Upgrade, HTTP2-Settings"
+    b"\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n" + _H2_PREFACE + HIDDEN,
+    "upgrade-h2c-no-connection": b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\nUpgrade: h2c\r\n"
+    b"Connection: keep-alive\r\n\r\n" + _H2_PREFACE + HIDDEN,
+    "upgrade-h2c-and-websocket": b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\nConnection: upgrade"
+    b"\r\nUpgrade: websocket, h2c\r\n\r\n" + _H2_PREFACE + HIDDEN,
     "connect": b"CONNECT httpbin.org:80 HTTP/1.1\r\nHost: httpbin.org\r\n\r\n" + HIDDEN,
     "expect-continue": _post(
         b"Expect: 100-continue\r\nContent-Length: %d\r\n" % len(_CLTE) + _te(b"chunked"), _CLTE
@@ -237,11 +249,13 @@ class _Recorder:
         self.parser = httptools.HttpRequestParser(self)  # strict: no leniency at all
         self.heads: list[Head] = []
         self.complete = 0
+        #: The protocols the last head asked to upgrade to (lower case; b"": none).
+        self.upgrade = b""
         self._url = b""
         self._host = b""
 
     def on_message_begin(self) -> None:
-        self._url = self._host = b""
+        self._url = self._host = self.upgrade = b""
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -249,6 +263,8 @@ class _Recorder:
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() == b"host":
             self._host += b"|" + value
+        if name.lower() == b"upgrade":
+            self.upgrade += value.lower()
 
     def on_headers_complete(self) -> None:
         self.heads.append((self.parser.get_method(), self._url, self._host))
@@ -273,13 +289,18 @@ class Verdict:
     judged: list[Head] = field(default_factory=list)
     upstream: list[Head] = field(default_factory=list)
     fault: int | None = None
+    #: The protocol the upstream switched to (b"": none), and the bytes forwarded after.
+    switched: bytes = b""
+    tunneled: bytes = b""
 
     @property
     def unjudged(self) -> int:
-        """Requests the upstream parsed beyond (or other than) those judged."""
+        """Requests the upstream parsed beyond (or other than) those judged; bytes
+        tunneled after an h2c upgrade count as one (an h2 server reads requests in them)."""
         extra = len(self.upstream) - len(self.judged)
         wrong = sum(a != b for a, b in zip(self.upstream, self.judged, strict=False))
-        return max(extra, 0) + wrong
+        h2c = int(b"h2c" in self.switched and bool(self.tunneled))
+        return max(extra, 0) + wrong + h2c
 
 
 _ALLOWED = Decision(
@@ -301,12 +322,14 @@ _DENIED = Decision(
     http_status=403,
 )
 _OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+_SWITCH = b"HTTP/1.1 101 Switching Protocols\r\nconnection: upgrade\r\nupgrade: "
 
 
 def check_in_process(pieces: list[bytes]) -> Verdict:
     """Drive the proxy's HTTP/1 machine (:class:`Http1Machine`, the same one the proxy
     runs) with ``pieces`` from the client and a strict llhttp as the upstream, which
-    answers each whole request ``200``; every head the machine judges is recorded
+    answers each whole request ``200`` (``101`` to one that asks to upgrade); every
+    head the machine judges is recorded
     (CONNECT is denied, as under the guide's restricting policy: an accepted CONNECT is
     a tunnel, opaque by design). At the end the client half-closes."""
     verdict = Verdict()
@@ -325,11 +348,18 @@ def check_in_process(pieces: list[bytes]) -> Verdict:
         for act in acts:
             if act.kind == "open":
                 run(machine.upstream_opened(0.0, reused=False))
+            elif act.kind == "upstream" and verdict.switched:
+                verdict.tunneled += act.data
             elif act.kind == "upstream" and state["alive"]:
                 state["alive"] = upstream.feed(act.data)
                 while upstream.complete > state["answered"]:
                     state["answered"] += 1
-                    run(machine.upstream_data(_OK, 0.0))
+                    if not state["alive"] and upstream.upgrade:
+                        # An upgrade it takes (as an h2c or WebSocket server would).
+                        verdict.switched = upstream.upgrade
+                        run(machine.upstream_data(_SWITCH + upstream.upgrade + b"\r\n\r\n", 0.0))
+                    else:
+                        run(machine.upstream_data(_OK, 0.0))
             elif act.kind == "client" and verdict.fault is None:
                 status = act.data[9:12]
                 if act.data.startswith(b"HTTP/1.1 ") and status[:1] in (b"4", b"5"):

@@ -253,3 +253,36 @@ def test_pipelined_requests_wait_their_turn_and_are_each_judged() -> None:
     acts = m.upstream_data(OK, 1.0)
     # The second request starts as soon as the first is answered.
     assert Act("open", b"", (TARGET, False)) in acts and judge.seen == [b"/get", b"/get2"]
+
+
+def test_hop_by_hop_fields_stop_at_the_proxy_and_a_websocket_upgrade_goes_on() -> None:
+    m, _ = machine()
+    m.client_data(
+        b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\nConnection: Upgrade, X-Secret, keep-alive"
+        b"\r\nUpgrade: websocket\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\n"
+        b"Proxy-Connection: keep-alive\r\nTE: trailers\r\nX-Kept: 2\r\n\r\n",
+        0.0,
+    )
+    head = written(m.upstream_opened(0.0, reused=False), "upstream").lower()
+    for gone in (b"x-secret", b"keep-alive", b"proxy-connection"):
+        assert gone not in head, head
+    assert b"upgrade: websocket\r\n" in head and b"connection: upgrade, te\r\n" in head
+    assert b"te: trailers\r\n" in head and b"x-kept: 2\r\n" in head
+    # The upgrade the judged request asked for opens the tunnel.
+    acts = m.upstream_data(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n", 1.0)
+    assert "tunnel" in kinds(acts) and m.phase == "tunnel"
+
+
+def test_an_h2c_upgrade_is_not_forwarded_and_an_unasked_101_is_502() -> None:
+    m, _ = machine()
+    m.client_data(
+        b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        b"Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAAP__\r\n\r\n",
+        0.0,
+    )
+    head = written(m.upstream_opened(0.0, reused=False), "upstream").lower()
+    assert b"upgrade" not in head and b"http2-settings" not in head, head
+    acts = m.upstream_data(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: h2c\r\n\r\n", 1.0)
+    assert m.phase != "tunnel" and "tunnel" not in kinds(acts)
+    assert written(acts).startswith(b"HTTP/1.1 502 ")
+    assert written(m.client_data(b"GET /forbidden HTTP/1.1\r\n\r\n", 1.0), "upstream") == b""

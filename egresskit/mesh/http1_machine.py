@@ -48,7 +48,9 @@ from egresskit.mesh.http1_wire import (
     request_head,
     response_line,
     response_plan,
+    strip_hop_by_hop,
     switches,
+    tunnel_allowed,
 )
 
 if TYPE_CHECKING:
@@ -191,6 +193,7 @@ class _Exchange:
         "retry",
         "started",
         "target",
+        "tunnel_ok",
     )
 
     def __init__(self, req: Request, started: float) -> None:
@@ -211,6 +214,8 @@ class _Exchange:
         self.keep = False
         self.keep_up = False
         self.eof_ends = False
+        #: The judged request asked for a tunnel the proxy passes (tunnel_allowed).
+        self.tunnel_ok = False
 
 
 class Http1Machine:
@@ -505,6 +510,10 @@ class Http1Machine:
             # h11 refuses to send an HTTP/1.1 request without one.
             self._fault("request", "io", "", now, "request: Missing mandatory Host: header")
             return
+        # Hop-by-hop fields stop here (RFC 9110 7.6.1); an upgrade the proxy does not
+        # pass on (h2c) goes as a plain request the server answers in HTTP/1.1.
+        ex.tunnel_ok = tunnel_allowed(req)
+        headers = strip_hop_by_hop(headers, upgrade=ex.tunnel_ok and req.method != b"CONNECT")
         ex.head = request_head(req, headers)
         ex.target = verdict.target
         self._open(fresh=False, now=now)
@@ -621,9 +630,16 @@ class Http1Machine:
         req = ex.req
         decision = ex.decision
         assert decision is not None
-        if req.upgrade and switches(req, event):
-            self._tunnel(event, now)
-            return
+        if switches(req, event) or event.status == 101:
+            # The tunnel opens only for the upgrade the judged request asked for and the
+            # proxy passed on; linkerd2-proxy does the same (HTTP/1 upgrades are a tunnel
+            # after the judged request; h2c is never forwarded).
+            if req.upgrade and ex.tunnel_ok and switches(req, event):
+                self._tunnel(event, now)
+                return
+            if event.status == 101:
+                self._fault("head", "io", "", now, "head: the upstream switched protocols unasked")
+                return
         parts, chunked, keep, keep_up = response_plan(req, event, decision)
         ex.resp = event
         ex.out_chunked = chunked

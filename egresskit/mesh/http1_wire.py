@@ -623,6 +623,73 @@ def last_chunk(trailers: Headers) -> bytes:
     return b"0\r\n" + b"".join(k.lower() + b": " + v + b"\r\n" for k, v in trailers) + b"\r\n"
 
 
+#: Hop-by-hop fields (RFC 9110 7.6.1, plus the legacy ``Proxy-Connection`` and h2c's
+#: ``HTTP2-Settings``, RFC 7540 3.2): they describe the client's hop, never the next one.
+_HOP_BY_HOP = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade", b"http2-settings")
+)
+
+
+def upgrade_protocols(req: Request) -> list[bytes]:
+    """The protocols the request's ``Upgrade`` fields name, lower case (RFC 9110 7.8)."""
+    return [
+        token.strip().split(b"/")[0].lower()
+        for name, value in req.headers
+        if name.lower() == b"upgrade"
+        for token in value.split(b",")
+        if token.strip()
+    ]
+
+
+def tunnel_allowed(req: Request) -> bool:
+    """Whether an accepted answer to ``req`` may become a tunnel: a CONNECT, or an
+    HTTP/1 upgrade to WebSocket (RFC 6455) and nothing else. linkerd2-proxy proxies
+    HTTP/1 upgrades (WebSocket) as a tunnel opened after the judged request, and never
+    forwards an h2c upgrade (an assumption, not checked in its source here: its HTTP/1
+    server strips the connection headers; h2 is spoken by prior knowledge or ALPN
+    only): a tunnel to an h2 server would carry requests nobody judged."""
+    if req.method == b"CONNECT":
+        return True
+    if not req.upgrade:
+        return False
+    protocols = upgrade_protocols(req)
+    # Only the upgrade the kit means to pass, named alone: an allow-list, so a value an
+    # upstream might read as h2c some other way ("we h2c", "h2c/1") is never passed.
+    return bool(protocols) and all(p == b"websocket" for p in protocols)
+
+
+def strip_hop_by_hop(headers: Headers, *, upgrade: bool) -> Headers:
+    """``headers`` without the hop-by-hop fields and those the ``Connection`` fields
+    name (RFC 9110 7.6.1: a proxy removes them before forwarding). With ``upgrade``
+    (an upgrade the proxy passes on, :func:`tunnel_allowed`), ``Upgrade`` is kept and
+    ``connection: upgrade`` sent. ``TE: trailers`` is kept (and ``te`` named in
+    Connection, RFC 9110 10.1.4): the proxy itself takes trailers on the next hop and
+    forwards them, so the client's wish holds for it too; any other TE value is dropped
+    (this proxy decodes no transfer coding but chunked)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(t.strip().lower() for t in value.split(b",") if t.strip())
+    out: Headers = []
+    trailers = False
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"upgrade" and upgrade:
+            out.append((name, value))
+        elif lname == b"te":
+            trailers = trailers or value.strip().lower() == b"trailers"
+        elif lname not in _HOP_BY_HOP and lname not in named:
+            out.append((name, value))
+    if trailers:
+        out.append((b"te", b"trailers"))
+    options = [b"upgrade"] if upgrade else []
+    if trailers:
+        options.append(b"te")
+    if options:
+        out.append((b"connection", b", ".join(options)))
+    return out
+
+
 def has_close(headers: Headers) -> bool:
     return any(k.lower() == b"connection" and b"close" in v.lower() for k, v in headers)
 
