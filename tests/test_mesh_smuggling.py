@@ -78,6 +78,22 @@ def test_the_hidden_request_is_judged_or_refused_never_forwarded_inside_a_body()
         assert len(hidden) <= len(judged), name
 
 
+@pytest.mark.parametrize(
+    "target",
+    [b"http://forbidden.example/ip", b"http://user@httpbin.org/ip", b"ftp://httpbin.org/ip"],
+)
+def test_an_absolute_target_other_than_its_host_is_400_never_forwarded(target: bytes) -> None:
+    # RFC 9112 3.2.2: the upstream takes the target's authority over Host.
+    verdict = check_in_process([b"GET " + target + b" HTTP/1.1\r\nHost: httpbin.org\r\n\r\n"])
+    assert (verdict.fault, verdict.judged, verdict.upstream) == (400, [], [])
+
+
+def test_an_absolute_target_is_judged_and_forwarded_in_origin_form() -> None:
+    data = b"GET http://HTTPBIN.org?q=1 HTTP/1.1\r\nHost: httpbin.org\r\n\r\n"
+    verdict = check_in_process([data])
+    assert verdict.judged == verdict.upstream == [(b"GET", b"/?q=1", b"|httpbin.org")]
+
+
 def test_mutated_inputs_forward_only_what_was_judged() -> None:
     rng = random.Random(11)
     seeds = list(CORPUS.values())

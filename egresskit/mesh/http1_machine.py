@@ -44,6 +44,7 @@ from egresskit.mesh.http1_wire import (
     edit_headers,
     expects_continue,
     last_chunk,
+    origin_form,
     reason_phrase,
     request_head,
     response_line,
@@ -479,6 +480,14 @@ class Http1Machine:
         # The parser refused a head with more than one Host (RFC 9112 3.2).
         host_raw = req.host
         host = host_raw.decode("latin-1") if host_raw else None
+        if req.target[:1] != b"/" and req.target != b"*" and req.method != b"CONNECT":
+            # Absolute form: judged and forwarded as origin-form, its authority being the
+            # Host judged, or refused (RFC 9112 3.2.2; origin_form says why).
+            origin = origin_form(req.target, host_raw)
+            if origin is None:
+                self._reject(400, now)
+                return
+            req.target = origin
         verdict = self.judge(req, host)
         ex.decision = verdict.decision
         ex.hostname = verdict.hostname

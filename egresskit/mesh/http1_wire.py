@@ -690,6 +690,24 @@ def strip_hop_by_hop(headers: Headers, *, upgrade: bool) -> Headers:
     return out
 
 
+def origin_form(target: bytes, host: bytes | None) -> bytes | None:
+    """The origin-form of an absolute-form request target (RFC 9112 3.2.2), or None
+    when the request must be refused (400): a server takes the target's authority over
+    Host, so a target naming an authority other than the Host the policy judges would
+    reach an upstream the policy never judged. The target must be ``http`` or
+    ``https``, with no userinfo, and its authority the request's Host (case aside)."""
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() not in (b"http", b"https") or host is None:
+        return None
+    cut = min((i for i in (rest.find(b"/"), rest.find(b"?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if not authority or b"@" in authority or authority.lower() != host.strip().lower():
+        return None
+    if path.startswith(b"?"):
+        path = b"/" + path
+    return path or b"/"
+
+
 def has_close(headers: Headers) -> bool:
     return any(k.lower() == b"connection" and b"close" in v.lower() for k, v in headers)
 
