@@ -325,3 +325,35 @@ def test_cr_nul_and_folded_lines_are_refused_by_the_parser_itself(field: bytes) 
     parser.expect(head_only=False)
     parser.feed(b"HTTP/1.1 200 OK\r\n" + field + b"content-length: 0\r\n\r\n")
     assert parser.dead
+
+
+CHUNKED_HEAD = b"POST /post HTTP/1.1\r\nHost: httpbin.org\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "trailers",
+    [
+        b"x-a: " + b"a" * 1000 + b"\r\n",  # many fields over the byte bound
+        b"x: 1\r\n",  # small fields past the field cap
+        b"x-a: " + b"a" * 70_000,  # one field that never ends
+    ],
+)
+def test_request_trailers_are_bounded_431(trailers: bytes) -> None:
+    p = RequestParser(64 * 1024)
+    p.feed(CHUNKED_HEAD + b"1\r\na\r\n0\r\n")
+    for _ in range(200):
+        p.feed(trailers)
+        if p.dead:
+            break
+    faults = [e.status for e in p.events if isinstance(e, Fault)]
+    assert faults == [431] and not any(isinstance(e, End) for e in p.events)
+
+
+def test_trailers_within_the_bounds_and_many_small_chunks_pass() -> None:
+    p = RequestParser(64 * 1024)
+    data = CHUNKED_HEAD + b"1\r\na\r\n" * 20_000 + b"0\r\nx-t: 1\r\n\r\n"
+    for at in range(0, len(data), 16 * 1024):  # as reads deliver it
+        p.feed(data[at : at + 16 * 1024])
+    ends = [e for e in p.events if isinstance(e, End)]
+    assert len(ends) == 1 and ends[0].trailers == [(b"x-t", b"1")]
+    assert b"".join(e for e in p.events if isinstance(e, bytes)) == b"a" * 20_000

@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 _MAX_RESPONSE_HEAD = 1024 * 1024
 
 
+#: Most trailer fields a message may carry (hyper's default header count, 100).
+MAX_TRAILER_FIELDS = 100
+
 #: The lengths of "transfer-encoding", "content-length" and "host": the fields the parser
 #: collects as it reads them.
 _FIELD_LENGTHS = (17, 14, 4)
@@ -298,10 +301,18 @@ class RequestParser(_Messages):
         #: Bytes of the chunk known to belong to earlier messages (at most what they used).
         self._used = 0
         self._body_open = False
+        #: Trailer bytes (by the callbacks) and, for a chunked body, the bytes fed since
+        #: the last body byte that were not body (chunk lines, extensions, trailers: an
+        #: over-estimate by at most one read), both bounded by ``limit`` (431).
+        self._trailer_size = 0
+        self._gap = 0
+        self._body_seen = 0
+        self._chunked = False
 
     def on_body(self, body: bytes) -> None:
         if self._body_open:
             self._used += len(body)
+        self._body_seen += len(body)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
@@ -315,6 +326,7 @@ class RequestParser(_Messages):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.head_size = 0
+        self._trailer_size = self._gap = 0
         self._raw = self._at_start
         self._at_start = False  # another head in this chunk starts mid-chunk
         self._tail = b""
@@ -326,6 +338,12 @@ class RequestParser(_Messages):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_body:
+            # Trailers count against the same bound as the head (RFC 9110 6.5), and
+            # their number is capped.
+            self._trailer_size += len(name) + len(value) + 4
+            if self._trailer_size > self.limit or len(self._trailers) >= MAX_TRAILER_FIELDS:
+                self.too_large = True
+                raise HeadTooLarge()
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
@@ -347,6 +365,7 @@ class RequestParser(_Messages):
         body, length = self._frame(version, request=True)
         self.head_open = False
         self._in_body = self._body_open = True
+        self._chunked = body == "chunked"
         self.held = Request(
             parser.get_method(),
             self._url,
@@ -378,7 +397,17 @@ class RequestParser(_Messages):
         self._at_start = not (was_open or self._body_open)
         self._chunk = data
         self._used = 0
+        chunked_body = self._body_open and self._chunked
+        self._body_seen = 0
         super().feed(data)
+        if chunked_body and self._body_open and not self.dead:
+            # Still in the same chunked body: what was not body since its last byte.
+            other = len(data) - self._body_seen
+            self._gap = other if self._body_seen else self._gap + other
+            if self._gap > self.limit:
+                self.dead = True
+                self.too_large = True
+                self.events.append(Fault(431))
         if self.head_open and not self.dead:
             # The head goes on past this chunk.
             if self._raw:
