@@ -286,3 +286,35 @@ def test_an_h2c_upgrade_is_not_forwarded_and_an_unasked_101_is_502() -> None:
     assert m.phase != "tunnel" and "tunnel" not in kinds(acts)
     assert written(acts).startswith(b"HTTP/1.1 502 ")
     assert written(m.client_data(b"GET /forbidden HTTP/1.1\r\n\r\n", 1.0), "upstream") == b""
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b"x-a: " + b"a" * 1000 + b"\r\n", b"x-a: " + b"a" * 10_000],  # many fields; one endless
+)
+def test_an_upstream_response_head_past_the_bound_is_502_io_and_closed(line: bytes) -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(b"HTTP/1.1 200 OK\r\n", 0.0)
+    for _ in range(1000):  # up to 1 MB: more than the bound (MAX_RESPONSE_HEAD)
+        acts += m.upstream_data(line, 0.0)
+        if m.phase != "waiting":
+            break
+    assert written(acts).startswith(b"HTTP/1.1 502 ")
+    assert [a.arg.error for a in acts if a.kind == "count"] == ["IO"]
+    assert m.phase in ("draining", "closed") and Act("release", b"", False) in acts
+
+
+def test_upstream_trailers_past_the_bound_close_the_answer_as_io() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n", 0
+    )
+    for _ in range(1000):
+        acts += m.upstream_data(b"x-a: " + b"a" * 1000 + b"\r\n", 0.0)
+        if m.phase == "closed":
+            break
+    assert m.phase == "closed" and [a.arg.error for a in acts if a.kind == "count"] == ["IO"]

@@ -632,9 +632,10 @@ class Http1Machine:
             return
         event = events.popleft()
         if not isinstance(event, Response):
-            self._fault(
-                "head", "io", "", now, "the upstream closed the connection without a response"
-            )
+            why = "the upstream closed the connection without a response"
+            if isinstance(event, Fault):
+                why = "head: the upstream sent malformed HTTP or a head too large"
+            self._fault("head", "io", "", now, why)
             return
         req = ex.req
         decision = ex.decision

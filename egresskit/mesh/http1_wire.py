@@ -28,8 +28,9 @@ from egresskit.mesh.http1_framing import (
 if TYPE_CHECKING:
     from egresskit.policy.decision import Decision, HeaderEdit
 
-#: Bound on a response head we have to find ourselves (the answer to a HEAD request).
-_MAX_RESPONSE_HEAD = 1024 * 1024
+#: Bound on an upstream response head, and on its trailers: hyper's client read buffer
+#: (8 KiB + 100 fields of 4 KiB, ``DEFAULT_MAX_BUFFER_SIZE``). Past it: 502, closed.
+MAX_RESPONSE_HEAD = 8192 + 4096 * 100
 
 
 #: Most trailer fields a message may carry (hyper's default header count, 100).
@@ -453,6 +454,15 @@ class ResponseParser(_Messages):
         self._informational = False
         self._stopped = False
         self._pending = b""
+        self._size = 0
+        #: Raw bytes fed while a head stayed open (a field llhttp is still collecting).
+        self._raw = 0
+
+    def idle(self) -> bool:
+        """No response expected, none begun, nothing queued: safe to pool the connection."""
+        return not (
+            self.busy or self.head_open or self.events or self.dead or self._pending or self.rest
+        )
 
     def expect(self, *, head_only: bool) -> None:
         """The next response answers a request: ``head_only`` for a HEAD request."""
@@ -462,6 +472,24 @@ class ResponseParser(_Messages):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._informational = False
+        self._size = 0
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+        self._bound(len(reason))
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._bound(len(name) + len(value) + 4)
+        if self._in_body and len(self._trailers) >= MAX_TRAILER_FIELDS:
+            self._bound(MAX_RESPONSE_HEAD + 1)
+        super().on_header(name, value)
+
+    def _bound(self, n: int) -> None:
+        """Count a head's (and then its trailers') bytes; past the bound the parser stops."""
+        self._size += n
+        if self._size > MAX_RESPONSE_HEAD:
+            self.too_large = True
+            raise HeadTooLarge()
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -504,7 +532,13 @@ class ResponseParser(_Messages):
 
     def feed(self, data: bytes) -> None:
         if not self._head_only:
+            was_open = self.head_open
             super().feed(data)
+            if self.head_open and not self.dead:
+                self._raw = self._raw + len(data) if was_open else len(data)
+                if self._raw > MAX_RESPONSE_HEAD:
+                    self.dead = True
+                    self.events.append(Fault(502))
             return
         # A HEAD response announces a body it does not send, and llhttp cannot be told
         # so: feed it only up to the end of the head, then start a fresh parser.
@@ -512,7 +546,7 @@ class ResponseParser(_Messages):
         ends = [i + n for i, n in ((buf.find(b"\r\n\r\n"), 4), (buf.find(b"\n\n"), 2)) if i >= 0]
         if not ends:
             self._pending = buf
-            if len(buf) > _MAX_RESPONSE_HEAD:
+            if len(buf) > MAX_RESPONSE_HEAD:
                 self.dead = True
             return
         end = min(ends)
