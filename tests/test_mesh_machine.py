@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from egresskit.mesh.http1_machine import (
+    DRAIN_SECONDS,
     FAULTS,
     LINGER_SECONDS,
     TRANSITIONS,
@@ -238,7 +239,8 @@ def test_a_denied_request_is_answered_after_its_body_and_counted_first() -> None
     m, _ = machine(Judge(answer=403))
     acts = m.client_data(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab", 1.0)
     assert kinds(acts) == ["count", "deadline"]  # counted, then the body is read
-    assert deadline(acts) == 61.0  # each read of the body has idle_timeout
+    # Each read of the body has idle_timeout, within DRAIN_SECONDS of the judgement.
+    assert deadline(acts) == min(61.0, 1.0 + DRAIN_SECONDS)
     acts = m.client_data(b"cd", 2.0)
     assert written(acts).startswith(b"HTTP/1.1 403 Forbidden\r\n")
     assert deadline(acts) == 62.0  # kept alive: the next request's idle timeout
@@ -318,3 +320,21 @@ def test_upstream_trailers_past_the_bound_close_the_answer_as_io() -> None:
         if m.phase == "closed":
             break
     assert m.phase == "closed" and [a.arg.error for a in acts if a.kind == "count"] == ["IO"]
+
+
+@pytest.mark.parametrize("piece", [b"x" * 1000, b"x"])  # too many bytes; too long a time
+def test_draining_a_denied_body_is_bounded_then_answered_with_close(piece: bytes) -> None:
+    m, _ = machine(Judge(answer=403))
+    m.client_data(
+        b"POST /post HTTP/1.1\r\nHost: httpbin.org\r\nContent-Length: 999999999999\r\n\r\n", 0.0
+    )
+    assert m.phase == "draining"
+    now, acts = 0.0, []
+    for _ in range(10_000):  # each read well within idle_timeout of the last
+        now += 1.0
+        acts = m.timeout(now) + m.client_data(piece, now)
+        if m.phase != "draining":
+            break
+    assert m.phase == "closed", (now, m.phase)
+    answer = written(acts)
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"connection: close\r\n" in answer

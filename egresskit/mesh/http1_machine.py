@@ -66,6 +66,11 @@ LINGER_SECONDS = 0.5
 #: Bytes of a client's next request held while an exchange is in flight, before the
 #: shell is told to stop reading the client.
 PENDING_LIMIT = 256 * 1024
+#: How much of a request body the proxy reads and drops before its own answer (a
+#: denial, a fault), and for how long at most: past either it answers with
+#: ``connection: close`` and closes, so a client cannot hold it reading forever.
+DRAIN_LIMIT = 64 * 1024
+DRAIN_SECONDS = 10.0
 
 Phase = Literal[
     "idle",
@@ -252,6 +257,9 @@ class Http1Machine:
         #: The deadline to drain toward, then what to answer: (status, headers, close).
         self.answer: tuple[int, tuple[tuple[str, str], ...], bool] | None = None
         self.drained = True
+        #: While draining: bytes dropped so far, and when draining stops anyway.
+        self.drain_bytes = 0
+        self.drain_until = 0.0
         self._enter_idle(now)
 
     # ------------------------------------------------------------------ events
@@ -393,7 +401,7 @@ class Http1Machine:
             wait = config.idle_timeout if self.client_full else config.response_timeout
             self.deadline = now + wait
         elif phase == "draining":
-            self.deadline = now + config.idle_timeout
+            self.deadline = min(now + config.idle_timeout, self.drain_until)
 
     def _close(self) -> None:
         if self.phase != "closed":
@@ -798,6 +806,8 @@ class Http1Machine:
         if count:
             self._count(status, "", now)
         self.answer = (status, headers, close)
+        self.drain_bytes = 0
+        self.drain_until = now + DRAIN_SECONDS
         self._move("draining")
         pending, self.pending = self.pending, b""
         if pending:
@@ -819,6 +829,10 @@ class Http1Machine:
             event = events[0]
             if isinstance(event, bytes):
                 events.popleft()
+                self.drain_bytes += len(event)
+                if self.drain_bytes > DRAIN_LIMIT:
+                    self._drain_done(now, drained=False)
+                    return
             elif isinstance(event, End):
                 events.popleft()
                 ex.body_done = True
@@ -844,6 +858,7 @@ class Http1Machine:
         parts.append(b"content-length: 0\r\n")
         close = (
             close
+            or not drained
             or not req.keep_alive
             or req.upgrade
             or any(k.lower() == "connection" and "close" in v.lower() for k, v in headers)
