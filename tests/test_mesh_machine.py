@@ -338,3 +338,21 @@ def test_draining_a_denied_body_is_bounded_then_answered_with_close(piece: bytes
     assert m.phase == "closed", (now, m.phase)
     answer = written(acts)
     assert answer.startswith(b"HTTP/1.1 403 ") and b"connection: close\r\n" in answer
+
+
+def test_an_upstream_that_sent_more_than_the_answer_is_not_pooled() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(OK + b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nSTALE", 0.0)
+    assert written(acts) == OK and Act("release", b"", False) in acts
+    m.client_data(GET, 1.0)
+    assert written(m.upstream_opened(1.0, reused=True)) == b""  # nothing stale served
+    acts = m.upstream_data(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nBB", 1.0)
+    assert written(acts).endswith(b"\r\n\r\nBB")
+
+
+def test_an_idle_upstream_is_pooled() -> None:
+    m, _ = machine()
+    acts = exchange(m, 0.0)
+    assert Act("release", b"", True) in acts

@@ -300,8 +300,8 @@ class Http1Machine:
         if self.phase == "connecting":
             self.up_reused = reused
             self.up_closed = False
-            if not reused:
-                self.responses = ResponseParser()
+            # A pooled connection was released idle: a fresh parser either way.
+            self.responses = ResponseParser()
             self._send_request(now)
         return self.flush()
 
@@ -715,11 +715,9 @@ class Http1Machine:
         if not done:
             self._arm(now)
             return
-        self._act(
-            "release",
-            b"",
-            ex.keep_up and not (responses.busy or responses.dead or self.up_closed),
-        )
+        # Pooled only when nothing more came: bytes the upstream sent unasked (a second
+        # response, a head begun) would be served as the next request's answer.
+        self._act("release", b"", ex.keep_up and responses.idle() and not self.up_closed)
         if ex.keep:
             self._enter_idle(now)
         else:
