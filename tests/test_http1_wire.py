@@ -357,3 +357,21 @@ def test_trailers_within_the_bounds_and_many_small_chunks_pass() -> None:
     ends = [e for e in p.events if isinstance(e, End)]
     assert len(ends) == 1 and ends[0].trailers == [(b"x-t", b"1")]
     assert b"".join(e for e in p.events if isinstance(e, bytes)) == b"a" * 20_000
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [
+        [b"POST /post HTTP/1.1\nHost: httpbin.org\nContent-Length: 6\n", b"\na\nb\n\nX"],
+        [b"POST /post HTTP/1.1\nHost: httpbin.org\nContent-Length: 6\n\n", b"a\nb\n\nX"],
+        [b"POST /post HTTP/1.1\nHost: httpbin.org\nContent-Length: 6\n\na\nb\n\nX"],
+    ],
+)
+def test_a_bare_lf_head_split_at_its_blank_line_leaves_the_body_as_sent(
+    pieces: list[bytes],
+) -> None:
+    p = RequestParser(64 * 1024)
+    for piece in pieces:
+        p.feed(piece)
+    assert b"".join(e for e in p.events if isinstance(e, bytes)) == b"a\nb\n\nX"
+    assert any(isinstance(e, End) for e in p.events)

@@ -394,7 +394,7 @@ class RequestParser(_Messages):
             # An LF first in the chunk is bare unless the last chunk ended in its CR.
             lf = data.find(b"\n")
             if (lf == 0 and not self._tail.endswith(b"\r")) or (lf > 0 and data[lf - 1] != 13):
-                data = _crlf_head(data)
+                data = _crlf_head(data, self._tail if was_open else b"")
         self._at_start = not (was_open or self._body_open)
         self._chunk = data
         self._used = 0
@@ -629,10 +629,13 @@ def _fields(parts: list[bytes], headers: Headers, body: Framing, length: int) ->
         parts.append(b"content-length: %d\r\n" % length)
 
 
-def _crlf_head(data: bytes) -> bytes:
-    """``data`` with the bare LFs of its first head turned into CRLF (the body untouched)."""
-    ends = [i + n for i, n in ((data.find(b"\n\n"), 2), (data.find(b"\n\r\n"), 3)) if i >= 0]
-    end = min(ends) if ends else len(data)
+def _crlf_head(data: bytes, tail: bytes = b"") -> bytes:
+    """``data`` with the bare LFs of its first head turned into CRLF (the body untouched).
+    ``tail``: the end of the previous chunk when the head began there, so a blank line
+    straddling the two ends the head at its first bytes here."""
+    buf = tail + data
+    ends = [i + n for i, n in ((buf.find(b"\n\n"), 2), (buf.find(b"\n\r\n"), 3)) if i >= 0]
+    end = max(0, min(ends) - len(tail)) if ends else len(data)
     return data[:end].replace(b"\r\n", b"\n").replace(b"\n", b"\r\n") + data[end:]
 
 
