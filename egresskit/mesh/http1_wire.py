@@ -457,6 +457,12 @@ class ResponseParser(_Messages):
         self._size = 0
         #: Raw bytes fed while a head stayed open (a field llhttp is still collecting).
         self._raw = 0
+        #: A chunked body is open; bytes fed since its last body byte that were not body
+        #: (chunk lines, trailers: a trailer llhttp is still collecting), at most one
+        #: read over; body bytes seen in the current read.
+        self._chunked = False
+        self._gap = 0
+        self._body_seen = 0
 
     def idle(self) -> bool:
         """No response expected, none begun, nothing queued: safe to pool the connection."""
@@ -502,6 +508,7 @@ class ResponseParser(_Messages):
             return
         version = parser.get_http_version()
         body, length = self._frame(version, request=False)
+        self._chunked, self._gap = body == "chunked", 0
         self.events.append(
             Response(
                 status,
@@ -522,18 +529,27 @@ class ResponseParser(_Messages):
 
     def on_body(self, body: bytes) -> None:
         if not self._informational:
+            self._body_seen += len(body)
             self.events.append(body)
 
     def on_message_complete(self) -> None:
         if self._informational:
             return
+        self._chunked = False
         self.events.append(End(self._trailers))
         self.busy = False
 
     def feed(self, data: bytes) -> None:
         if not self._head_only:
-            was_open = self.head_open
+            was_open, chunked = self.head_open, self._chunked
+            self._body_seen = 0
             super().feed(data)
+            if chunked and self._chunked and not self.dead:
+                other = len(data) - self._body_seen
+                self._gap = other if self._body_seen else self._gap + other
+                if self._gap > MAX_RESPONSE_HEAD:
+                    self.dead = True
+                    self.events.append(Fault(502))
             if self.head_open and not self.dead:
                 self._raw = self._raw + len(data) if was_open else len(data)
                 if self._raw > MAX_RESPONSE_HEAD:
