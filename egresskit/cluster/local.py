@@ -172,8 +172,12 @@ class LocalCluster:
         parsed = load_manifests(manifests)  # validate first: nothing applies on error
         self._check_runnable(parsed)
         # The store parses the same input again, so its errors name the same file/document.
-        results = self.store.apply(manifests)
-        self._reconcile()
+        # Write and reconcile under one lock: two threads applying at once would otherwise
+        # each reconcile against a stale read and stop the other's new pod's proxy.
+        with self._lock:
+            self._check_open()
+            results = self.store.apply(manifests)
+            self._reconcile()
         lines = [f"{obj.kind.lower()}/{obj.name} {verb}" for obj, verb in results]
         self._record("apply", [obj for obj, _ in results], _summary_apply(parsed))
         return lines
@@ -197,15 +201,19 @@ class LocalCluster:
                 raise BackendError(f"patch is not valid JSON: {exc}") from exc
         if not isinstance(patch, Mapping):
             raise BackendError(f"patch must be a JSON object, found {patch!r}")
-        obj = self.store.patch(kind, name, namespace, patch)
-        self._reconcile()
+        with self._lock:  # one write and its reconcile at a time (see apply)
+            self._check_open()
+            obj = self.store.patch(kind, name, namespace, patch)
+            self._reconcile()
         self._record("patch", [obj], _summary_patch(obj, patch))
         return self.store.get(obj.kind, obj.name, obj.namespace)
 
     def delete(self, kind: str, name: str, *, namespace: str | None = None) -> None:
         self._check_open()
-        removed = self.store.delete(kind, name, namespace)
-        self._reconcile()
+        with self._lock:  # one write and its reconcile at a time (see apply)
+            self._check_open()
+            removed = self.store.delete(kind, name, namespace)
+            self._reconcile()
         self._record("delete", removed, f"delete {canonical_kind(kind)} {name}")
 
     # -- the facade: reads ------------------------------------------------------------------
@@ -394,14 +402,18 @@ class LocalCluster:
                     parse_terminus(container)  # raises UnsupportedWorkload, before any change
 
     def _reconcile(self) -> None:
-        objs = self.store.objects()
-        namespaces = {o.name: o for o in objs if isinstance(o, Namespace)}
-        for svc in (o for o in objs if isinstance(o, Service)):
-            if svc.cluster_ip:
-                self.dns.register_service(svc.name, svc.namespace or "", svc.cluster_ip)
+        """Bring proxies and workloads in line with the store; callers hold ``_lock``.
+
+        The store is read under the lock too: a read taken before another thread's write
+        and reconcile would stop that thread's new pod as if it had been deleted."""
         with self._lock:
             # Under the lock close() takes too: a write racing close() starts nothing.
             self._check_open()
+            objs = self.store.objects()
+            namespaces = {o.name: o for o in objs if isinstance(o, Namespace)}
+            for svc in (o for o in objs if isinstance(o, Service)):
+                if svc.cluster_ip:
+                    self.dns.register_service(svc.name, svc.namespace or "", svc.cluster_ip)
             # Pods: a proxy for each meshed pod.
             pods = {(o.namespace or "", o.name): o for o in objs if isinstance(o, Pod)}
             for key in [k for k in self._pods if k not in pods]:
