@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from egresskit.cluster.base import ChangeRecord, CurlResult, Manifests, PatchType
-from egresskit.cluster.owned import Jobs
+from egresskit.cluster.owned import Jobs, Teardown
 from egresskit.dns import SimulatedDNS
 from egresskit.errors import BackendError, ClusterClosed, EgressKitError
 from egresskit.manifests import load_manifests
@@ -131,33 +131,41 @@ class LocalCluster:
 
     def close(self) -> None:
         """Stop every traffic loop and scraper started on this cluster, then every proxy,
-        workload, server and thread, in that order; idempotent and thread-safe."""
+        workload, server and thread, in that order; idempotent and thread-safe. A part that
+        fails to stop does not stop the rest: every part is stopped, then one BackendError
+        lists what failed."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._closed_at = datetime.now(UTC)
         # Jobs first, outside the lock: a loop's curl in flight finishes on a live mesh,
-        # and its next call sees the cluster closed and ends the loop.
-        for job in self.jobs.close():
-            job.close()
-        with self._lock:
-            pods = list(self._pods.values())
-            self._pods.clear()
-            workloads = [w for _, ws in self._workloads.values() for w in ws]
-            self._workloads.clear()
+        # and its next call sees the cluster closed and ends the loop. A step that fails
+        # (a job stuck past its bound) is reported at the end, after every other part has
+        # stopped: the close flag is already set, so there is no second chance (Teardown).
+        teardown = Teardown("the local cluster")
         try:
-            for rt in pods:
-                if rt.proxy is not None:
-                    self._loop.call(rt.proxy.close(), timeout=5, what="a proxy to stop")
+            teardown.stop_jobs(self.jobs.close())
         finally:
-            for w in workloads:
-                w.close()
             try:
-                self.internet.close()
+                with self._lock:
+                    pods = list(self._pods.items())
+                    self._pods.clear()
+                    workloads = [(k, w) for k, ws in self._workloads.items() for w in ws[1]]
+                    self._workloads.clear()
+                for (ns, name), rt in pods:
+                    if rt.proxy is not None:
+                        with teardown.step(f"the proxy of pod {ns}/{name}"):
+                            self._loop.call(rt.proxy.close(), timeout=5, what="a proxy to stop")
+                for (ns, name), w in workloads:
+                    with teardown.step(f"a server of deployment {ns}/{name}"):
+                        w.close()
+                with teardown.step("the simulated internet"):
+                    self.internet.close()
             finally:
                 self._remove_tmp()
                 self._loop.stop()
+        teardown.raise_if_any()
 
     @property
     def closed(self) -> bool:
