@@ -188,7 +188,10 @@ def test_a_job_failing_to_stop_leaves_nothing_else_running() -> None:
     cluster.jobs.adopt(later)
     with pytest.raises(BackendError, match="closing the local cluster") as info:
         cluster.close()
-    assert "WaitTimeout: timed out after 7s waiting for traffic thread x to stop" in str(info.value)
+    assert (
+        "job _StuckJob: WaitTimeout: timed out after 7s waiting for traffic thread x to stop"
+        in str(info.value)
+    )
     assert later.stopped  # the jobs after the stuck one were stopped too
     assert cluster.closed
     assert threads_left(before) == []

@@ -90,7 +90,9 @@ class Teardown:
 
     def stop_jobs(self, jobs: list[Job]) -> None:
         for job in jobs:
-            with self.step(f"job {job!r}"):
+            # A job's own repr when it has one (Traffic's names its URL), else its class.
+            name = repr(job) if type(job).__repr__ is not object.__repr__ else type(job).__name__
+            with self.step(f"job {name}"):
                 job.close()
 
     def raise_if_any(self) -> None:
