@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from egresskit.analysis.parse import parse_proxy_metrics
 from egresskit.cluster.base import Cluster, CurlResult, Manifests
-from egresskit.errors import EgressKitError
+from egresskit.errors import EgressKitError, WaitTimeout
 from egresskit.explaining import explain
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
@@ -166,6 +166,8 @@ class Observation:
     args: tuple[str, ...]
     result: CurlResult
     counted: tuple[Counted, ...] = field(default=())
+    #: Set when the wait for the proxy's count ran out (Lesson.moved): what it waited for.
+    waited: str = ""
 
     @property
     def client_view(self) -> str:
@@ -186,6 +188,8 @@ class Observation:
             lines.extend(str(c) for c in self.counted)
         else:
             lines.append("proxy: no route series moved for this request")
+        if self.waited:
+            lines.append(f"note: the proxy's count may be incomplete: {self.waited}")
         return "\n".join(lines)
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
@@ -206,6 +210,8 @@ class Lesson:
         self.objects: dict[Key, dict[str, Any]] = {}
         self._before: dict[Key, dict[str, Any]] | None = None
         self._last_change = ""
+        #: What the last :meth:`moved` waited for when its bound ran out ("" if it did not).
+        self.expired = ""
 
     # -- changes ----------------------------------------------------------------------
 
@@ -297,7 +303,9 @@ class Lesson:
         counted = self.moved(before, url, within=settle)
         if not backends:
             counted = tuple(c for c in counted if c.family != BACKENDS)
-        return Observation(url=url, args=tuple(args), result=result, counted=counted)
+        return Observation(
+            url=url, args=tuple(args), result=result, counted=counted, waited=self.expired
+        )
 
     def samples(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         """The route families' samples now, by (family, labels)."""
@@ -313,7 +321,12 @@ class Lesson:
     ) -> tuple[Counted, ...]:
         """The series for ``url``'s host and port that grew since ``before``. The proxy counts
         a connection's close a moment after curl returns, so wait (bounded) for a close or a
-        status series to move, then one more scrape's worth for the rest."""
+        status series to move, then one more scrape's worth for the rest.
+
+        When ``within`` runs out first, what moved so far is returned (a notebook goes on:
+        the request may really not be counted) and :attr:`expired` says which wait gave up;
+        it is "" after a wait that ended by itself."""
+        self.expired = ""
         parts = urlsplit(url)
         port = str(parts.port or (443 if parts.scheme == "https" else 80))
         host = parts.hostname or ""
@@ -326,7 +339,17 @@ class Lesson:
                 if v > before.get(k, 0.0) and _for(k[1], host, port)
             ]
             final = [c for c in grown if not c.family.endswith("_open_total")]
-            if final or time.monotonic() >= deadline:
+            if not final and time.monotonic() >= deadline:
+                seen = ", ".join(sorted({c.family for c in grown})) or "no series moved"
+                self.expired = str(
+                    WaitTimeout(
+                        f"the proxy to count the end of a request to {host}:{port} "
+                        "(a status or close series)",
+                        within,
+                        seen,
+                    )
+                )
+            if final or self.expired:
                 return tuple(sorted(grown, key=lambda c: (FAMILIES.index(c.family), c.labels)))
             time.sleep(0.05)
 

@@ -251,7 +251,8 @@ class Tutorial:
             self.scraper = None
 
     def _settle(self, within: float = 2.0) -> None:
-        """Wait (bounded) until the proxy's counters stop moving."""
+        """Wait (bounded) until the proxy's counters stop moving. When the bound runs out
+        the notebook goes on (the final scrape is still taken) and one line says so."""
         deadline = time.monotonic() + within
         last = self.cluster.proxy_metrics(POD, namespace=NS)
         while time.monotonic() < deadline:
@@ -260,6 +261,10 @@ class Tutorial:
             if now == last:
                 return
             last = now
+        expired = WaitTimeout(
+            f"the proxy counters of {NS}/{POD} to stop moving", within, "still moving"
+        )
+        print(f"stop_traffic: {expired}; the final scrape may miss the last requests")
 
     def metrics(self, grep: str | None = None, *, one_label_per_line: bool = True) -> str:
         """``linkerd dg proxy-metrics -n egress-test po/client | grep <grep>``, with each

@@ -22,7 +22,7 @@ import egresskit
 from egresskit import guide
 from egresskit.analysis.scrape import Scraper
 from egresskit.cluster.local import LocalCluster
-from egresskit.errors import ClusterClosed
+from egresskit.errors import BackendError, ClusterClosed, WaitTimeout
 from egresskit.traffic import Traffic, start_traffic
 from tests.resources import listening_sockets, threads_left
 
@@ -160,3 +160,43 @@ def test_the_ca_directory_goes_when_the_process_exits_after_an_error(tmp_path: P
     folder = Path(done.stdout.strip())
     assert folder.name.startswith("egresskit-internet-")
     assert not folder.exists(), f"{folder} was left behind"
+
+
+class _StuckJob:
+    """A job whose stop runs past its bound (what Traffic.close raises then)."""
+
+    def close(self) -> None:
+        raise WaitTimeout("traffic thread x to stop", 7.0, "still sending")
+
+
+class _Job:
+    stopped = False
+
+    def close(self) -> None:
+        self.stopped = True
+
+
+def test_a_job_failing_to_stop_leaves_nothing_else_running() -> None:
+    """Reviewer finding: a job raising in close() skipped the proxies, the simulated
+    internet, the loop thread and the CA directory, and the closed flag made a second
+    close() a no-op, so they ran until the process exited."""
+    before, listening = set(threading.enumerate()), listening_sockets()
+    cluster = cluster_with_client()
+    ca_dir = cluster.internet.ca_file.parent
+    later = _Job()
+    cluster.jobs.adopt(_StuckJob())
+    cluster.jobs.adopt(later)
+    with pytest.raises(BackendError, match="closing the local cluster") as info:
+        cluster.close()
+    assert (
+        "job _StuckJob: WaitTimeout: timed out after 7s waiting for traffic thread x to stop"
+        in str(info.value)
+    )
+    assert later.stopped  # the jobs after the stuck one were stopped too
+    assert cluster.closed
+    assert threads_left(before) == []
+    assert listening_sockets() <= listening
+    assert not ca_dir.exists()
+    cluster.close()  # nothing left to stop: quiet
+    with pytest.raises(ClusterClosed):
+        cluster.objects()

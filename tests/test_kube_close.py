@@ -19,7 +19,7 @@ import pytest
 from egresskit import guide
 from egresskit.analysis.scrape import Scraper
 from egresskit.cluster.kube import KubeCluster
-from egresskit.errors import ClusterClosed
+from egresskit.errors import BackendError, ClusterClosed, WaitTimeout
 from egresskit.traffic import Traffic, start_traffic
 from tests.fakes.apiserver import FakeApiServer
 from tests.resources import threads_left
@@ -164,3 +164,39 @@ def test_jobs_started_from_threads_while_it_closes_are_stopped_or_refused(
     assert len(started) + len(refused) == 24
     assert len(cluster.jobs) == 0
     assert threads_left(before) == []
+
+
+class _StuckJob:
+    """A job whose stop runs past its bound (what Traffic.close raises then)."""
+
+    def close(self) -> None:
+        raise WaitTimeout("traffic thread x to stop", 7.0, "still sending")
+
+
+def test_a_job_failing_to_stop_still_closes_the_rest(api: FakeApiServer, tmp_path: Path) -> None:
+    """Reviewer finding: a job raising in close() skipped the other jobs and the REST
+    client's close, and the closed flag made a second close() a no-op."""
+    before = set(threading.enumerate())
+    cluster = open_cluster(api, tmp_path)
+    cluster.jobs.adopt(_StuckJob())  # first: the loop after it must still be stopped
+    traffic = start_traffic(cluster, URL, pod="client", rate=20.0)
+    assert traffic.wait(0.3).running
+    api_closed: list[bool] = []
+    real_close = cluster._api.close
+
+    def close_and_note() -> None:
+        real_close()
+        api_closed.append(True)
+
+    cluster._api.close = close_and_note
+    with pytest.raises(BackendError, match=r"closing the kube cluster \(fake\)") as info:
+        cluster.close()
+    assert "WaitTimeout: timed out after 7s waiting for traffic thread x to stop" in str(info.value)
+    assert not traffic.running and traffic.ended_because == "its cluster was closed"
+    assert api_closed == [True]
+    assert cluster.closed
+    assert threads_left(before) == []
+    cluster.close()  # nothing left to stop: quiet
+    assert api_closed == [True]
+    with pytest.raises(ClusterClosed):
+        cluster.apply([guide.NAMESPACE])

@@ -4,6 +4,7 @@ cluster did (created/configured/unchanged) and what Linkerd said."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from egresskit import guide
 from egresskit.cluster.local import LocalCluster
 from egresskit.explaining import explain
 from egresskit.lesson import DEFAULT_ROUTES, Lesson
+from egresskit.tutorial import Tutorial
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 NS = "egress-test"
@@ -198,3 +200,37 @@ def test_observe_with_backends_shows_where_the_proxy_sent_it(lesson: Lesson) -> 
     text = str(lesson.observe("-sS", "http://google.com/", backends=True))
     assert '  backend_kind="Service",\n  backend_namespace="egress-test",\n' in text
     assert '  backend_name="internal-egress",\n' in text
+
+
+def test_moved_says_which_wait_expired(lesson: Lesson) -> None:
+    """Reviewer finding: the bounded wait for the proxy's count returned without a word."""
+    lesson.cluster.apply([guide.NAMESPACE, guide.EGRESS_NETWORK, guide.CLIENT_POD])
+    before = lesson.samples()
+    # Nothing is sent to nothing.example: nothing can count it, so the wait runs out.
+    assert lesson.moved(before, "http://nothing.example/", within=0.2) == ()
+    assert lesson.expired == (
+        "timed out after 0.2s waiting for the proxy to count the end of a request to "
+        "nothing.example:80 (a status or close series); last seen: no series moved"
+    )
+    seen = lesson.observe("-sS", "http://httpbin.org/get")
+    assert seen.counted and lesson.expired == "" and seen.waited == ""
+    assert "note:" not in str(seen)
+    shown = str(dataclasses.replace(seen, counted=(), waited="x"))
+    assert "note: the proxy's count may be incomplete: x" in shown
+
+
+def test_settle_says_when_the_counters_did_not_settle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Tutorial("local", output_dir=tmp_path) as t:
+        t.create_egress_network()
+        t.deploy_client()
+        capsys.readouterr()
+        t._settle(within=0)  # the bound is over before the first comparison
+        assert capsys.readouterr().out == (
+            "stop_traffic: timed out after 0s waiting for the proxy counters of "
+            "egress-test/client to stop moving; last seen: still moving; the final scrape "
+            "may miss the last requests\n"
+        )
+        t._settle(within=30)  # no traffic: the counters are steady, nothing printed
+        assert capsys.readouterr().out == ""

@@ -103,7 +103,7 @@ from egresskit.cluster.kube_wire import (
     status_error,
     unserved_version_message,
 )
-from egresskit.cluster.owned import Jobs
+from egresskit.cluster.owned import Jobs, Teardown
 from egresskit.errors import BackendError, ClusterClosed, WaitTimeout
 from egresskit.grpcclient import GrpcCallResult
 from egresskit.manifests.model import K8sObject
@@ -233,7 +233,8 @@ class KubeCluster:
 
     def close(self) -> None:
         """Stop every traffic loop and scraper started on this cluster, then the REST
-        client; idempotent and thread-safe. Every later call raises ClusterClosed."""
+        client; idempotent and thread-safe. Every later call raises ClusterClosed. A job
+        that fails to stop does not keep the rest running: one BackendError lists it."""
         with self._lock:
             if self._closed_at is not None:
                 return
@@ -241,9 +242,15 @@ class KubeCluster:
         # Jobs first, outside the lock (a job's stop waits for its thread, which may be in a
         # call on this facade): an exec in flight finishes, the loop's next call sees the
         # cluster closed and ends the loop (egresskit.cluster.owned).
-        for job in self.jobs.close():
-            job.close()
-        self._api.close()
+        # A job that fails to stop is reported after the REST client is closed, not
+        # instead of closing it (Teardown).
+        teardown = Teardown(f"the kube cluster ({self.name})")
+        try:
+            teardown.stop_jobs(self.jobs.close())
+        finally:
+            with teardown.step("the REST client"):
+                self._api.close()
+        teardown.raise_if_any()
 
     @property
     def closed(self) -> bool:

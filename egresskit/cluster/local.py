@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from egresskit.cluster.base import ChangeRecord, CurlResult, Manifests, PatchType
-from egresskit.cluster.owned import Jobs
+from egresskit.cluster.owned import Jobs, Teardown
 from egresskit.dns import SimulatedDNS
 from egresskit.errors import BackendError, ClusterClosed, EgressKitError
 from egresskit.manifests import load_manifests
@@ -131,33 +131,41 @@ class LocalCluster:
 
     def close(self) -> None:
         """Stop every traffic loop and scraper started on this cluster, then every proxy,
-        workload, server and thread, in that order; idempotent and thread-safe."""
+        workload, server and thread, in that order; idempotent and thread-safe. A part that
+        fails to stop does not stop the rest: every part is stopped, then one BackendError
+        lists what failed."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
             self._closed_at = datetime.now(UTC)
         # Jobs first, outside the lock: a loop's curl in flight finishes on a live mesh,
-        # and its next call sees the cluster closed and ends the loop.
-        for job in self.jobs.close():
-            job.close()
-        with self._lock:
-            pods = list(self._pods.values())
-            self._pods.clear()
-            workloads = [w for _, ws in self._workloads.values() for w in ws]
-            self._workloads.clear()
+        # and its next call sees the cluster closed and ends the loop. A step that fails
+        # (a job stuck past its bound) is reported at the end, after every other part has
+        # stopped: the close flag is already set, so there is no second chance (Teardown).
+        teardown = Teardown("the local cluster")
         try:
-            for rt in pods:
-                if rt.proxy is not None:
-                    self._loop.call(rt.proxy.close(), timeout=5, what="a proxy to stop")
+            teardown.stop_jobs(self.jobs.close())
         finally:
-            for w in workloads:
-                w.close()
             try:
-                self.internet.close()
+                with self._lock:
+                    pods = list(self._pods.items())
+                    self._pods.clear()
+                    workloads = [(k, w) for k, ws in self._workloads.items() for w in ws[1]]
+                    self._workloads.clear()
+                for (ns, name), rt in pods:
+                    if rt.proxy is not None:
+                        with teardown.step(f"the proxy of pod {ns}/{name}"):
+                            self._loop.call(rt.proxy.close(), timeout=5, what="a proxy to stop")
+                for (ns, name), w in workloads:
+                    with teardown.step(f"a server of deployment {ns}/{name}"):
+                        w.close()
+                with teardown.step("the simulated internet"):
+                    self.internet.close()
             finally:
                 self._remove_tmp()
                 self._loop.stop()
+        teardown.raise_if_any()
 
     @property
     def closed(self) -> bool:
@@ -172,8 +180,12 @@ class LocalCluster:
         parsed = load_manifests(manifests)  # validate first: nothing applies on error
         self._check_runnable(parsed)
         # The store parses the same input again, so its errors name the same file/document.
-        results = self.store.apply(manifests)
-        self._reconcile()
+        # Write and reconcile under one lock: two threads applying at once would otherwise
+        # each reconcile against a stale read and stop the other's new pod's proxy.
+        with self._lock:
+            self._check_open()
+            results = self.store.apply(manifests)
+            self._reconcile()
         lines = [f"{obj.kind.lower()}/{obj.name} {verb}" for obj, verb in results]
         self._record("apply", [obj for obj, _ in results], _summary_apply(parsed))
         return lines
@@ -197,15 +209,19 @@ class LocalCluster:
                 raise BackendError(f"patch is not valid JSON: {exc}") from exc
         if not isinstance(patch, Mapping):
             raise BackendError(f"patch must be a JSON object, found {patch!r}")
-        obj = self.store.patch(kind, name, namespace, patch)
-        self._reconcile()
+        with self._lock:  # one write and its reconcile at a time (see apply)
+            self._check_open()
+            obj = self.store.patch(kind, name, namespace, patch)
+            self._reconcile()
         self._record("patch", [obj], _summary_patch(obj, patch))
         return self.store.get(obj.kind, obj.name, obj.namespace)
 
     def delete(self, kind: str, name: str, *, namespace: str | None = None) -> None:
         self._check_open()
-        removed = self.store.delete(kind, name, namespace)
-        self._reconcile()
+        with self._lock:  # one write and its reconcile at a time (see apply)
+            self._check_open()
+            removed = self.store.delete(kind, name, namespace)
+            self._reconcile()
         self._record("delete", removed, f"delete {canonical_kind(kind)} {name}")
 
     # -- the facade: reads ------------------------------------------------------------------
@@ -394,14 +410,18 @@ class LocalCluster:
                     parse_terminus(container)  # raises UnsupportedWorkload, before any change
 
     def _reconcile(self) -> None:
-        objs = self.store.objects()
-        namespaces = {o.name: o for o in objs if isinstance(o, Namespace)}
-        for svc in (o for o in objs if isinstance(o, Service)):
-            if svc.cluster_ip:
-                self.dns.register_service(svc.name, svc.namespace or "", svc.cluster_ip)
+        """Bring proxies and workloads in line with the store; callers hold ``_lock``.
+
+        The store is read under the lock too: a read taken before another thread's write
+        and reconcile would stop that thread's new pod as if it had been deleted."""
         with self._lock:
             # Under the lock close() takes too: a write racing close() starts nothing.
             self._check_open()
+            objs = self.store.objects()
+            namespaces = {o.name: o for o in objs if isinstance(o, Namespace)}
+            for svc in (o for o in objs if isinstance(o, Service)):
+                if svc.cluster_ip:
+                    self.dns.register_service(svc.name, svc.namespace or "", svc.cluster_ip)
             # Pods: a proxy for each meshed pod.
             pods = {(o.namespace or "", o.name): o for o in objs if isinstance(o, Pod)}
             for key in [k for k in self._pods if k not in pods]:

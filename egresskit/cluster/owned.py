@@ -20,12 +20,13 @@ Rules:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol
 
-from egresskit.errors import ClusterClosed
+from egresskit.errors import BackendError, ClusterClosed
 
-__all__ = ["Job", "Jobs", "adopt", "release"]
+__all__ = ["Job", "Jobs", "Teardown", "adopt", "release"]
 
 
 class Job(Protocol):
@@ -66,6 +67,41 @@ class Jobs:
     def __len__(self) -> int:
         with self._lock:
             return len(self._jobs)
+
+
+class Teardown:
+    """What did not stop while a facade closed: each step runs even when an earlier one
+    raised (a stuck job must not leave proxies, threads or the CA directory behind), and
+    ``raise_if_any`` ends the close with one error listing every failure."""
+
+    def __init__(self, what: str) -> None:
+        """``what`` names the thing closing, e.g. ``"the local cluster"``."""
+        self.what = what
+        self.failures: list[str] = []
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Run one teardown step; an Exception is recorded, not raised (KeyboardInterrupt
+        and other BaseExceptions still propagate: the caller's ``finally`` finishes)."""
+        try:
+            yield
+        except Exception as exc:
+            self.failures.append(f"{name}: {type(exc).__name__}: {exc}")
+
+    def stop_jobs(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            # A job's own repr when it has one (Traffic's names its URL), else its class.
+            name = repr(job) if type(job).__repr__ is not object.__repr__ else type(job).__name__
+            with self.step(f"job {name}"):
+                job.close()
+
+    def raise_if_any(self) -> None:
+        if self.failures:
+            lines = "\n".join(f"  - {f}" for f in self.failures)
+            raise BackendError(
+                f"closing {self.what}: {len(self.failures)} part(s) did not stop cleanly "
+                f"(everything else was stopped):\n{lines}"
+            )
 
 
 def adopt(cluster: object, job: Job) -> None:

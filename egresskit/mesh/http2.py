@@ -19,14 +19,16 @@ Faults and bounds (the HTTP/1 path's standards, :mod:`egresskit.mesh.http1`):
   closes the connection, no route metrics (Linkerd's HTTP/2 server fails the same way);
 * a header block without ``:method``/``:scheme``/``:path``: that stream is reset
   (PROTOCOL_ERROR), the connection lives on;
+* rapid reset (CVE-2023-44487): more than :data:`MAX_RESETS` streams reset by the client
+  while being served, over half of those served: GOAWAY(ENHANCE_YOUR_CALM), closed;
 * a client that sends no request within ``request_head_timeout``, or stays idle (no open
   stream) past ``idle_timeout`` (checked at least every ``idle_timeout``, so closed within
   two), gets a GOAWAY and is closed; a stream with no progress either way for
   ``idle_timeout`` is reset;
 * upstream refused: 502 / ``grpc-status`` 14, ``error="REFUSED"``; no response head within
-  ``response_timeout``: 504 / 14, ``error="RESPONSE_HEADERS_TIMEOUT"``; upstream reset or
-  gone: ``error="RESET"`` / ``"IO"``; client reset: the upstream stream is reset,
-  ``error="CANCEL"``.
+  ``response_timeout`` (one bound for the whole head, 1xx responses included): 504 / 14,
+  ``error="RESPONSE_HEADERS_TIMEOUT"``; upstream reset or gone: ``error="RESET"`` /
+  ``"IO"``; client reset: the upstream stream is reset, ``error="CANCEL"``.
 
 Pure parts (header blocks, answers, status codes) are in :mod:`egresskit.mesh.http2_wire`;
 the connections themselves (h2 state, queues, flow control) in :mod:`egresskit.mesh.http2_peer`.
@@ -73,6 +75,15 @@ log = logging.getLogger(__name__)
 #: SETTINGS_MAX_CONCURRENT_STREAMS we announce (hyper's server default is 200; 100 is the
 #: value RFC 9113 section 6.5.2 recommends as a floor).
 MAX_STREAMS = 100
+#: Rapid reset (CVE-2023-44487): a client that opens a stream and resets it at once, over
+#: and over, makes the proxy judge and open an upstream stream each time while never
+#: holding more than one stream open. Past this many client resets of streams still being
+#: served, when they are over half the streams served on the connection, the proxy sends
+#: GOAWAY(ENHANCE_YOUR_CALM) and closes it. 20 is hyper's
+#: ``max_pending_accept_reset_streams`` default (the h2 crate's, as of 0.4.0; hyperium/hyper
+#: issue 2877); the half-of-the-streams rule is Envoy's premature-reset rule, so a long-lived
+#: gRPC channel that cancels some calls is not cut.
+MAX_RESETS = 20
 _Record = Callable[[int | None, str | None, str], None]
 
 
@@ -110,6 +121,9 @@ class _Server:
         self.upstreams: dict[tuple[str, int], Upstream] = {}
         self.served = 0
         self.goaway = False
+        #: Client resets of streams still being served (see MAX_RESETS).
+        self.resets = 0
+        self.calm = False
 
     async def run(self, buffered: bytes) -> None:
         peer = self.peer
@@ -137,6 +151,8 @@ class _Server:
                     return
                 self._handle(events)
                 peer.flush()
+                if self.calm:
+                    return  # GOAWAY(ENHANCE_YOUR_CALM) sent: shutdown() cancels the streams
             if self.goaway and not self.tasks:
                 return
             # With streams open the wait is only a poll: a stream ending does not wake
@@ -159,6 +175,13 @@ class _Server:
 
     def _handle(self, events: list[h2.events.Event]) -> None:
         for event in events:
+            if self.calm:
+                break
+            if isinstance(event, h2.events.StreamReset) and event.stream_id in self.peer.streams:
+                self.resets += 1
+                if self.resets > MAX_RESETS and self.resets * 2 > self.served:
+                    self._enhance_your_calm()
+                    break
             if isinstance(event, h2.events.RequestReceived):
                 stream_id = event.stream_id
                 if len(self.tasks) >= MAX_STREAMS:
@@ -178,6 +201,19 @@ class _Server:
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.goaway = True
         self.peer.dispatch([e for e in events if not isinstance(e, h2.events.RequestReceived)])
+
+    def _enhance_your_calm(self) -> None:
+        """Too many streams reset by the client while served (MAX_RESETS): GOAWAY and close."""
+        log.debug(
+            "proxy %s: HTTP/2 client reset %d of %d streams: GOAWAY ENHANCE_YOUR_CALM",
+            self.proxy.pod,
+            self.resets,
+            self.served,
+        )
+        self.calm = True
+        with contextlib.suppress(h2.exceptions.H2Error):
+            self.peer.conn.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        self.peer.flush()
 
     async def shutdown(self) -> None:
         for task in list(self.tasks):
@@ -433,8 +469,13 @@ class _Server:
         the last frame goes to the client."""
         peer = self.peer
         conn = peer.conn
+        # One bound for the whole response head, 1xx responses included: an upstream
+        # sending 100 Continue forever must not hold the stream past response_timeout.
+        deadline = self.loop.time() + self.config.response_timeout
         try:
-            item = await self._next(up_queue, self.loop.time() + self.config.response_timeout)
+            item = await self._next(up_queue, deadline)
+            while isinstance(item, h2.events.InformationalResponseReceived):
+                item = await self._next(up_queue, deadline)
         except TimeoutError:
             with contextlib.suppress(h2.exceptions.H2Error):
                 upeer.conn.reset_stream(up_id, ErrorCodes.CANCEL)
@@ -443,8 +484,6 @@ class _Server:
             message = "response headers timeout: the upstream did not answer in time"
             self._answer(stream_id, error_answer(504, message, grpc=grpc), True)
             return
-        while isinstance(item, h2.events.InformationalResponseReceived):
-            item = await self._next(up_queue, self.loop.time() + self.config.response_timeout)
         if not isinstance(item, h2.events.ResponseReceived):
             kind = self._fault(item)
             record(None, None, kind)
