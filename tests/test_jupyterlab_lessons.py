@@ -2,10 +2,11 @@
 
 Issue 10, item 7 and item 3, checked on the rendered page rather than in nbconvert HTML:
 
-* notebook 4: Run All; its explain table (the cell calling ``audit.explain_table(``) is an
-  HTML table whose every cell shows the engine's whole value (nothing cut, no ``...``),
-  long cells wrap inside the output instead of running off to the right, the status column
-  is filled in every row, and every verify cell shows PASS;
+* notebook 4: Run All; its explain table (the cell calling ``audit.explain_table(``) and
+  its findings table (``audit.findings(``) are HTML tables whose every cell shows the
+  engine's whole value (nothing cut, no ``...``), long cells wrap inside the output instead
+  of running off to the right and no word is split across lines, the explain table's
+  status column is filled in every row, and every verify cell shows PASS;
 * notebook 5: Run All with the skeletons (its default parameters) runs to the end, every
   check cell shows a FAIL line with a hint, and each solution is hidden in a closed
   ``<details>`` that one click on its summary opens to show the solution's YAML.
@@ -85,13 +86,22 @@ class Ran:
     command_errors: list[str]
 
 
+# Notebook 4's tables, by the call that makes them: the explain table and the findings.
+TABLES = ("audit.explain_table(", "audit.findings(")
+
+
+@dataclass(frozen=True)
+class Table:
+    cell: int
+    shown: dict[str, Any]  # what _READ_TABLE measured on the page
+    expected: pd.DataFrame  # the same table computed here by the engine
+    cut_words: list[dict[str, Any]]  # words of the table split across lines (_CUT_WORDS)
+
+
 @dataclass(frozen=True)
 class Audit:
     ran: Ran
-    table_cell: int
-    table: dict[str, Any]  # what _READ_TABLE measured
-    expected: pd.DataFrame  # the same table computed here by the engine
-    cut_words: list[dict[str, Any]]  # words of the table split across lines (_CUT_WORDS)
+    tables: dict[str, Table]  # by the call in TABLES
 
 
 @dataclass(frozen=True)
@@ -157,15 +167,16 @@ def _browser(lab: Lab, name: str) -> Any:
 
 
 def _engine_table(sources: list[Source], table_cell: int) -> pd.DataFrame:
-    """The explain table as the notebook computes it: its manifest cell (``final_state =``)
-    and its table cell run here. Both are pure engine calls, no cluster."""
+    """A table as the notebook computes it: its manifest cell (``final_state =``) and the
+    table cell (whose last line names the table) run here. Both are pure engine calls, no
+    cluster; the cells are the notebook's own, from the repository."""
     setup = next(s.text for s in sources if s.kind == "code" and "final_state =" in s.text)
+    *body, last = sources[table_cell].text.strip().splitlines()
     scope: dict[str, Any] = {}
-    # The notebook's own cells, from the repository.
     exec(setup, scope)
-    exec(sources[table_cell].text, scope)
-    table = scope["table"]
-    assert isinstance(table, pd.DataFrame)
+    exec("\n".join(body), scope)
+    table = eval(last, scope)
+    assert isinstance(table, pd.DataFrame), f"cell {table_cell}'s last line {last!r}"
     return table
 
 
@@ -173,28 +184,24 @@ def _engine_table(sources: list[Source], table_cell: int) -> pd.DataFrame:
 def audit_nb(lab: Lab) -> Audit:
     with _browser(lab, AUDIT) as page:
         nb, ran = _run_all(page, lab, AUDIT)
-        table_cell = next(
-            (
-                i
-                for i, s in enumerate(ran.sources)
-                if s.kind == "code" and "audit.explain_table(" in s.text
-            ),
-            None,
-        )
-        assert table_cell is not None, f"{AUDIT} has no cell calling audit.explain_table("
-        table = page.evaluate(_READ_TABLE, table_cell)
-        cut_words = page.evaluate(_CUT_WORDS, table_cell)
-        nb.screenshot_cells(lab.shots / "04-explain-table.png", table_cell)
+        tables = {}
+        for call in TABLES:
+            cell = next(
+                (i for i, s in enumerate(ran.sources) if s.kind == "code" and call in s.text),
+                None,
+            )
+            assert cell is not None, f"{AUDIT} has no cell calling {call}"
+            tables[call] = Table(
+                cell=cell,
+                shown=page.evaluate(_READ_TABLE, cell),
+                expected=_engine_table(ran.sources, cell),
+                cut_words=page.evaluate(_CUT_WORDS, cell),
+            )
+            nb.screenshot_cells(lab.shots / f"04-{_slug(call)}.png", cell)
         verify = verify_cells(ran.sources, ran.cells)
         if verify:
             nb.screenshot_cells(lab.shots / "04-first-verify-cells.png", verify[0], verify[-1])
-    return Audit(
-        ran=ran,
-        table_cell=table_cell,
-        table=table,
-        expected=_engine_table(ran.sources, table_cell),
-        cut_words=cut_words,
-    )
+    return Audit(ran=ran, tables=tables)
 
 
 @pytest.fixture(scope="module")
@@ -296,11 +303,12 @@ def test_audit_notebook_runs_to_the_end_and_every_verify_cell_shows_pass(
     assert not bad, "verify cells without a PASS (or with a FAIL):\n" + "\n".join(bad)
 
 
-def test_explain_table_shows_every_value_whole(audit_nb: Audit) -> None:
+@pytest.mark.parametrize("call", TABLES)
+def test_table_shows_every_value_whole(audit_nb: Audit, call: str) -> None:
     # The page's table against the engine's own DataFrame: same columns, same rows, and
     # each cell's text is the whole value (pandas cuts at display.max_colwidth with "...").
-    table, expected = audit_nb.table, audit_nb.expected
-    assert table["found"], f"cell {audit_nb.table_cell} shows no HTML table: {table}"
+    table, expected = audit_nb.tables[call].shown, audit_nb.tables[call].expected
+    assert table["found"], f"cell {audit_nb.tables[call].cell} shows no HTML table: {table}"
     assert table["heads"] == list(expected.columns)
     shown = [[cell["text"] for cell in row] for row in table["rows"]]
     want = [[str(v) for v in row] for row in expected.itertuples(index=False)]
@@ -309,14 +317,15 @@ def test_explain_table_shows_every_value_whole(audit_nb: Audit) -> None:
     assert not cut, f"cells shown cut: {cut}"
 
 
-def test_explain_table_wraps_long_cells_inside_the_output(audit_nb: Audit) -> None:
+@pytest.mark.parametrize("call", TABLES)
+def test_table_wraps_long_cells_inside_the_output(audit_nb: Audit, call: str) -> None:
     # Robust check of "wrap, never cut": (1) no cell forbids wrapping or clips its text
     # (white-space nowrap/pre, text-overflow ellipsis); (2) every cell's content fits its box
     # (scrollWidth <= clientWidth: nothing overflows or is hidden); (3) the table fits the
     # output's width (no horizontal scrolling hides columns); and (4) at this viewport width
     # the table cannot fit on one line per row, so at least one cell does wrap: a positive
     # proof that (1)-(3) hold because the text wraps, not because it happened to be short.
-    table = audit_nb.table
+    table = audit_nb.tables[call].shown
     cells = [cell for row in table["rows"] for cell in row]
     nowrap = [(c["text"], c["whiteSpace"]) for c in cells if c["whiteSpace"] in ("nowrap", "pre")]
     assert not nowrap, f"cells that may not wrap (computed white-space): {nowrap}"
@@ -339,13 +348,15 @@ def test_explain_table_wraps_long_cells_inside_the_output(audit_nb: Audit) -> No
     assert wrapped, f"no cell wraps at {WIDTH} px; cell heights: {[c['lines'] for c in cells]}"
 
 
-def test_explain_table_cuts_no_word_across_lines(audit_nb: Audit) -> None:
+@pytest.mark.parametrize("call", TABLES)
+def test_table_cuts_no_word_across_lines(audit_nb: Audit, call: str) -> None:
     # Wrapping may break at spaces, hyphens and slashes, never inside a run of letters.
-    assert not audit_nb.cut_words, f"words split across lines: {audit_nb.cut_words}"
+    cut = audit_nb.tables[call].cut_words
+    assert not cut, f"words split across lines: {cut}"
 
 
 def test_explain_table_status_column_is_filled_in_every_row(audit_nb: Audit) -> None:
-    table = audit_nb.table
+    table = audit_nb.tables["audit.explain_table("].shown
     column = table["heads"].index("status")
     empty = [row[0]["text"] for row in table["rows"] if not row[column]["text"].strip()]
     assert table["rows"], "the explain table has no rows"
