@@ -97,7 +97,11 @@ class CheckResult:
         colour = "#1a7f37" if self.ok else "#cf222e"
         *body, last = self.lines()
         return (
-            "<pre style='white-space:pre-wrap;margin:0;font-family:monospace'>"
+            # JupyterLab styles an output's <pre> with word-break: break-all, which cuts
+            # "HTTPRoute" into "H" / "TTPRoute"; wrap at spaces, break only words too long
+            # for a line (issue 10 item 7; tests/test_jupyterlab_lessons.py measures it).
+            "<pre style='white-space:pre-wrap;word-break:normal;overflow-wrap:break-word;"
+            "margin:0;font-family:monospace'>"
             + html.escape("\n".join(body))
             + f"\n<b style='color:{colour}'>{html.escape(last)}</b></pre>"
         )
