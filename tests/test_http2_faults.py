@@ -182,7 +182,12 @@ def test_mutation_fuzz_never_hangs_or_logs_a_traceback(
         except TimeoutError:
             pytest.fail(f"fuzz case {case}: the proxy neither answered nor closed in {WAIT}s")
     still_serves(cluster)
-    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    # A mutated message the policy allowed reaches the simulated gRPC site, whose grpcio
+    # server logs its own "Exception deserializing message!": that is the upstream judging
+    # bad bytes, not a fault of the proxy, so only the kit's loggers are held to no errors.
+    errors = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and not r.name.startswith("grpc.")
+    ]
     assert not errors, f"tracebacks logged: {[r.getMessage() for r in errors]}"
 
 
