@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from egresskit import guide
 from egresskit.errors import VerificationFailed
 from egresskit.explaining import snapshot_of
 from egresskit.impact import Impact, impact
@@ -173,42 +174,17 @@ URLS = """[
     "https://github.com/",
 ]"""
 
-ALLOW = """\
-# kubectl create ns egress-test && kubectl apply -f - <<EOF ... EOF
-apiVersion: policy.linkerd.io/v1alpha1
-kind: EgressNetwork
-metadata:
-  namespace: egress-test
-  name: all-egress-traffic
-spec:
-  trafficPolicy: Allow"""
+# The guide's own objects (egresskit.guide), so this section cannot drift from notebooks 1-3.
+ALLOW = "# kubectl create ns egress-test && kubectl apply -f - <<EOF ... EOF\n" + (
+    guide.EGRESS_NETWORK.rstrip("\n")
+)
 
-PROPOSED = """\
-# The change under review (not applied yet): kubectl diff -f proposed.yaml would show it.
-apiVersion: policy.linkerd.io/v1alpha1
-kind: EgressNetwork
-metadata:
-  namespace: egress-test
-  name: all-egress-traffic
-spec:
-  trafficPolicy: Deny
----
-apiVersion: gateway.networking.k8s.io/v1  # the guide says v1alpha2; v1.1+ serves v1 only
-kind: HTTPRoute
-metadata:
-  name: httpbin-get
-  namespace: egress-test
-spec:
-  parentRefs:
-    - name: all-egress-traffic
-      kind: EgressNetwork
-      group: policy.linkerd.io
-      namespace: egress-test
-      port: 80
-  rules:
-    - matches:
-      - path:
-          value: "/get\""""
+PROPOSED = (
+    "# The change under review (not applied yet): kubectl diff -f proposed.yaml would show it.\n"
+    + guide.EGRESS_NETWORK.replace("trafficPolicy: Allow", "trafficPolicy: Deny")
+    + "---\n"
+    + guide.HTTPBIN_GET_ROUTE.rstrip("\n")
+)
 
 #: (cell type, source, tags): the section, in order. ``verify`` cells print one PASS line.
 CELLS: list[tuple[str, str, tuple[str, ...]]] = [

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nbformat
 
+from egresskit import grpcmanifests as gm
 from egresskit.runner import KERNELSPEC
 
 HERE = Path(__file__).resolve().parent
@@ -38,110 +39,12 @@ def yaml_cell(var: str, yaml: str, kubectl: str) -> nbformat.NotebookNode:
     return code(f'# {kubectl}\n{var} = """\\\n{yaml}"""\ncluster.apply({var})')
 
 
-GREETER_ROUTE = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata:
-  name: grpc-greeter
-  namespace: egress-test
-spec:
-  parentRefs:
-    - name: all-egress-traffic
-      kind: EgressNetwork
-      group: policy.linkerd.io
-      namespace: egress-test
-      port: 50051
-  rules:
-  - matches:
-    - method:
-        service: helloworld.Greeter
-        method: SayHello
-"""
-
-TEAM_ROUTE = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata:
-  name: grpc-echo-blue-team
-  namespace: egress-test
-spec:
-  parentRefs:
-    - name: all-egress-traffic
-      kind: EgressNetwork
-      group: policy.linkerd.io
-      namespace: egress-test
-      port: 50051
-  rules:
-  - matches:
-    - method:
-        service: egresskit.echo.Echo
-      headers:
-      - name: x-team
-        value: blue
-"""
-
-BB_ROUTE = """\
-apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata:
-  name: grpc-bb-internal
-  namespace: egress-test
-spec:
-  parentRefs:
-    - name: all-egress-traffic
-      kind: EgressNetwork
-      group: policy.linkerd.io
-      namespace: egress-test
-      port: 50051
-  rules:
-  - matches:
-    - method:
-        service: buoyantio.bb.TheService
-    backendRefs:
-    - kind: Service
-      name: internal-grpc
-      port: 9090
-"""
-
-TCP_ROUTE = """\
-apiVersion: gateway.networking.k8s.io/v1alpha2
-kind: TCPRoute
-metadata:
-  name: tcp-6379
-  namespace: egress-test
-spec:
-  parentRefs:
-    - name: all-egress-traffic
-      kind: EgressNetwork
-      group: policy.linkerd.io
-      namespace: egress-test
-      port: 6379
-  rules:
-  - backendRefs:
-    - kind: EgressNetwork
-      group: policy.linkerd.io
-      name: all-egress-traffic
-"""
-
-TCP_REDIRECT = """\
-apiVersion: gateway.networking.k8s.io/v1alpha2
-kind: TCPRoute
-metadata:
-  name: tcp-6379-internal
-  namespace: egress-test
-spec:
-  parentRefs:
-    - name: all-egress-traffic
-      kind: EgressNetwork
-      group: policy.linkerd.io
-      namespace: egress-test
-      port: 6379
-  rules:
-  - backendRefs:
-    - kind: Service
-      name: internal-egress
-      port: 80
-"""
+# The manifests the notebook shows are the ones the tests apply: one source, embedded verbatim.
+GREETER_ROUTE = gm.GREETER_ROUTE
+TEAM_ROUTE = gm.TEAM_HEADER_ROUTE
+BB_ROUTE = gm.BB_REDIRECT_ROUTE
+TCP_ROUTE = gm.TCP_ALLOW_ROUTE
+TCP_REDIRECT = gm.TCP_REDIRECT_ROUTE
 
 GRPC = "outbound_grpc_route_request_statuses_total"
 
