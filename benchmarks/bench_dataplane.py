@@ -4,9 +4,11 @@ Rules of the measurement (egresskit issue 3):
 
 * One upstream for every target: nginx with one worker answering ``return 200`` with a
   fixed 3-byte body, in its own process, so no target shares a worker with it.
-* Three targets, each measured by the same wrk command (``wrk -t1 -c16 -d5s --latency``,
+* Four targets, each measured by the same wrk command (``wrk -t1 -c16 -d5s --latency``,
   ``Host: bench.example``): ``direct`` (the upstream itself), ``nginx`` (a second nginx,
-  ``worker_processes 1``, HTTP/1.1 upstream keep-alive, ``proxy_set_header Host``) and
+  ``worker_processes 1``, HTTP/1.1 upstream keep-alive, ``proxy_set_header Host``),
+  ``python-floor`` (:mod:`benchmarks.floor_proxy`: the least a Python proxy on uvloop and
+  httptools does, a yardstick for what is Python's cost and what is egresskit's) and
   ``egresskit`` (the local backend's proxy of the guide's client pod: EgressNetwork Allow,
   an HTTPRoute matched on hostname and path prefix, hostname metric labels on).
 * Two kinds of requests (issue 11): ``varied``, the headline, where every request has a
@@ -14,9 +16,9 @@ Rules of the measurement (egresskit issue 3):
   them, so nothing can be reused from an earlier request's bytes), and ``identical``,
   the same bytes every time (wrk's default). Ratios compare targets on the same kind.
 * Each target gets one untimed warm-up run per kind; measured rounds are interleaved
-  (direct, nginx, egresskit, direct, ...) so drift on the machine hits all three alike,
-  and each figure is the median over rounds; the egresskit/nginx ratio of each round is
-  shown as a range.
+  (direct, nginx, python-floor, egresskit, direct, ...) so drift on the machine hits all
+  four alike, and each figure is the median over rounds; the egresskit/nginx ratio of
+  each round is shown as a range.
 * The proxy's own count is checked against wrk's: the sum of
   ``outbound_http_route_request_statuses_total`` over the measured rounds (read once the
   proxy is quiet after each round) against wrk's total of completed requests; it may
@@ -74,7 +76,10 @@ QUICK_ROUNDS = 1
 MIN_RPS_VS_NGINX = 0.5
 MAX_P99_VS_NGINX = 2.0
 
-TARGETS = ("direct", "nginx", "egresskit")
+#: ``python-floor`` is :mod:`benchmarks.floor_proxy`: the least a Python proxy on the same
+#: loop and parser does (no policy, metrics, framing rules or timeouts), the yardstick
+#: that splits egresskit's cost into Python's floor and egresskit's own work.
+TARGETS = ("direct", "nginx", "python-floor", "egresskit")
 #: The kinds of requests, the headline first.
 KINDS = ("varied", "identical")
 
@@ -292,6 +297,33 @@ def nginx(*, upstream_port: int | None = None) -> Iterator[int]:
                 proc.wait(10)
 
 
+@contextlib.contextmanager
+def floor_proxy(upstream_port: int) -> Iterator[tuple[int, int]]:
+    """:mod:`benchmarks.floor_proxy` in a process of its own; yields (port, pid)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "benchmarks.floor_proxy", str(upstream_port), str(port)]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(argv, cwd=root, stdout=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=10, what=f"the Python floor proxy on :{port}")
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def process_cpu(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
 # ====================================================================== egresskit
 
 
@@ -361,10 +393,11 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     with (
         nginx() as upstream,
         nginx(upstream_port=upstream) as proxy,
+        floor_proxy(upstream) as (floor, _),
         egresskit_proxy(upstream) as (cluster, mesh),
         varied_script() as lua,
     ):
-        ports = {"direct": upstream, "nginx": proxy, "egresskit": mesh}
+        ports = {"direct": upstream, "nginx": proxy, "python-floor": floor, "egresskit": mesh}
         scripts = {"varied": lua, "identical": None}
         for kind in KINDS:
             for target in TARGETS:
@@ -473,6 +506,12 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[str]:
             f"{kind} requests: egresskit {ek['rps_vs_direct']:.2f}x the upstream served "
             f"directly; vs nginx round by round: {ek['rps_vs_nginx_rounds']}x"
         )
+        floor = next(r for r in rows if r["target"] == "python-floor" and r["requests"] == kind)
+        lines.append(
+            f"{kind} requests: the Python floor (no policy, metrics or framing rules) "
+            f"{floor['rps_vs_nginx']:.2f}x nginx; egresskit "
+            f"{ek['requests_per_s'] / floor['requests_per_s']:.2f}x the floor"
+        )
         verdict = ek["metrics_check"]
         why = {
             "exact": "",
@@ -523,12 +562,24 @@ def cpu_per_request(*, duration_s: int = DURATION_S, rounds: int = 3, varied: bo
     round: a figure a loaded machine moves far less than throughput, for comparing two
     versions of the proxy back to back."""
     lines = []
+    kind = "varied" if varied else "identical"
     with (
         nginx() as upstream,
+        floor_proxy(upstream) as (floor, floor_pid),
         egresskit_proxy(upstream) as (cluster, mesh),
         varied_script() as lua,
     ):
         script = lua if varied else None
+        run_wrk(floor, duration_s=WARMUP_S, script=script)
+        user0, sys0 = process_cpu(floor_pid)
+        result = run_wrk(floor, duration_s=duration_s, script=script)
+        user1, sys1 = process_cpu(floor_pid)
+        n = result.requests
+        lines.append(
+            f"{kind}, python-floor: {(user1 + sys1 - user0 - sys0) / n * 1e6:.1f} us CPU per "
+            f"request, {(sys1 - sys0) / n * 1e6:.1f} of it in the kernel ({n:,} requests, "
+            f"{result.requests_per_s:,.0f} req/s, p99 {result.p99_ms} ms)"
+        )
         run_wrk(mesh, duration_s=WARMUP_S, script=script)
         loop = cluster._loop  # the one thread the proxy runs on
         for _ in range(rounds):
@@ -541,7 +592,7 @@ def cpu_per_request(*, duration_s: int = DURATION_S, rounds: int = 3, varied: bo
             sys1 = loop.call(_thread_sys(), timeout=5, what="the loop thread's system time")
             n = sum(after.values()) - sum(before.values())
             lines.append(
-                f"{'varied' if varied else 'identical'}: {(cpu1 - cpu0) / n * 1e6:.1f} us CPU "
+                f"{kind}, egresskit: {(cpu1 - cpu0) / n * 1e6:.1f} us CPU "
                 f"per request, {(sys1 - sys0) / n * 1e6:.1f} of it in the kernel "
                 f"({n:,} requests, {result.requests_per_s:,.0f} req/s, "
                 f"p99 {result.p99_ms} ms)"

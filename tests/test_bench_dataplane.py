@@ -153,8 +153,10 @@ def test_quick_run_proxy_counted_what_wrk_completed(quick_rows: list[dict[str, A
         low, high = (float(x) for x in ek["rps_vs_nginx_rounds"].split("-"))
         assert 0 < low <= high
     lines = bench.summarize(quick_rows)
-    assert len(lines) == 7
+    assert len(lines) == 9
     assert lines[0].startswith(("PASS: varied", "FAIL: varied"))
+    floor = [line for line in lines if "the Python floor" in line]
+    assert [line.split(" requests")[0] for line in floor] == list(bench.KINDS)
     assert "metrics counted" in lines[-1]
 
 

@@ -49,6 +49,7 @@ from egresskit.manifests.model import (
     TCPRoute,
     TLSRoute,
 )
+from egresskit.mesh import heap
 from egresskit.mesh.internet import SimulatedInternet
 from egresskit.mesh.metrics import ProxyMetrics, hostname_labels_enabled
 from egresskit.mesh.proxy import EgressProxy, ProxyConfig
@@ -120,6 +121,9 @@ class LocalCluster:
         self._remove_tmp = weakref.finalize(
             self, shutil.rmtree, self.internet.ca_file.parent, ignore_errors=True
         )
+        # What is loaded now lives as long as the process: out of the collector's full
+        # collections, which would otherwise stall every proxy (egresskit/mesh/heap.py).
+        heap.settle()
 
     # -- context manager ------------------------------------------------------------------
 
