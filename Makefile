@@ -36,8 +36,8 @@ run: setup sysdeps
 	$(BIN)/egresskit run --out $(OUT)
 
 lint: setup
-	$(BIN)/ruff check egresskit tests $(wildcard benchmarks)
-	$(BIN)/ruff format --check egresskit tests $(wildcard benchmarks)
+	$(BIN)/ruff check egresskit tests benchmarks notebooks
+	$(BIN)/ruff format --check egresskit tests benchmarks notebooks
 	$(BIN)/mypy
 
 test: setup sysdeps lint

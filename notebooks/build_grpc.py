@@ -81,9 +81,7 @@ cluster = egresskit.connect(backend, **({"context": kube_context} if kube_contex
 # kubectl create ns egress-test; the curl client pod of the guide (it also runs our gRPC client)
 cluster.apply([guide.NAMESPACE, guide.CLIENT_POD])"""
     ),
-    md(
-        "Deny everything by default: the guide's `EgressNetwork` after its `trafficPolicy` patch."
-    ),
+    md("Deny everything by default: the guide's `EgressNetwork` after its `trafficPolicy` patch."),
     code(
         '''
 # kubectl apply -f - <<EOF ... EOF
@@ -107,7 +105,7 @@ Port 50051 has no route yet, so Linkerd detects the protocol: the call's HTTP/2 
 the 403 rendered as a gRPC error. Predict, then call:
 """
     ),
-    code('g.predict(cluster.objects(), g.GRPC_TARGET, g.SAY_HELLO)'),
+    code("g.predict(cluster.objects(), g.GRPC_TARGET, g.SAY_HELLO)"),
     code(
         """
 # python -m egresskit.grpcclient grpc.example.com:50051 helloworld.Greeter/SayHello -d '{"name": "learner"}'
@@ -225,7 +223,7 @@ before = g.tcp_call(cluster, b"PING\\r\\nQUIT\\r\\n")
 print(before)"""
     ),
     verify(
-        'from egresskit.verify import equal\n'
+        "from egresskit.verify import equal\n"
         'equal("bytes back from tcp.example.com:6379 under Deny", b"", before)'
     ),
     md(
