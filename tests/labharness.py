@@ -34,7 +34,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.cdp import Page
+import pytest
+
+from tests.cdp import CHROMIUM, Page
+
+#: The marks of a test module that drives JupyterLab in Chromium: slow, and skipped (with
+#: the reason) where Debian's chromium is missing.
+BROWSER_MARKS = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        shutil.which(CHROMIUM) is None,
+        reason="Debian package chromium not installed (make test installs it)",
+    ),
+]
+
+
+def artifacts_dir(name: str) -> Path:
+    """An empty directory for a browser test's screenshots: ``out/test-artifacts/NAME``,
+    or under ``$EGRESSKIT_TEST_ARTIFACTS``. Emptied first, so no screenshot from an earlier
+    run stays behind."""
+    root = Path(__file__).resolve().parent.parent
+    path = Path(os.environ.get("EGRESSKIT_TEST_ARTIFACTS", root / "out" / "test-artifacts"))
+    path = path / name
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
 
 KERNEL_NAME = "egresskit"  # what `make lab` registers and the notebooks declare
 

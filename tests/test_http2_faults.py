@@ -59,6 +59,18 @@ def grpc_port(cluster: LocalCluster) -> tuple[str, int]:
     return host, int(port)
 
 
+#: The request head of an Echo/Unary call the team-header route allows.
+CALL_HEADERS = [
+    (":method", "POST"),
+    (":scheme", "http"),
+    (":path", ECHO_UNARY.path),
+    (":authority", g.GRPC_TARGET),
+    ("content-type", "application/grpc"),
+    ("te", "trailers"),
+    ("x-team", "blue"),
+]
+
+
 def call_bytes(
     *,
     extra_headers: tuple[tuple[str, str], ...] = (),
@@ -69,20 +81,15 @@ def call_bytes(
     pass ``conn`` to keep the client state for reading the answer."""
     conn = conn or h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     conn.initiate_connection()
-    headers = [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", ECHO_UNARY.path),
-        (":authority", g.GRPC_TARGET),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-        ("x-team", "blue"),
-        *extra_headers,
-    ]
-    conn.send_headers(1, headers)
-    body = ECHO_UNARY.encode_request({"message": message})
-    conn.send_data(1, b"\x00" + struct.pack(">I", len(body)) + body, end_stream=True)
+    conn.send_headers(1, [*CALL_HEADERS, *extra_headers])
+    conn.send_data(1, echo_message(message), end_stream=True)
     return conn.data_to_send()
+
+
+def echo_message(message: str) -> bytes:
+    """One length-prefixed gRPC message (uncompressed) of an Echo/Unary request."""
+    body = ECHO_UNARY.encode_request({"message": message})
+    return b"\x00" + struct.pack(">I", len(body)) + body
 
 
 def exchange(address: tuple[str, int], data: bytes, *, close: bool = True) -> bytes:

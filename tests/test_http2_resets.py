@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 
@@ -26,35 +25,29 @@ import pytest
 from egresskit import grpcguide as g
 from egresskit import guide
 from egresskit.cluster.local import LocalCluster
-from egresskit.grpcproto import ECHO_UNARY
 from egresskit.mesh.http2 import MAX_RESETS
 from tests.contract import value
-from tests.test_http2_faults import FAST, WAIT, grpc_port, server_events, still_serves
+from tests.test_http2_faults import (
+    CALL_HEADERS,
+    FAST,
+    WAIT,
+    echo_message,
+    exchange,
+    grpc_port,
+    server_events,
+    still_serves,
+)
 
 NS = guide.NAMESPACE_NAME
 STATUSES = "outbound_grpc_route_request_statuses_total"
-HEADERS = [
-    (":method", "POST"),
-    (":scheme", "http"),
-    (":path", ECHO_UNARY.path),
-    (":authority", g.GRPC_TARGET),
-    ("content-type", "application/grpc"),
-    ("te", "trailers"),
-    ("x-team", "blue"),
-]
 
 
-def read_until_closed(address: tuple[str, int], data: bytes) -> bytes:
-    """Send ``data`` and read everything until the proxy closes (bounded by WAIT a read)."""
-    received = bytearray()
-    with socket.create_connection(address, timeout=WAIT) as sock:
-        try:
-            sock.sendall(data)
-            while chunk := sock.recv(65536):
-                received += chunk
-        except (ConnectionResetError, BrokenPipeError):
-            pass
-    return bytes(received)
+def reset_calls(client: h2.connection.H2Connection, n: int) -> None:
+    """Open ``n`` calls and cancel each at once (RST_STREAM right behind its HEADERS)."""
+    for _ in range(n):
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, CALL_HEADERS)
+        client.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
 
 
 @pytest.fixture
@@ -70,11 +63,9 @@ def test_rapid_reset_gets_goaway_enhance_your_calm(cluster: LocalCluster) -> Non
     n = 100
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
-    for _ in range(n):
-        stream_id = client.get_next_available_stream_id()
-        client.send_headers(stream_id, HEADERS)
-        client.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-    events = server_events(read_until_closed(grpc_port(cluster), client.data_to_send()), client)
+    reset_calls(client, n)
+    data = exchange(grpc_port(cluster), client.data_to_send(), close=False)
+    events = server_events(data, client)
     goaways = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
     assert [e.error_code for e in goaways] == [h2.errors.ErrorCodes.ENHANCE_YOUR_CALM]
     # Every stream the proxy judged and forwarded is counted once (as CANCEL): before the
@@ -87,14 +78,10 @@ def test_a_client_resetting_a_few_calls_keeps_its_connection(cluster: LocalClust
     # MAX_RESETS resets, then a whole call on the same connection: answered, no GOAWAY.
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
-    for _ in range(MAX_RESETS):
-        stream_id = client.get_next_available_stream_id()
-        client.send_headers(stream_id, HEADERS)
-        client.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+    reset_calls(client, MAX_RESETS)
     last = client.get_next_available_stream_id()
-    client.send_headers(last, HEADERS)
-    body = ECHO_UNARY.encode_request({"message": "kept"})
-    client.send_data(last, b"\x00" + struct.pack(">I", len(body)) + body, end_stream=True)
+    client.send_headers(last, CALL_HEADERS)
+    client.send_data(last, echo_message("kept"), end_stream=True)
     events: list[h2.events.Event] = []
     with socket.create_connection(grpc_port(cluster), timeout=WAIT) as sock:
         sock.sendall(client.data_to_send())

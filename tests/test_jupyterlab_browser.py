@@ -14,7 +14,6 @@ prompts and outputs from the page (same order: the harness renders every cell).
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,13 +22,15 @@ from typing import Any
 
 import pytest
 
-from tests.cdp import CHROMIUM, chromium
+from tests.cdp import chromium
 from tests.labharness import (
+    BROWSER_MARKS,
     KERNEL_NAME,
     CellView,
     LabServer,
     NotebookPage,
     Source,
+    artifacts_dir,
     chart_changes,
     jupyterlab,
     output_states,
@@ -43,21 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = "03-redirecting-egress-traffic.ipynb"
 RUN_TIMEOUT = 90.0  # notebook 3 runs in ~10 s on the local backend (papermill)
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None,
-        reason="Debian package chromium not installed (make test installs it)",
-    ),
-]
-
-
-def _artifacts() -> Path:
-    path = Path(os.environ.get("EGRESSKIT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
-    path = path / "jupyterlab"
-    shutil.rmtree(path, ignore_errors=True)  # no screenshot from an earlier run stays behind
-    path.mkdir(parents=True)
-    return path
+pytestmark = BROWSER_MARKS
 
 
 @dataclass
@@ -79,7 +66,7 @@ class FirstRun:
 @pytest.fixture(scope="module")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
     work = tmp_path_factory.mktemp("jupyterlab")
-    shots = _artifacts()
+    shots = artifacts_dir("jupyterlab")
     try:
         with (
             jupyterlab(work, ROOT / "notebooks") as lab,

@@ -20,7 +20,6 @@ never by position. What the page shows is read once, in the fixtures; tests asse
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from collections.abc import Iterator
@@ -32,13 +31,15 @@ import pandas as pd
 import pytest
 
 from egresskit.exercise_tasks import EXERCISES
-from tests.cdp import CHROMIUM, Page, chromium
+from tests.cdp import Page, chromium
 from tests.labharness import (
+    BROWSER_MARKS,
     CellView,
     LabServer,
     NotebookPage,
     Source,
     WaitTimeout,
+    artifacts_dir,
     jupyterlab,
     read_sources,
     verify_cells,
@@ -53,21 +54,7 @@ RUN_TIMEOUT = 90.0  # each notebook runs in seconds on the local backend (paperm
 # has to wrap to fit: the wrap checks below then test something.
 WIDTH, HEIGHT = 1100, 1400
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        shutil.which(CHROMIUM) is None,
-        reason="Debian package chromium not installed (make test installs it)",
-    ),
-]
-
-
-def _artifacts() -> Path:
-    path = Path(os.environ.get("EGRESSKIT_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
-    path = path / "jupyterlab-lessons"
-    shutil.rmtree(path, ignore_errors=True)  # no screenshot from an earlier run stays behind
-    path.mkdir(parents=True)
-    return path
+pytestmark = BROWSER_MARKS
 
 
 @dataclass
@@ -115,7 +102,7 @@ class Exercises:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     work = tmp_path_factory.mktemp("jupyterlab-lessons")
-    shots = _artifacts()
+    shots = artifacts_dir("jupyterlab-lessons")
     try:
         with jupyterlab(work, ROOT / "notebooks") as server:
             yield Lab(server=server, work=work, shots=shots)

@@ -3,25 +3,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import ModuleType
 
 import nbformat
 
 from egresskit import grpcmanifests as gm
+from tests.builders import load_builder
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def builder() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "build_grpc", ROOT / "notebooks" / "build_grpc.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_builder("build_grpc")
 
 
 def test_the_committed_notebook_is_what_the_builder_writes() -> None:

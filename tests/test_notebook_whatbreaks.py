@@ -3,24 +3,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+
+from tests.builders import load_builder
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK = ROOT / "notebooks" / "06-what-would-break.ipynb"
 
 
 def build_audit() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "build_audit", ROOT / "notebooks" / "build_audit.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_builder("build_audit")
 
 
 def test_committed_notebook_is_the_built_one() -> None:
