@@ -345,13 +345,13 @@ def check_in_process(pieces: list[bytes]) -> Verdict:
     machine = Http1Machine(ProxyConfig(max_header_bytes=LIMIT), judge, 0.0)
 
     def run(acts: list[Act]) -> None:
-        for act in acts:
-            if act.kind == "open":
+        for kind, data, _ in acts:
+            if kind == "open":
                 run(machine.upstream_opened(0.0, reused=False))
-            elif act.kind == "upstream" and verdict.switched:
-                verdict.tunneled += act.data
-            elif act.kind == "upstream" and state["alive"]:
-                state["alive"] = upstream.feed(act.data)
+            elif kind == "upstream" and verdict.switched:
+                verdict.tunneled += data
+            elif kind == "upstream" and state["alive"]:
+                state["alive"] = upstream.feed(data)
                 while upstream.complete > state["answered"]:
                     state["answered"] += 1
                     if not state["alive"] and upstream.upgrade:
@@ -360,11 +360,11 @@ def check_in_process(pieces: list[bytes]) -> Verdict:
                         run(machine.upstream_data(_SWITCH + upstream.upgrade + b"\r\n\r\n", 0.0))
                     else:
                         run(machine.upstream_data(_OK, 0.0))
-            elif act.kind == "client" and verdict.fault is None:
-                status = act.data[9:12]
-                if act.data.startswith(b"HTTP/1.1 ") and status[:1] in (b"4", b"5"):
+            elif kind == "client" and verdict.fault is None:
+                status = data[9:12]
+                if data.startswith(b"HTTP/1.1 ") and status[:1] in (b"4", b"5"):
                     verdict.fault = int(status)
-            elif act.kind == "close":
+            elif kind == "close":
                 state["closed"] = True
 
     run(machine.flush())

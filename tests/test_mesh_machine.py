@@ -57,17 +57,24 @@ class Judge:
 
 
 def kinds(acts: list[Act]) -> list[str]:
-    return [a.kind for a in acts]
+    return [kind for kind, _, _ in acts]
 
 
-def deadline(acts: list[Act]) -> float | None:
-    told = [a.arg for a in acts if a.kind == "deadline"]
-    assert told, f"no deadline in {acts}"
-    return told[-1]  # type: ignore[no-any-return]
+def deadline(m: Http1Machine, acts: list[Act]) -> float | None:
+    """The connection's deadline after the event that returned ``acts``; if the event
+    told the shell one (it must fire earlier than the last told), that one."""
+    told = [arg for kind, _, arg in acts if kind == "deadline"]
+    if told:
+        assert told == [m.deadline], f"told {told}, the deadline is {m.deadline}"
+    return m.deadline
+
+
+def counted(acts: list[Act]) -> list[Count]:
+    return [arg for kind, _, arg in acts if kind == "count"]
 
 
 def written(acts: list[Act], to: str = "client") -> bytes:
-    return b"".join(a.data for a in acts if a.kind == to)
+    return b"".join(data for kind, data, _ in acts if kind == to)
 
 
 def machine(judge: Judge | None = None) -> tuple[Http1Machine, list[Act]]:
@@ -78,7 +85,7 @@ def machine(judge: Judge | None = None) -> tuple[Http1Machine, list[Act]]:
 def exchange(m: Http1Machine, now: float, *, reused: bool = False) -> list[Act]:
     """One GET forwarded and answered OK at ``now``; the actions of the answer."""
     acts = m.client_data(GET, now)
-    assert acts[0] == Act("open", b"", (TARGET, False))
+    assert acts[0] == ("open", b"", (TARGET, False))
     acts = m.upstream_opened(now, reused=reused)
     assert written(acts, "upstream").startswith(b"GET /get HTTP/1.1\r\n")
     return m.upstream_data(OK, now)
@@ -92,44 +99,63 @@ def test_the_transition_table_is_closed() -> None:
 
 def test_a_new_connection_waits_idle_timeout_for_its_first_byte() -> None:
     _, acts = machine()
-    assert acts == [Act("deadline", b"", 60.0)]
+    assert acts == [("deadline", b"", 60.0)]
 
 
 def test_the_head_deadline_is_armed_once_from_the_first_byte() -> None:
     m, _ = machine()
-    assert deadline(m.client_data(b"GET /get HT", 5.0)) == 15.0
+    assert deadline(m, m.client_data(b"GET /get HT", 5.0)) == 15.0
     # Trickling bytes do not extend it (slowloris).
     assert m.client_data(b"TP/1.1\r\nHost: h", 14.0) == []
-    assert m.timeout(14.9) == []  # an early timer changes nothing
+    # An early timer changes nothing: the same deadline, told again for the shell to re-arm.
+    assert m.timeout(14.9) == [("deadline", b"", 15.0)]
     acts = m.timeout(15.0)
-    assert kinds(acts) == ["close", "deadline"] and written(acts) == b""
+    assert kinds(acts) == ["close"] and written(acts) == b"" and m.deadline is None
 
 
 def test_blank_lines_between_requests_restart_the_idle_timeout() -> None:
     m, _ = machine()
-    assert deadline(m.client_data(b"\r\n", 30.0)) == 90.0
+    assert deadline(m, m.client_data(b"\r\n", 30.0)) == 90.0
 
 
 def test_the_idle_timeout_restarts_after_each_exchange() -> None:
     m, _ = machine()
     acts = exchange(m, 100.0)
     assert written(acts) == OK
-    assert deadline(acts) == 160.0
+    assert deadline(m, acts) == 160.0
     acts = exchange(m, 150.0, reused=True)
-    assert deadline(acts) == 210.0
+    assert deadline(m, acts) == 210.0
+
+
+def test_a_later_deadline_is_told_when_the_earlier_timer_fires() -> None:
+    m, told = machine()
+    assert told == [("deadline", b"", 60.0)]
+    acts = exchange(m, 10.0)
+    # Every move of the exchange went later than 60: the shell was told none of them.
+    assert "deadline" not in kinds(acts) and m.deadline == 70.0
+    # Its timer fires at 60, early: the machine answers with the deadline to re-arm for.
+    assert m.timeout(60.0) == [("deadline", b"", 70.0)]
+    acts = m.timeout(70.0)  # and that one is enforced: the idle connection closes
+    assert kinds(acts) == ["close"] and m.phase == "closed"
+
+
+def test_an_earlier_deadline_is_told_at_once() -> None:
+    m, _ = machine()
+    acts = m.client_data(b"GET /get HT", 5.0)  # request_head_timeout: 15 < 60
+    assert [arg for kind, _, arg in acts if kind == "deadline"] == [15.0]
 
 
 def test_each_upstream_read_has_response_timeout() -> None:
     m, _ = machine()
     m.client_data(GET, 0.0)
-    assert deadline(m.upstream_opened(1.0, reused=False)) == 31.0
-    assert deadline(m.upstream_data(b"HTTP/1.1 200 OK\r\n", 20.0)) == 50.0
+    assert deadline(m, m.upstream_opened(1.0, reused=False)) == 31.0
+    assert deadline(m, m.upstream_data(b"HTTP/1.1 200 OK\r\n", 20.0)) == 50.0
     acts = m.upstream_data(b"content-length: 4\r\n\r\nok", 40.0)
     assert written(acts) == b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nok"
-    assert deadline(acts) == 70.0  # the body's next read
+    assert deadline(m, acts) == 70.0  # the body's next read
     acts = m.timeout(70.0)
     # The head went out: no answer can follow; counted with the stream timeout.
-    assert [a.arg.error for a in acts if a.kind == "count"] == ["RESPONSE_STREAM_TIMEOUT"]
+    assert [c.error for c in counted(acts)] == ["RESPONSE_STREAM_TIMEOUT"]
     assert written(acts) == b"" and "close" in kinds(acts)
 
 
@@ -138,12 +164,12 @@ def test_no_response_head_in_time_is_504_counted_once() -> None:
     m.client_data(GET, 0.0)
     m.upstream_opened(0.0, reused=False)
     acts = m.timeout(30.0)
-    counts = [a.arg for a in acts if a.kind == "count"]
+    counts = counted(acts)
     assert counts == [Count(DECISION, "httpbin.org", None, "RESPONSE_HEADERS_TIMEOUT", 30.0)]
     out = written(acts)
     assert out.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
     assert b"l5d-proxy-error: response headers timeout: no response headers in time" in out
-    assert kinds(acts)[-2:] == ["close", "deadline"]
+    assert kinds(acts)[-1] == "close" and m.deadline is None
     assert m.timeout(100.0) == [] and m.upstream_data(OK, 100.0) == []
 
 
@@ -155,16 +181,16 @@ def test_an_upstream_that_cannot_be_reached(cause: str, status: int, error: str)
     m, _ = machine()
     m.client_data(GET, 0.0)
     acts = m.upstream_failed(1.0, cause=cause, detail="boom")
-    assert [a.arg.error for a in acts if a.kind == "count"] == [error]
+    assert [c.error for c in counted(acts)] == [error]
     assert written(acts).startswith(b"HTTP/1.1 %d " % status)
     assert FAULTS[("*", cause)][:2] == (error, status)
 
 
 def test_a_connect_timeout_is_504_unknown() -> None:
     m, _ = machine()
-    assert deadline(m.client_data(GET, 0.0)) == 3.0
+    assert deadline(m, m.client_data(GET, 0.0)) == 3.0
     acts = m.timeout(3.0)
-    assert [a.arg.error for a in acts if a.kind == "count"] == ["UNKNOWN"]
+    assert [c.error for c in counted(acts)] == ["UNKNOWN"]
     assert written(acts).startswith(b"HTTP/1.1 504 ")
 
 
@@ -174,11 +200,11 @@ def test_a_bodyless_request_is_sent_again_when_a_reused_connection_was_closed() 
     m.client_data(GET, 1.0)
     first = written(m.upstream_opened(1.0, reused=True), "upstream")
     acts = m.upstream_closed(1.5)  # the server had closed it just then
-    assert kinds(acts)[:2] == ["release", "open"] and acts[1].arg == (TARGET, True)
+    assert kinds(acts)[:2] == ["release", "open"] and acts[1][2] == (TARGET, True)
     assert written(m.upstream_opened(1.6, reused=False), "upstream") == first
     acts = m.upstream_data(OK, 2.0)
     assert written(acts) == OK
-    assert [a.arg.status for a in acts if a.kind == "count"] == [200]
+    assert [c.status for c in counted(acts)] == [200]
 
 
 def test_a_fresh_connection_closed_without_an_answer_is_502() -> None:
@@ -187,7 +213,7 @@ def test_a_fresh_connection_closed_without_an_answer_is_502() -> None:
     m.upstream_opened(0.0, reused=False)
     acts = m.upstream_closed(1.0)
     assert written(acts).startswith(b"HTTP/1.1 502 ")
-    assert [a.arg.error for a in acts if a.kind == "count"] == ["IO"]
+    assert [c.error for c in counted(acts)] == ["IO"]
 
 
 def test_the_exchange_is_counted_before_its_last_byte_goes_out() -> None:
@@ -198,8 +224,8 @@ def test_the_exchange_is_counted_before_its_last_byte_goes_out() -> None:
     assert "count" not in kinds(acts)
     acts = m.upstream_data(b"0\r\n\r\n", 2.0)
     assert kinds(acts)[:2] == ["count", "client"]
-    assert acts[1].data == b"0\r\n\r\n"
-    assert acts[0].arg.duration == 2.0
+    assert acts[1][1] == b"0\r\n\r\n"
+    assert acts[0][2].duration == 2.0
 
 
 def test_expect_100_continue_is_answered_by_the_proxy() -> None:
@@ -208,10 +234,10 @@ def test_expect_100_continue_is_answered_by_the_proxy() -> None:
     m.client_data(head, 0.0)
     acts = m.upstream_opened(0.0, reused=False)
     assert written(acts) == b"HTTP/1.1 100 Continue\r\n\r\n"
-    assert deadline(acts) == 60.0  # the body's first read has idle_timeout
+    assert deadline(m, acts) == 60.0  # the body's first read has idle_timeout
     acts = m.client_data(b"ok", 1.0)
     assert written(acts, "upstream") == b"ok"
-    assert deadline(acts) == 31.0  # whole: now the response head
+    assert deadline(m, acts) == 31.0  # whole: now the response head
 
 
 def test_a_malformed_head_is_400_with_a_lingering_close_and_never_judged() -> None:
@@ -220,9 +246,9 @@ def test_a_malformed_head_is_400_with_a_lingering_close_and_never_judged() -> No
     acts = m.client_data(b"POST /get HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip\r\n\r\n", 4.0)
     assert written(acts).startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert kinds(acts) == ["client", "eof", "deadline"]
-    assert deadline(acts) == 4.0 + LINGER_SECONDS
+    assert deadline(m, acts) == 4.0 + LINGER_SECONDS
     assert m.client_data(b"more bytes", 4.1) == []  # read and dropped
-    assert kinds(m.timeout(4.0 + LINGER_SECONDS)) == ["close", "deadline"]
+    assert kinds(m.timeout(4.0 + LINGER_SECONDS)) == ["close"] and m.deadline is None
     assert judge.seen == []
 
 
@@ -231,7 +257,7 @@ def test_the_client_leaving_mid_exchange_is_counted_as_cancel() -> None:
     m.client_data(GET, 0.0)
     m.upstream_opened(0.0, reused=False)
     acts = m.client_closed(5.0, lost=True)
-    assert [a.arg.error for a in acts if a.kind == "count"] == ["CANCEL"]
+    assert [c.error for c in counted(acts)] == ["CANCEL"]
     assert "close" in kinds(acts) and written(acts) == b""
 
 
@@ -240,10 +266,10 @@ def test_a_denied_request_is_answered_after_its_body_and_counted_first() -> None
     acts = m.client_data(b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 4\r\n\r\nab", 1.0)
     assert kinds(acts) == ["count", "deadline"]  # counted, then the body is read
     # Each read of the body has idle_timeout, within DRAIN_SECONDS of the judgement.
-    assert deadline(acts) == min(61.0, 1.0 + DRAIN_SECONDS)
+    assert deadline(m, acts) == min(61.0, 1.0 + DRAIN_SECONDS)
     acts = m.client_data(b"cd", 2.0)
     assert written(acts).startswith(b"HTTP/1.1 403 Forbidden\r\n")
-    assert deadline(acts) == 62.0  # kept alive: the next request's idle timeout
+    assert deadline(m, acts) == 62.0  # kept alive: the next request's idle timeout
 
 
 def test_pipelined_requests_wait_their_turn_and_are_each_judged() -> None:
@@ -254,7 +280,7 @@ def test_pipelined_requests_wait_their_turn_and_are_each_judged() -> None:
     m.upstream_opened(0.0, reused=False)
     acts = m.upstream_data(OK, 1.0)
     # The second request starts as soon as the first is answered.
-    assert Act("open", b"", (TARGET, False)) in acts and judge.seen == [b"/get", b"/get2"]
+    assert ("open", b"", (TARGET, False)) in acts and judge.seen == [b"/get", b"/get2"]
 
 
 def test_hop_by_hop_fields_stop_at_the_proxy_and_a_websocket_upgrade_goes_on() -> None:
@@ -304,8 +330,8 @@ def test_an_upstream_response_head_past_the_bound_is_502_io_and_closed(line: byt
         if m.phase != "waiting":
             break
     assert written(acts).startswith(b"HTTP/1.1 502 ")
-    assert [a.arg.error for a in acts if a.kind == "count"] == ["IO"]
-    assert m.phase in ("draining", "closed") and Act("release", b"", False) in acts
+    assert [c.error for c in counted(acts)] == ["IO"]
+    assert m.phase in ("draining", "closed") and ("release", b"", False) in acts
 
 
 @pytest.mark.parametrize(
@@ -322,7 +348,7 @@ def test_upstream_trailers_past_the_bound_close_the_answer_as_io(line: bytes) ->
         acts += m.upstream_data(line, 0.0)
         if m.phase == "closed":
             break
-    assert m.phase == "closed" and [a.arg.error for a in acts if a.kind == "count"] == ["IO"]
+    assert m.phase == "closed" and [c.error for c in counted(acts)] == ["IO"]
 
 
 @pytest.mark.parametrize("piece", [b"x" * 1000, b"x"])  # too many bytes; too long a time
@@ -348,7 +374,7 @@ def test_an_upstream_that_sent_more_than_the_answer_is_not_pooled() -> None:
     m.client_data(GET, 0.0)
     m.upstream_opened(0.0, reused=False)
     acts = m.upstream_data(OK + b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nSTALE", 0.0)
-    assert written(acts) == OK and Act("release", b"", False) in acts
+    assert written(acts) == OK and ("release", b"", False) in acts
     m.client_data(GET, 1.0)
     assert written(m.upstream_opened(1.0, reused=True)) == b""  # nothing stale served
     acts = m.upstream_data(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nBB", 1.0)
@@ -358,4 +384,4 @@ def test_an_upstream_that_sent_more_than_the_answer_is_not_pooled() -> None:
 def test_an_idle_upstream_is_pooled() -> None:
     m, _ = machine()
     acts = exchange(m, 0.0)
-    assert Act("release", b"", True) in acts
+    assert ("release", b"", True) in acts

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from egresskit.mesh.http1_machine import Act, Count, Http1Machine, Judgement
 from egresskit.mesh.http1_wire import Request, host_only
@@ -236,55 +236,67 @@ class _Connection(asyncio.Protocol):
         self.running = True
         handlers = self.handlers
         try:
-            for act in acts:
-                handlers[act.kind](act)
+            for kind, data, arg in acts:
+                handlers[kind](data, arg)
             while self.queue:
                 batch, self.queue = self.queue, []
-                for act in batch:
-                    handlers[act.kind](act)
+                for kind, data, arg in batch:
+                    handlers[kind](data, arg)
         finally:
             self.running = False
 
-    def _handlers(self) -> dict[str, Callable[[Act], None]]:
-        """What each kind of action does (one dict lookup per action, not a chain of
-        comparisons: several actions are carried out per exchange)."""
+    def _handlers(self) -> dict[str, Callable[[bytes, Any], None]]:
+        """What each kind of action does, given its ``data`` and ``arg`` (one dict lookup
+        and one call per action: several are carried out per exchange)."""
         return {
             "client": self._to_client,
             "upstream": self._to_upstream,
-            "deadline": lambda act: self._deadline(act.arg),
-            "count": lambda act: self._count(act.arg),
-            "open": lambda act: self._open(*act.arg),
-            "release": lambda act: self._release(keep=act.arg),
-            "pause": lambda act: self._pause_client("machine", True),
-            "resume": lambda act: self._pause_client("machine", False),
+            "deadline": self._deadline,
+            "count": self._count,
+            "open": self._open,
+            "release": self._release,
+            "pause": self._pause_machine,
+            "resume": self._resume_machine,
             "eof": self._client_eof,
             "client-eof": self._client_eof,
             "upstream-eof": self._upstream_eof,
-            "close": lambda act: self.shut(),
+            "close": self._close,
             # Nothing to do here: the machine relays in its tunnel phase.
-            "tunnel": lambda act: None,
+            "tunnel": self._nothing,
         }
 
-    def _to_client(self, act: Act) -> None:
+    def _to_client(self, data: bytes, _: object) -> None:
         if not self.transport.is_closing():
-            self.transport.write(act.data)
+            self.transport.write(data)
 
-    def _to_upstream(self, act: Act) -> None:
+    def _to_upstream(self, data: bytes, _: object) -> None:
         up = self.up
         if up is not None and up.transport is not None and not up.transport.is_closing():
-            up.transport.write(act.data)
+            up.transport.write(data)
 
-    def _client_eof(self, act: Act) -> None:
+    def _client_eof(self, *_: object) -> None:
         if self.transport.can_write_eof() and not self.transport.is_closing():
             self.transport.write_eof()
 
-    def _upstream_eof(self, act: Act) -> None:
+    def _upstream_eof(self, *_: object) -> None:
         up = self.up
         transport = up.transport if up is not None else None
         if transport is not None and not transport.is_closing() and transport.can_write_eof():
             transport.write_eof()
 
-    def _count(self, act: Count) -> None:
+    def _pause_machine(self, *_: object) -> None:
+        self._pause_client("machine", True)
+
+    def _resume_machine(self, *_: object) -> None:
+        self._pause_client("machine", False)
+
+    def _close(self, *_: object) -> None:
+        self.shut()
+
+    def _nothing(self, *_: object) -> None:
+        pass
+
+    def _count(self, _: bytes, act: Count) -> None:
         decision = act.decision
         backend = decision.backend_labels or None
         if decision.target is None or decision.http_status is not None:
@@ -301,7 +313,8 @@ class _Connection(asyncio.Protocol):
 
     # -- upstreams --------------------------------------------------------------------
 
-    def _open(self, target: tuple[str, int], fresh: bool) -> None:
+    def _open(self, _: bytes, arg: tuple[tuple[str, int], bool]) -> None:
+        target, fresh = arg
         up = self.pool.get(target)
         if up is not None and not fresh and up.usable():
             self.up = up
@@ -333,7 +346,7 @@ class _Connection(asyncio.Protocol):
         self.up = up
         self.do(self.machine.upstream_opened(self.now(), reused=False))
 
-    def _release(self, *, keep: bool) -> None:
+    def _release(self, _: bytes, keep: bool) -> None:
         if self.connecting is not None:
             self.connecting.cancel()
             self.connecting = None
@@ -388,11 +401,10 @@ class _Connection(asyncio.Protocol):
 
     # -- the one timer --------------------------------------------------------------------
 
-    def _deadline(self, at: float | None) -> None:
-        """Moved only when it must fire earlier; a timer that fires early re-arms."""
+    def _deadline(self, _: bytes, at: float) -> None:
+        """The machine tells a deadline only when it must fire earlier than the last
+        (:meth:`Http1Machine.flush`); a timer that fires early re-arms."""
         self.deadline = at
-        if at is None:
-            return
         if self.timer is None or self.timer_at > at:
             if self.timer is not None:
                 self.timer.cancel()
@@ -405,7 +417,7 @@ class _Connection(asyncio.Protocol):
         if deadline is None:
             return
         if self.now() < deadline:
-            self._deadline(deadline)
+            self._deadline(b"", deadline)
             return
         self.do(self.machine.timeout(self.now()))
 
