@@ -8,6 +8,8 @@ runs the same machine through the asyncio shell.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from egresskit.mesh.http1_machine import (
@@ -385,3 +387,20 @@ def test_an_idle_upstream_is_pooled() -> None:
     m, _ = machine()
     acts = exchange(m, 0.0)
     assert ("release", b"", True) in acts
+
+
+def test_an_exchange_leaves_no_cyclic_garbage() -> None:
+    """Each exchange's response parser is freed by reference counting: left to the cyclic
+    collector (httptools' parser keeps our bound methods), ~19 objects per exchange
+    piled up and the collections they caused cost the proxy's thread ~6% of its time."""
+    m, _ = machine()
+    exchange(m, 0.0)
+    gc.collect()
+    gc.disable()
+    try:
+        for i in range(200):
+            exchange(m, float(i), reused=True)
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found < 20, f"{found} objects of cyclic garbage after 200 exchanges"

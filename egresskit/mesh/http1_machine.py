@@ -281,6 +281,7 @@ class Http1Machine:
             self.up_reused = reused
             self.up_closed = False
             # A pooled connection was released idle: a fresh parser either way.
+            self.responses.discard()
             self.responses = ResponseParser()
             self._send_request(now)
         return self.flush()

@@ -266,6 +266,13 @@ class _Messages:
             self.events.append(Fault(status))
         self._release()
 
+    def discard(self) -> None:
+        """Done with: break the cycle between the httptools parser and this object (the
+        parser keeps our bound methods), so reference counting frees both now. Left to
+        the cyclic collector, a response parser per exchange was ~19 objects of garbage
+        each, and its collections ~6% of the proxy's Python time."""
+        del self.parser
+
     def _release(self) -> None:
         """Queue the head held back since its last byte: the parser took what followed."""
         if self.held is not None:
