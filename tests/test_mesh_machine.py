@@ -389,6 +389,42 @@ def test_an_idle_upstream_is_pooled() -> None:
     assert ("release", b"", True) in acts
 
 
+def test_a_pooled_connection_goes_on_with_its_own_response_parser() -> None:
+    m, _ = machine()
+    exchange(m, 0.0)
+    parser = m.responses
+    assert written(exchange(m, 1.0, reused=True)) == OK
+    assert m.responses is parser  # the same connection: llhttp's state goes on with it
+    assert written(exchange(m, 2.0, reused=False)) == OK
+    assert m.responses is not parser  # a new connection: a parser of its own
+
+
+def test_another_targets_pooled_connection_gets_a_fresh_response_parser() -> None:
+    other = ("127.0.0.1", 9090)
+
+    class TwoTargets(Judge):
+        def __call__(self, req: Request, host: str | None) -> Judgement:
+            target = other if req.target == b"/other" else TARGET
+            return Judgement("forward", decision=DECISION, target=target, hostname="h")
+
+    m, _ = machine(TwoTargets())
+    exchange(m, 0.0)  # TARGET's connection is pooled with its parser
+    parser = m.responses
+    m.client_data(GET.replace(b"/get", b"/other"), 1.0)
+    m.upstream_opened(1.0, reused=True)  # the shell had a pooled connection to `other`
+    assert m.responses is not parser and m.parked is None
+    acts = m.upstream_data(OK, 1.0)
+    assert written(acts) == OK and m.parked == (other, m.responses)
+
+
+def test_an_upstream_not_pooled_leaves_no_parser_parked() -> None:
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    m.upstream_data(OK + b"HTTP/1.1 200 OK\r\n", 0.0)  # a second head begun, unasked
+    assert m.parked is None
+
+
 def test_an_exchange_leaves_no_cyclic_garbage() -> None:
     """Each exchange's response parser is freed by reference counting: left to the cyclic
     collector (httptools' parser keeps our bound methods), ~19 objects per exchange

@@ -221,6 +221,11 @@ class Http1Machine:
         self.phase: Phase = "idle"
         self.requests = RequestParser(config.max_header_bytes)
         self.responses = ResponseParser()
+        #: The response parser of the upstream connection last released to the pool,
+        #: idle between responses, and that connection's target: an exchange that goes on
+        #: on that connection goes on with its parser (llhttp keeps state per connection,
+        #: as uvicorn keeps one parser per connection); any other gets a fresh one.
+        self.parked: tuple[tuple[str, int], ResponseParser] | None = None
         self.ex: _Exchange | None = None
         self.acts: list[Act] = []
         #: Client bytes held while an exchange is in flight, and whether reading paused.
@@ -280,9 +285,15 @@ class Http1Machine:
         if self.phase == "connecting":
             self.up_reused = reused
             self.up_closed = False
-            # A pooled connection was released idle: a fresh parser either way.
-            self.responses.discard()
-            self.responses = ResponseParser()
+            parked, self.parked = self.parked, None
+            ex = self.ex
+            assert ex is not None
+            if reused and parked is not None and parked[0] == ex.target:
+                self.responses = parked[1]  # the pooled connection it was released with
+            else:
+                # A new connection, or another target's pooled one: a parser of its own.
+                self.responses.discard()
+                self.responses = ResponseParser()
             self._send_request(now)
         return self.flush()
 
@@ -707,7 +718,11 @@ class Http1Machine:
             return
         # Pooled only when nothing more came: bytes the upstream sent unasked (a second
         # response, a head begun) would be served as the next request's answer.
-        self._act("release", b"", ex.keep_up and responses.idle() and not self.up_closed)
+        pooled = ex.keep_up and responses.idle() and not self.up_closed
+        if pooled:
+            assert ex.target is not None
+            self.parked = (ex.target, responses)
+        self._act("release", b"", pooled)
         if ex.keep:
             self._enter_idle(now)
         else:
