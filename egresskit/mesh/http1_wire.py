@@ -495,7 +495,8 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
     def on_header(self, name: bytes, value: bytes) -> None:
         # The head's (and then its trailers') bytes, bounded; past the bound the parser
         # stops.
-        self._size += len(name) + len(value) + 4
+        n = len(name)
+        self._size += n + len(value) + 4
         if self._size > MAX_RESPONSE_HEAD:
             self._too_large()
         if self._in_body:
@@ -506,7 +507,6 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         self._headers.append((name, value))
         # Collect Transfer-Encoding and Content-Length values, in order, for framing();
         # the length test passes few other names.
-        n = len(name)
         if n == 14 or n == 17:
             lname = name.lower()
             if lname == b"content-length":
