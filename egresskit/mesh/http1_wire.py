@@ -138,6 +138,11 @@ class End:
         self.trailers = trailers
 
 
+#: The end of every message without trailers: one shared record (its list is never
+#: filled; a message's trailers go into a list of its own).
+_NO_TRAILERS = End([])
+
+
 class Fault:
     """The client's bytes stopped parsing: answer ``status`` and close."""
 
@@ -179,7 +184,8 @@ class _Messages(Generic[_P]):
         #: The status a head refused by :mod:`~egresskit.mesh.http1_framing` gets.
         self.refused = 0
         self._headers: Headers = []
-        self._trailers: Headers = []
+        #: The trailers: the empty list of ``_NO_TRAILERS`` until the first one.
+        self._trailers: Headers = _NO_TRAILERS.trailers
         self._in_body = False
         #: The values of the head's Transfer-Encoding and Content-Length fields, in order,
         #: for framing() (tuples: most heads have none, and an empty one costs nothing).
@@ -258,7 +264,7 @@ class RequestParser(_Messages[httptools.HttpRequestParser]):
         self._in_body = False
         self._url = b""
         self._headers = []
-        self._trailers = []
+        self._trailers = _NO_TRAILERS.trailers
         self._te = self._cl = self._hosts = ()
         self.head_size = self._gap = 0
         self._raw = self._at_start
@@ -298,6 +304,7 @@ class RequestParser(_Messages[httptools.HttpRequestParser]):
         # number is capped. (No trailer counted yet in this message: the count restarts.)
         if not self._trailers:
             self._trailer_size = 0
+            self._trailers = []
         self._trailer_size += len(name) + len(value) + 4
         if self._trailer_size > self.limit or len(self._trailers) >= MAX_TRAILER_FIELDS:
             self._too_large()
@@ -363,7 +370,7 @@ class RequestParser(_Messages[httptools.HttpRequestParser]):
         if held is not None:
             self.events.append(held)
             self.held = None
-        self.events.append(End(self._trailers))
+        self.events.append(End(self._trailers) if self._trailers else _NO_TRAILERS)
 
     def feed(self, data: bytes) -> None:
         if self.dead:
@@ -481,7 +488,7 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         self._in_body = False
         self._reason = b""
         self._headers = []
-        self._trailers = []
+        self._trailers = _NO_TRAILERS.trailers
         self._te = self._cl = ()
         self._informational = False
         self._size = 0
@@ -500,7 +507,9 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         if self._size > MAX_RESPONSE_HEAD:
             self._too_large()
         if self._in_body:
-            if len(self._trailers) >= MAX_TRAILER_FIELDS:
+            if not self._trailers:
+                self._trailers = []  # its own list, not the shared empty one
+            elif len(self._trailers) >= MAX_TRAILER_FIELDS:
                 self._too_large()
             self._trailers.append((name, value))
             return
@@ -545,7 +554,7 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
             )
         )
         if self._head_only:
-            self.events.append(End([]))
+            self.events.append(_NO_TRAILERS)
             self._head_only = False
             self.busy = False
             self._stopped = True
@@ -560,7 +569,7 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         if self._informational:
             return
         self._chunked = False
-        self.events.append(End(self._trailers))
+        self.events.append(End(self._trailers) if self._trailers else _NO_TRAILERS)
         self.busy = False
 
     def feed(self, data: bytes) -> None:
