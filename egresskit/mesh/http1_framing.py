@@ -137,8 +137,8 @@ def check_host(hosts: Sequence[bytes], version: str) -> bytes | None:
         return None
     host = hosts[0].strip(b" \t")
     match = _HOST.fullmatch(host)
-    # (lastindex: the port group, the pattern's only one, matched.)
-    if match is None or (match.lastindex and int(match["port"]) > 65535):
+    port = match.group("port") if match else None
+    if match is None or (port and int(port) > 65535):
         raise BadHead(400, f"Host: {host!r} is not host[:port] (RFC 9110 7.2)")
     return host
 
