@@ -98,6 +98,20 @@ def test_a_pipelined_head_after_a_body_is_bounded_too() -> None:
         assert isinstance(events[-1], Fault) and events[-1].status == 431
 
 
+@pytest.mark.parametrize("tail", [b"", b"\r\n\r\n"], ids=["at-start", "after-blank-lines"])
+def test_a_pipelined_head_is_counted_from_where_the_head_before_it_ended(tail: bytes) -> None:
+    # Two heads in one read, the second going on past it: the bytes of the first (which
+    # ended in the read, counted in raw bytes) are not the second's. Together they are
+    # over the limit, the second alone is under it: accepted, however the rest is cut.
+    first = tail + head(LIMIT // 2)
+    second = head(LIMIT - 2000)
+    assert len(first) + len(second) > LIMIT > len(second)
+    for cut in (len(first) + 10, len(first) + len(second) // 2, len(first) + len(second) - 3):
+        for rest in ([], [cut + 1, cut + 7000]):
+            events = events_for(chunked(first + second, [cut, *rest]))
+            assert [type(e) for e in events] == [Request, End, Request, End], (cut, events)
+
+
 def test_blank_lines_before_a_request_do_not_end_its_head_early() -> None:
     # RFC 9112 2.2: a server SHOULD ignore at least one empty line before a request line.
     events = events_for([b"\r\n\r\n" + BIG_ONE[:40_000], BIG_ONE[40_000:]])

@@ -31,6 +31,7 @@ Rules (RFC 9112; "6.3 (3)" is the third rule of section 6.3's list):
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Literal
 
 Headers = list[tuple[bytes, bytes]]
@@ -58,8 +59,8 @@ class BadHead(Exception):
 
 
 def framing(
-    transfer_encodings: list[bytes],
-    content_lengths: list[bytes],
+    transfer_encodings: Sequence[bytes],
+    content_lengths: Sequence[bytes],
     version: str,
     *,
     request: bool,
@@ -123,7 +124,7 @@ def check_request_line(target: bytes, version: str) -> None:
         raise BadHead(400, f"request-target {target[:40]!r} (RFC 9112 3.2)")
 
 
-def check_host(hosts: list[bytes], version: str) -> bytes | None:
+def check_host(hosts: Sequence[bytes], version: str) -> bytes | None:
     """The request's one Host value (None: absent in HTTP/1.0), from the values of its
     Host fields (in order; the parser collects them); raises :class:`BadHead` for none
     in HTTP/1.1, several (RFC 9112 3.2: MUST respond 400) or a malformed one (a port

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Generic, Literal, TypeVar
 
 import httptools
 
@@ -36,9 +36,6 @@ MAX_RESPONSE_HEAD = 8192 + 4096 * 100
 #: Most trailer fields a message may carry (hyper's default header count, 100).
 MAX_TRAILER_FIELDS = 100
 
-#: The lengths of "transfer-encoding", "content-length" and "host": the fields the parser
-#: collects as it reads them.
-_FIELD_LENGTHS = (17, 14, 4)
 #: The fields that frame a body (lower case): never forwarded as the sender wrote them.
 _FRAMING_FIELDS = (b"transfer-encoding", b"content-length")
 
@@ -141,6 +138,11 @@ class End:
         self.trailers = trailers
 
 
+#: The end of every message without trailers: one shared record (its list is never
+#: filled; a message's trailers go into a list of its own).
+_NO_TRAILERS = End([])
+
+
 class Fault:
     """The client's bytes stopped parsing: answer ``status`` and close."""
 
@@ -153,22 +155,26 @@ class Fault:
 _Event = Request | Response | bytes | End | Fault
 
 
-_Parser = httptools.HttpRequestParser | httptools.HttpResponseParser
+_P = TypeVar("_P", httptools.HttpRequestParser, httptools.HttpResponseParser)
 
 
-def _parser(parser_type: type[_Parser], callbacks: object) -> _Parser:
+def _parser(parser_type: type[_P], callbacks: object) -> _P:
     parser = parser_type(callbacks)
     # hyper (httparse) takes bare LF line endings; llhttp only when told.
     parser.set_dangerous_leniencies(lenient_optional_cr_before_lf=True)
     return parser
 
 
-class _Messages:
+class _Messages(Generic[_P]):
     """httptools callbacks for one direction of one connection: heads, body pieces and
-    ends queued in order, so pipelined messages wait their turn."""
+    ends queued in order, so pipelined messages wait their turn.
 
-    def __init__(self, parser_type: type[_Parser]) -> None:
-        self.parser = _parser(parser_type, self)
+    The callbacks run once per field of every message on the proxy's one loop thread, so
+    each subclass writes its own in full: no ``super()`` chain or helper call per field,
+    helpers only on the rare paths (trailers, a refused head)."""
+
+    def __init__(self, parser_type: type[_P]) -> None:
+        self.parser: _P = _parser(parser_type, self)
         self.events: deque[_Event] = deque()
         self.head_open = False
         #: Bytes after an upgrade or CONNECT head: the tunnel's first bytes.
@@ -177,94 +183,22 @@ class _Messages:
         self.too_large = False
         #: The status a head refused by :mod:`~egresskit.mesh.http1_framing` gets.
         self.refused = 0
-        #: A complete head not yet queued: llhttp checks a head's framing only after the
-        #: head callback (and may refuse it then), so a head is queued once the parser
-        #: went past it (a body byte, the message's end, the end of the chunk).
-        self.held: Request | Response | None = None
-        self._url = b""
-        self._reason = b""
         self._headers: Headers = []
-        self._trailers: Headers = []
+        #: The trailers: the empty list of ``_NO_TRAILERS`` until the first one.
+        self._trailers: Headers = _NO_TRAILERS.trailers
         self._in_body = False
-        #: The values of the head's Transfer-Encoding and Content-Length fields.
-        self._te: list[bytes] = []
-        self._cl: list[bytes] = []
-        self._hosts: list[bytes] = []
+        #: The values of the head's Transfer-Encoding and Content-Length fields, in order,
+        #: for framing() (tuples: most heads have none, and an empty one costs nothing).
+        self._te: tuple[bytes, ...] = ()
+        self._cl: tuple[bytes, ...] = ()
 
-    def on_message_begin(self) -> None:
-        self.head_open = True
-        self._in_body = False
-        self._url = self._reason = b""
-        self._headers = []
-        self._trailers = []
-        self._te = []
-        self._cl = []
-        self._hosts = []
+    def _fault(self) -> None:
+        """The parser stopped on the bytes: a Fault with the status the head gets.
 
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_status(self, reason: bytes) -> None:
-        self._reason += reason
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self._in_body:
-            self._trailers.append((name, value))
-            return
-        self._headers.append((name, value))
-        if len(name) in _FIELD_LENGTHS:
-            self._field(name, value)
-
-    def _field(self, name: bytes, value: bytes) -> None:
-        """Collect Transfer-Encoding and Content-Length values, in order, for framing(),
-        and Host values for check_host()."""
-        lname = name.lower()
-        if lname == b"transfer-encoding":
-            self._te.append(value)
-        elif lname == b"content-length":
-            self._cl.append(value)
-        elif lname == b"host":
-            self._hosts.append(value)
-
-    def on_body(self, body: bytes) -> None:
-        self._release()
-        self.events.append(body)
-
-    def on_message_complete(self) -> None:
-        self._release()
-        self.events.append(End(self._trailers))
-
-    def _frame(self, version: str, *, request: bool) -> tuple[Framing, int]:
-        """The head's framing (RFC 9112 6), or the parser stops with the refusal."""
-        try:
-            if request:
-                check_request_line(self._url, version)
-                check_host(self._hosts, version)
-            if not (self._te or self._cl):
-                # No field frames the body. (CR, LF and NUL in a value, and folded lines,
-                # llhttp refuses itself: tests/test_http1_wire.py holds it to that.)
-                return "none", 0
-            return framing(self._te, self._cl, version, request=request)
-        except BadHead as exc:
-            self.refused = exc.status
-            raise  # from a callback: the parser stops, feed() answers the status
-
-    def feed(self, data: bytes) -> None:
-        if self.dead:
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self.dead = True
-            self.rest = data[int(exc.args[0]) :]
-        except httptools.HttpParserError:
-            # A callback's own exception comes back as HttpParserCallbackError: the
-            # fields say whether it was the head size or a head refused by its framing.
-            self.dead = True
-            self.held = None  # the parser did not accept this head: it never goes on
-            status = self.refused or (431 if self.too_large else 400)
-            self.events.append(Fault(status))
-        self._release()
+        A callback's own exception comes back as HttpParserCallbackError: the fields say
+        whether it was the head size or a head refused by its framing."""
+        self.dead = True
+        self.events.append(Fault(self.refused or (431 if self.too_large else 400)))
 
     def discard(self) -> None:
         """Done with: break the cycle between the httptools parser and this object (the
@@ -273,20 +207,21 @@ class _Messages:
         each, and its collections ~6% of the proxy's Python time."""
         del self.parser
 
-    def _release(self) -> None:
-        """Queue the head held back since its last byte: the parser took what followed."""
-        if self.held is not None:
-            self.events.append(self.held)
-            self.held = None
+    def _too_large(self) -> None:
+        """From a callback: the parser stops, feed() answers the bound's status."""
+        self.too_large = True
+        raise HeadTooLarge()
 
 
-class RequestParser(_Messages):
+class RequestParser(_Messages[httptools.HttpRequestParser]):
     """The client side: request heads, with the head size bounded (431).
 
     The bound holds however the head is cut into chunks. A head that starts at a chunk's
     first byte (the parser was between messages) or goes on from the last chunk is
     counted in raw bytes: every byte of it up to its blank line (found in the chunk: the
-    parser does not say where the head ended). A head that starts mid-chunk (pipelined
+    parser does not say where the head ended), looked for only when the bytes counted so
+    far and the whole chunk could together be over the limit, or when a later head in the
+    chunk needs to know where this one ended. A head that starts mid-chunk (pipelined
     behind a body or another request) is counted by what the callbacks saw while it
     completes in that chunk; if it goes on past it, by the rest of that chunk (less what
     earlier messages in it are known to have used, never more than they did), then in raw
@@ -298,6 +233,12 @@ class RequestParser(_Messages):
         super().__init__(httptools.HttpRequestParser)
         self.limit = limit
         self.head_size = 0
+        #: A complete head not yet queued: llhttp checks a head's framing only after the
+        #: head callback (and may refuse it then), so a head is queued once the parser
+        #: went past it (a body byte, the message's end, the end of the chunk).
+        self.held: Request | None = None
+        self._url = b""
+        self._hosts: tuple[bytes, ...] = ()
         #: The open head is counted in raw bytes (see the class docstring).
         self._raw = False
         #: The next head to begin starts at the current chunk's first byte.
@@ -308,6 +249,10 @@ class RequestParser(_Messages):
         self._tail = b""
         #: Bytes of the chunk known to belong to earlier messages (at most what they used).
         self._used = 0
+        #: The ``_tail`` of a raw-counted head that ended in this chunk while its size
+        #: was not looked for (it could not be over the limit): its bytes count towards
+        #: ``_used`` only if a later head stays open past the chunk.
+        self._first: bytes | None = None
         self._body_open = False
         #: Trailer bytes (by the callbacks) and, for a chunked body, the bytes fed since
         #: the last body byte that were not body (chunk lines, extensions, trailers: an
@@ -317,24 +262,18 @@ class RequestParser(_Messages):
         self._body_seen = 0
         self._chunked = False
 
-    def on_body(self, body: bytes) -> None:
-        if self._body_open:
-            self._used += len(body)
-        self._body_seen += len(body)
-        super().on_body(body)
-
-    def on_message_complete(self) -> None:
-        self._body_open = False
-        super().on_message_complete()
-
     def idle(self) -> bool:
         """Between messages, nothing queued: the next bytes start a new head."""
         return not (self.head_open or self._body_open or self.events or self.dead)
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self.head_size = 0
-        self._trailer_size = self._gap = 0
+        self.head_open = True
+        self._in_body = False
+        self._url = b""
+        self._headers = []
+        self._trailers = _NO_TRAILERS.trailers
+        self._te = self._cl = self._hosts = ()
+        self.head_size = self._gap = 0
         self._raw = self._at_start
         self._at_start = False  # another head in this chunk starts mid-chunk
         self._tail = b""
@@ -342,35 +281,71 @@ class RequestParser(_Messages):
     def on_url(self, url: bytes) -> None:
         self._url += url
         if not self._raw:
-            self._count(len(url))
+            self.head_size += len(url)
+            if self.head_size > self.limit:
+                self._too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._in_body:
-            # Trailers count against the same bound as the head (RFC 9110 6.5), and
-            # their number is capped.
-            self._trailer_size += len(name) + len(value) + 4
-            if self._trailer_size > self.limit or len(self._trailers) >= MAX_TRAILER_FIELDS:
-                self.too_large = True
-                raise HeadTooLarge()
-            self._trailers.append((name, value))
+            self._trailer(name, value)
             return
         self._headers.append((name, value))
-        if len(name) in _FIELD_LENGTHS:
-            self._field(name, value)
+        # Collect Transfer-Encoding and Content-Length values, in order, for framing(),
+        # and Host values for check_host(); the length test passes few other names.
+        n = len(name)
+        if n == 4 or n == 14 or n == 17:
+            lname = name.lower()
+            if lname == b"host":
+                self._hosts += (value,)
+            elif lname == b"content-length":
+                self._cl += (value,)
+            elif lname == b"transfer-encoding":
+                self._te += (value,)
         if not self._raw:
-            self._count(len(name) + len(value) + 4)
+            self.head_size += n + len(value) + 4
+            if self.head_size > self.limit:
+                self._too_large()
+
+    def _trailer(self, name: bytes, value: bytes) -> None:
+        # Trailers count against the same bound as the head (RFC 9110 6.5), and their
+        # number is capped. (No trailer counted yet in this message: the count restarts.)
+        if not self._trailers:
+            self._trailer_size = 0
+            self._trailers = []
+        self._trailer_size += len(name) + len(value) + 4
+        if self._trailer_size > self.limit or len(self._trailers) >= MAX_TRAILER_FIELDS:
+            self._too_large()
+        self._trailers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if self._raw:
-            part = _head_part(self._tail, self._chunk)
-            self._count(part)
-            self._used += part
+            if self.head_size + len(self._chunk) > self.limit:
+                part = _head_part(self._tail, self._chunk)
+                self._used += part
+                self.head_size += part
+                if self.head_size > self.limit:
+                    self._too_large()
+            else:
+                # The head is within the limit whatever its part of the chunk: where it
+                # ended is looked for only if feed() needs it.
+                self._first = self._tail
         else:
             self._used += self.head_size
         parser = self.parser
-        assert isinstance(parser, httptools.HttpRequestParser)
         version = parser.get_http_version()
-        body, length = self._frame(version, request=True)
+        # The head's framing (RFC 9112 6), or the parser stops with the refusal.
+        try:
+            check_request_line(self._url, version)
+            check_host(self._hosts, version)
+            if self._te or self._cl:
+                body, length = framing(self._te, self._cl, version, request=True)
+            else:
+                # No field frames the body. (CR, LF and NUL in a value, and folded lines,
+                # llhttp refuses itself: tests/test_http1_wire.py holds it to that.)
+                body, length = "none", 0
+        except BadHead as exc:
+            self.refused = exc.status
+            raise  # from a callback: the parser stops, feed() answers the status
         self.head_open = False
         self._in_body = self._body_open = True
         self._chunked = body == "chunked"
@@ -386,15 +361,30 @@ class RequestParser(_Messages):
             self._hosts[0] if self._hosts else None,
         )
 
-    def _count(self, n: int) -> None:
-        self.head_size += n
-        if self.head_size > self.limit:
-            self.too_large = True
-            raise HeadTooLarge()  # from a callback: the parser stops, feed() answers 431
+    def on_body(self, body: bytes) -> None:
+        held = self.held
+        if held is not None:  # the parser took a body byte: the head is accepted
+            self.events.append(held)
+            self.held = None
+        n = len(body)
+        self._used += n  # (llhttp calls on_body only while the body is open)
+        self._body_seen += n
+        self.events.append(body)
+
+    def on_message_complete(self) -> None:
+        self._body_open = False
+        held = self.held
+        if held is not None:
+            self.events.append(held)
+            self.held = None
+        self.events.append(End(self._trailers) if self._trailers else _NO_TRAILERS)
 
     def feed(self, data: bytes) -> None:
+        if self.dead:
+            return
         was_open = self.head_open
-        if not self._body_open:
+        body_open = self._body_open
+        if not body_open:
             # llhttp refuses a bare LF after the request line even when lenient; h11 and
             # httparse take it. Rewritten only when the chunk's first LF is bare, so the
             # usual CRLF head costs one find().
@@ -402,12 +392,25 @@ class RequestParser(_Messages):
             lf = data.find(b"\n")
             if (lf == 0 and not self._tail.endswith(b"\r")) or (lf > 0 and data[lf - 1] != 13):
                 data = _crlf_head(data, self._tail if was_open else b"")
-        self._at_start = not (was_open or self._body_open)
+        self._at_start = not (was_open or body_open)
         self._chunk = data
         self._used = 0
-        chunked_body = self._body_open and self._chunked
+        self._first = None
+        chunked_body = body_open and self._chunked
         self._body_seen = 0
-        super().feed(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.dead = True
+            self.rest = data[int(exc.args[0]) :]
+        except httptools.HttpParserError:
+            self.held = None  # the parser did not accept this head: it never goes on
+            self._fault()
+        held = self.held
+        if held is not None:
+            # The head held back since its last byte: the parser took what followed.
+            self.events.append(held)
+            self.held = None
         if chunked_body and self._body_open and not self.dead:
             # Still in the same chunked body: what was not body since its last byte.
             other = len(data) - self._body_seen
@@ -422,6 +425,8 @@ class RequestParser(_Messages):
                 self.head_size += len(data)  # all of the chunk is head
             else:
                 # It began mid-chunk: the rest of the chunk after earlier messages.
+                if self._first is not None:
+                    self._used += _head_part(self._first, data)
                 self.head_size = max(self.head_size, len(data) - self._used)
                 self._raw = True
             self._tail = data[-3:]
@@ -450,17 +455,20 @@ def _head_part(tail: bytes, chunk: bytes) -> int:
     return max(0, end - len(tail))
 
 
-class ResponseParser(_Messages):
+class ResponseParser(_Messages[httptools.HttpResponseParser]):
     """The upstream side: response heads; 1xx other than 101 are dropped (hyper's client
     swallows them too), and the response to a HEAD request ends with its head."""
 
     def __init__(self) -> None:
         super().__init__(httptools.HttpResponseParser)
         self.busy = False
+        self._reason = b""
         self._head_only = False
         self._informational = False
         self._stopped = False
         self._pending = b""
+        #: The bytes of the head, then of its trailers, by the callbacks: bounded by
+        #: MAX_RESPONSE_HEAD (502).
         self._size = 0
         #: Raw bytes fed while a head stayed open (a field llhttp is still collecting).
         self._raw = 0
@@ -483,30 +491,47 @@ class ResponseParser(_Messages):
         self._head_only = head_only
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        self.head_open = True
+        self._in_body = False
+        self._reason = b""
+        self._headers = []
+        self._trailers = _NO_TRAILERS.trailers
+        self._te = self._cl = ()
         self._informational = False
         self._size = 0
 
     def on_status(self, reason: bytes) -> None:
         self._reason += reason
-        self._bound(len(reason))
+        self._size += len(reason)
+        if self._size > MAX_RESPONSE_HEAD:
+            self._too_large()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._bound(len(name) + len(value) + 4)
-        if self._in_body and len(self._trailers) >= MAX_TRAILER_FIELDS:
-            self._bound(MAX_RESPONSE_HEAD + 1)
-        super().on_header(name, value)
-
-    def _bound(self, n: int) -> None:
-        """Count a head's (and then its trailers') bytes; past the bound the parser stops."""
-        self._size += n
+        # The head's (and then its trailers') bytes, bounded; past the bound the parser
+        # stops.
+        n = len(name)
+        self._size += n + len(value) + 4
         if self._size > MAX_RESPONSE_HEAD:
-            self.too_large = True
-            raise HeadTooLarge()
+            self._too_large()
+        if self._in_body:
+            if not self._trailers:
+                self._trailers = []  # its own list, not the shared empty one
+            elif len(self._trailers) >= MAX_TRAILER_FIELDS:
+                self._too_large()
+            self._trailers.append((name, value))
+            return
+        self._headers.append((name, value))
+        # Collect Transfer-Encoding and Content-Length values, in order, for framing();
+        # the length test passes few other names.
+        if n == 14 or n == 17:
+            lname = name.lower()
+            if lname == b"content-length":
+                self._cl += (value,)
+            elif lname == b"transfer-encoding":
+                self._te += (value,)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
-        assert isinstance(parser, httptools.HttpResponseParser)
         status = parser.get_status_code()
         self.head_open = False
         self._in_body = True
@@ -514,7 +539,15 @@ class ResponseParser(_Messages):
             self._informational = True
             return
         version = parser.get_http_version()
-        body, length = self._frame(version, request=False)
+        if self._te or self._cl:
+            # The head's framing (RFC 9112 6), or the parser stops with the refusal.
+            try:
+                body, length = framing(self._te, self._cl, version, request=False)
+            except BadHead as exc:
+                self.refused = exc.status
+                raise  # from a callback: the parser stops, feed() answers the status
+        else:
+            body, length = "none", 0  # no field frames the body
         self._chunked, self._gap = body == "chunked", 0
         self.events.append(
             Response(
@@ -528,7 +561,7 @@ class ResponseParser(_Messages):
             )
         )
         if self._head_only:
-            self.events.append(End([]))
+            self.events.append(_NO_TRAILERS)
             self._head_only = False
             self.busy = False
             self._stopped = True
@@ -543,14 +576,22 @@ class ResponseParser(_Messages):
         if self._informational:
             return
         self._chunked = False
-        self.events.append(End(self._trailers))
+        self.events.append(End(self._trailers) if self._trailers else _NO_TRAILERS)
         self.busy = False
 
     def feed(self, data: bytes) -> None:
         if not self._head_only:
+            if self.dead:
+                return
             was_open, chunked = self.head_open, self._chunked
             self._body_seen = 0
-            super().feed(data)
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserUpgrade as exc:
+                self.dead = True
+                self.rest = data[int(exc.args[0]) :]
+            except httptools.HttpParserError:
+                self._fault()
             if chunked and self._chunked and not self.dead:
                 other = len(data) - self._body_seen
                 self._gap = other if self._body_seen else self._gap + other
