@@ -53,17 +53,22 @@ def request(i: int) -> bytes:
     )
 
 
-class _Transport:
-    """The transport methods the shell calls; what is written is counted and dropped."""
+class DropTransport:
+    """The transport methods the HTTP/1 shell calls; what is written is counted and
+    dropped (also the fake sockets of tests/test_mesh_deadlines.py)."""
 
     def __init__(self) -> None:
         self.writes = 0
+        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.writes += 1
 
     def is_closing(self) -> bool:
-        return False
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
 
     def pause_reading(self) -> None:
         pass
@@ -80,15 +85,12 @@ class _Transport:
     def write_eof(self) -> None:
         pass
 
-    def close(self) -> None:
-        pass
-
 
 class _Channel:
     """The detection channel the shell takes the client connection over from."""
 
     def __init__(self) -> None:
-        self.transport = _Transport()
+        self.transport = DropTransport()
 
     def take(self) -> bytes:
         return b""
@@ -131,7 +133,7 @@ async def _measure(cluster: LocalCluster, n: int, rounds: int) -> dict[str, floa
     verdict = conn.judge(_head(request(0)), HOST)
     assert verdict.target is not None, verdict
     upstream = http1._Upstream(conn, verdict.target)
-    up_transport = _Transport()
+    up_transport = DropTransport()
     upstream.connection_made(up_transport)  # type: ignore[arg-type]
     conn.pool[verdict.target] = upstream
     conn.do(conn.machine.flush())

@@ -30,6 +30,7 @@ from egresskit.mesh.http1_machine import Act, Http1Machine, Judgement
 from egresskit.mesh.http1_wire import Request
 from egresskit.mesh.settings import ProxyConfig
 from egresskit.policy.decision import Decision
+from tests.machinekit import DECISION
 
 HOST = b"httpbin.org"
 HIDDEN = b"GET /forbidden HTTP/1.1\r\nHost: httpbin.org\r\n\r\n"
@@ -303,15 +304,7 @@ class Verdict:
         return max(extra, 0) + wrong + h2c
 
 
-_ALLOWED = Decision(
-    outcome="allowed",
-    protocol=None,
-    family="http",
-    parent=None,
-    route=None,
-    backend=None,
-    target="original",
-)
+_ALLOWED = DECISION
 _DENIED = Decision(
     outcome="forbidden",
     protocol=None,

@@ -19,23 +19,13 @@ from typing import Any
 
 import pytest
 
+from benchmarks.bench_exchange import DropTransport
 from egresskit.mesh import http1
 from egresskit.mesh.http1_machine import Judgement
 from egresskit.mesh.http1_wire import Request
 from egresskit.mesh.settings import ProxyConfig
-from egresskit.policy.decision import Decision
+from tests.machinekit import DECISION, TARGET
 
-TARGET = ("127.0.0.1", 8080)
-DECISION = Decision(
-    outcome="allowed",
-    protocol=None,
-    family="http",
-    parent=None,
-    route=None,
-    backend=None,
-    target="original",
-    labels={"route_name": "r"},
-)
 CLIENT = [
     b"GET /get HTTP/1.1\r\nHost: h\r\n\r\n",
     b"GET /g",
@@ -121,35 +111,6 @@ class _Task:
             self.finished = True
 
 
-class _Transport:
-    def __init__(self) -> None:
-        self.closing = False
-
-    def write(self, data: bytes) -> None:
-        pass
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-    def can_write_eof(self) -> bool:
-        return True
-
-    def write_eof(self) -> None:
-        pass
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def set_protocol(self, protocol: object) -> None:
-        pass
-
-
 class _Loop:
     """What the shell uses of its event loop, on a clock the test moves."""
 
@@ -176,10 +137,10 @@ class _Loop:
 
     async def create_connection(
         self, factory: Callable[[], asyncio.Protocol], host: str, port: int
-    ) -> tuple[_Transport, asyncio.Protocol]:
+    ) -> tuple[DropTransport, asyncio.Protocol]:
         await _Connecting()  # until the test says the connect succeeded (or raises)
         protocol = factory()
-        transport = _Transport()
+        transport = DropTransport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         return transport, protocol
 
@@ -200,7 +161,7 @@ def _connection(
     monkeypatch.setattr(asyncio, "get_running_loop", lambda: loop)
     metrics = SimpleNamespace(http_exchange=lambda *args, **kwargs: None)
     proxy = SimpleNamespace(config=config, metrics=metrics)
-    channel = SimpleNamespace(transport=_Transport(), connection_lost=lambda exc: None)
+    channel = SimpleNamespace(transport=DropTransport(), connection_lost=lambda exc: None)
     conn = Judged(proxy, channel, 80, None)  # type: ignore[arg-type]
     conn.do(conn.machine.flush())  # as run() starts it
     return conn

@@ -24,21 +24,10 @@ from egresskit.mesh.http1_machine import (
 )
 from egresskit.mesh.http1_wire import Request
 from egresskit.mesh.settings import ProxyConfig
-from egresskit.policy.decision import Decision
+from tests.machinekit import DECISION, TARGET
 
 CONFIG = ProxyConfig(
     request_head_timeout=10.0, idle_timeout=60.0, connect_timeout=3.0, response_timeout=30.0
-)
-TARGET = ("127.0.0.1", 8080)
-DECISION = Decision(
-    outcome="allowed",
-    protocol=None,
-    family="http",
-    parent=None,
-    route=None,
-    backend=None,
-    target="original",
-    labels={"route_name": "r"},
 )
 GET = b"GET /get HTTP/1.1\r\nHost: httpbin.org\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"

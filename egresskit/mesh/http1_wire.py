@@ -192,6 +192,19 @@ class _Messages(Generic[_P]):
         self._te: tuple[bytes, ...] = ()
         self._cl: tuple[bytes, ...] = ()
 
+    def _parse(self, data: bytes) -> bool:
+        """Feed llhttp: bytes after an upgrade or CONNECT head are kept for the tunnel;
+        bytes it refuses end the direction with a Fault (False)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            self.dead = True
+            self.rest = data[int(exc.args[0]) :]
+        except httptools.HttpParserError:
+            self._fault()
+            return False
+        return True
+
     def _fault(self) -> None:
         """The parser stopped on the bytes: a Fault with the status the head gets.
 
@@ -398,14 +411,8 @@ class RequestParser(_Messages[httptools.HttpRequestParser]):
         self._first = None
         chunked_body = body_open and self._chunked
         self._body_seen = 0
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            self.dead = True
-            self.rest = data[int(exc.args[0]) :]
-        except httptools.HttpParserError:
+        if not self._parse(data):
             self.held = None  # the parser did not accept this head: it never goes on
-            self._fault()
         held = self.held
         if held is not None:
             # The head held back since its last byte: the parser took what followed.
@@ -585,13 +592,7 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
                 return
             was_open, chunked = self.head_open, self._chunked
             self._body_seen = 0
-            try:
-                self.parser.feed_data(data)
-            except httptools.HttpParserUpgrade as exc:
-                self.dead = True
-                self.rest = data[int(exc.args[0]) :]
-            except httptools.HttpParserError:
-                self._fault()
+            self._parse(data)
             if chunked and self._chunked and not self.dead:
                 other = len(data) - self._body_seen
                 self._gap = other if self._body_seen else self._gap + other
