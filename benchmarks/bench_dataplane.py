@@ -17,8 +17,8 @@ Rules of the measurement (egresskit issue 3):
   the same bytes every time (wrk's default). Ratios compare targets on the same kind.
 * Each target gets one untimed warm-up run per kind; measured rounds are interleaved
   (direct, nginx, python-floor, egresskit, direct, ...) so drift on the machine hits all
-  four alike, and each figure is the median over rounds; the egresskit/nginx ratio of
-  each round is shown as a range.
+  four alike, and each figure is the median over rounds; the egresskit/nginx ratios of
+  each round (throughput and p99) are shown as ranges.
 * The proxy's own count is checked against wrk's: the sum of
   ``outbound_http_route_request_statuses_total`` over the measured rounds (read once the
   proxy is quiet after each round) against wrk's total of completed requests; it may
@@ -417,10 +417,10 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     for kind in KINDS:
         # Each round's ratio, egresskit against the nginx run just before it: the spread
         # shows how much the shared machine moved while the medians were taken.
-        per_round = [
-            e.requests_per_s / n.requests_per_s
-            for e, n in zip(results[(kind, "egresskit")], results[(kind, "nginx")], strict=True)
-        ]
+        pairs = list(zip(results[(kind, "egresskit")], results[(kind, "nginx")], strict=True))
+        per_round = [e.requests_per_s / n.requests_per_s for e, n in pairs]
+        # p99 moves more between rounds than throughput: its spread is shown too.
+        p99_per_round = [e.p99_ms / n.p99_ms for e, n in pairs]
         med = {
             t: {
                 "rps": _median([r.requests_per_s for r in results[(kind, t)]]),
@@ -457,6 +457,9 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
                     ),
                     "rps_vs_nginx_rounds": (
                         f"{min(per_round):.2f}-{max(per_round):.2f}" if ek else None
+                    ),
+                    "p99_vs_nginx_rounds": (
+                        f"{min(p99_per_round):.2f}-{max(p99_per_round):.2f}" if ek else None
                     ),
                     "rounds": rounds,
                     "duration_s": duration,
@@ -504,7 +507,8 @@ def summarize(rows: Sequence[dict[str, Any]]) -> list[str]:
             )
         lines.append(
             f"{kind} requests: egresskit {ek['rps_vs_direct']:.2f}x the upstream served "
-            f"directly; vs nginx round by round: {ek['rps_vs_nginx_rounds']}x"
+            f"directly; vs nginx round by round: throughput {ek['rps_vs_nginx_rounds']}x, "
+            f"p99 {ek['p99_vs_nginx_rounds']}x"
         )
         floor = next(r for r in rows if r["target"] == "python-floor" and r["requests"] == kind)
         lines.append(
