@@ -536,6 +536,44 @@ def test_each_request_on_one_connection_takes_the_policy_current_at_its_head(
     assert value(mesh, HTTP_STATUSES, route_name="http-egress-deny", http_status="403") == 1
 
 
+def closing_app(server: LocalServer, conn: socket.socket) -> None:
+    """Answers one request with connection fields of its own hop, then closes."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = server.recv(conn)
+        if not more:
+            return
+        data += more
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: upstream-only\r\n"
+        b"Keep-Alive: timeout=5\r\nProxy-Connection: close\r\nUpgrade: h2c\r\n"
+        b"X-Kept: yes\r\nContent-Length: 2\r\n\r\nok"
+    )
+
+
+def test_an_upstream_closing_after_each_answer_leaves_the_clients_connection_open(
+    make_mesh: Callable[..., LocalCluster],
+) -> None:
+    # linkerd2-proxy's HTTP/1 client strips the upstream's connection fields; hyper's
+    # server keeps the client's connection, and the next request gets a new upstream.
+    with LocalServer(closing_app) as server:
+        mesh = make_mesh(upstreams={"closing.example": server.address})
+        conn = http.client.HTTPConnection("127.0.0.1", name_port(mesh), timeout=WAIT)
+        socks = []
+        try:
+            for i in range(2):
+                conn.request("GET", f"/{i}", headers={"Host": "closing.example"})
+                resp = conn.getresponse()
+                assert (resp.status, resp.read(), resp.will_close) == (200, b"ok", False)
+                fields = {k.lower(): v for k, v in resp.getheaders()}
+                assert fields == {"x-kept": "yes", "content-length": "2"}, fields
+                socks.append(conn.sock)
+            assert socks[0] is socks[1], "both answers came over the same client connection"
+        finally:
+            conn.close()
+    assert value(mesh, HTTP_STATUSES, http_status="200") == 2
+
+
 # ------------------------------------------------------------------ 7. atomicity
 
 

@@ -8,6 +8,7 @@ runs the same machine through the asyncio shell.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 
 import pytest
@@ -24,6 +25,7 @@ from egresskit.mesh.http1_machine import (
 )
 from egresskit.mesh.http1_wire import Request
 from egresskit.mesh.settings import ProxyConfig
+from egresskit.policy.decision import HeaderEdit
 from tests.machinekit import DECISION, TARGET
 
 CONFIG = ProxyConfig(
@@ -290,6 +292,80 @@ def test_hop_by_hop_fields_stop_at_the_proxy_and_a_websocket_upgrade_goes_on() -
     # The upgrade the judged request asked for opens the tunnel.
     acts = m.upstream_data(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n", 1.0)
     assert "tunnel" in kinds(acts) and m.phase == "tunnel"
+
+
+def test_connection_fields_of_a_response_stop_at_the_proxy() -> None:
+    # linkerd2-proxy's HTTP/1 client strips them from every response but an upgrade's:
+    # Connection, the fields it names, and Upgrade, Proxy-Connection, Keep-Alive always.
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n"
+        b"X-Hop: secret\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Kept: 1\r\n"
+        b"CONNECTION: x-other\r\nX-Other: 2\r\nContent-Length: 2\r\n\r\nok",
+        0.0,
+    )
+    assert written(acts) == b"HTTP/1.1 200 OK\r\nx-kept: 1\r\ncontent-length: 2\r\n\r\nok"
+    assert ("release", b"", True) in acts and m.phase == "idle"
+
+
+def test_an_upstream_closing_its_connection_leaves_the_clients_open() -> None:
+    # The upstream's Connection: close is about its own hop (stripped with the other
+    # connection fields): hyper keeps the client's connection; the upstream's is not pooled.
+    m, _ = machine()
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 2\r\n\r\nok", 0.0
+    )
+    assert written(acts) == OK
+    assert ("release", b"", False) in acts and "close" not in kinds(acts)
+    assert m.phase == "idle"
+    assert m.client_data(GET, 1.0)[0] == ("open", b"", (TARGET, False))
+    # An HTTP/1.0 answer without a length ends at EOF: an HTTP/1.1 client gets it chunked,
+    # on a connection kept open.
+    m.upstream_opened(1.0, reused=False)
+    acts = m.upstream_data(b"HTTP/1.0 200 OK\r\n\r\nok", 1.0) + m.upstream_closed(1.0)
+    assert written(acts) == (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
+    )
+    assert "close" not in kinds(acts) and m.phase == "idle"
+
+
+def test_a_response_header_filter_sees_the_response_after_the_connection_fields_go() -> None:
+    # Stripped first (linkerd2-proxy's client), then the route's ResponseHeaderModifier:
+    # what the filter writes goes on, even a name the upstream's Connection listed, and
+    # a Connection: close it writes closes the client's connection.
+    edit = HeaderEdit(add=(("x-hop", "from-the-route"),), set=(("connection", "close"),))
+    decision = dataclasses.replace(DECISION, response_header_edit=edit)
+    m = Http1Machine(
+        CONFIG,
+        lambda req, host: Judgement("forward", decision=decision, target=TARGET, hostname="h"),
+        now=0.0,
+    )
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(
+        b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: upstream\r\n"
+        b"content-length: 2\r\n\r\nok",
+        0.0,
+    )
+    assert written(acts) == (
+        b"HTTP/1.1 200 OK\r\nx-hop: from-the-route\r\nconnection: close\r\n"
+        b"content-length: 2\r\n\r\nok"
+    )
+    assert kinds(acts)[-1] == "close"
+
+
+def test_an_http10_client_gets_an_answer_that_ends_at_eof_with_a_close() -> None:
+    m, _ = machine()
+    m.client_data(b"GET /get HTTP/1.0\r\nHost: httpbin.org\r\n\r\n", 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nok", 0.0)
+    acts += m.upstream_closed(0.0)
+    assert written(acts) == b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nok"
+    assert kinds(acts)[-1] == "close"
 
 
 def test_an_h2c_upgrade_is_not_forwarded_and_an_unasked_101_is_502() -> None:

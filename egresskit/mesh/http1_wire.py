@@ -37,7 +37,19 @@ MAX_RESPONSE_HEAD = 8192 + 4096 * 100
 MAX_TRAILER_FIELDS = 100
 
 #: The fields that frame a body (lower case): never forwarded as the sender wrote them.
-_FRAMING_FIELDS = (b"transfer-encoding", b"content-length")
+_FRAMING_FIELDS = frozenset((b"transfer-encoding", b"content-length"))
+
+#: What never goes on from a response but an upgrade's: the framing fields, and the
+#: connection fields linkerd2-proxy's HTTP/1 client strips from every other response
+#: (``linkerd_http_upgrade::strip_connection_headers``): Connection (the fields it names
+#: go too, :func:`response_plan`), and always Upgrade, Proxy-Connection and Keep-Alive.
+#: They describe the upstream's hop, not the client's (RFC 9110 7.6.1).
+_RESPONSE_DROPPED = _FRAMING_FIELDS | {
+    b"connection",
+    b"upgrade",
+    b"proxy-connection",
+    b"keep-alive",
+}
 
 
 class HeadTooLarge(Exception):
@@ -93,6 +105,7 @@ class Response:
     __slots__ = (
         "announced",
         "body",
+        "connection",
         "headers",
         "keep_alive",
         "length",
@@ -110,12 +123,15 @@ class Response:
         keep_alive: bool,
         body: Framing = "none",
         length: int = 0,
+        connection: tuple[bytes, ...] = (),
     ) -> None:
         self.status = status
         self.reason = reason
         self.version = version
         self.headers = headers
         self.keep_alive = keep_alive
+        #: The values of its Connection fields, in order.
+        self.connection = connection
         #: The framing the head announces (for a HEAD answer or a 304: what a GET's body
         #: would have), and the length it announces.
         self.announced: Framing = body
@@ -485,6 +501,8 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         self._chunked = False
         self._gap = 0
         self._body_seen = 0
+        #: The head's Connection values, for the response.
+        self._conn: tuple[bytes, ...] = ()
 
     def idle(self) -> bool:
         """No response expected, none begun, nothing queued: safe to pool the connection."""
@@ -503,7 +521,7 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         self._reason = b""
         self._headers = []
         self._trailers = _NO_TRAILERS.trailers
-        self._te = self._cl = ()
+        self._te = self._cl = self._conn = ()
         self._informational = False
         self._size = 0
 
@@ -528,14 +546,17 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
-        # Collect Transfer-Encoding and Content-Length values, in order, for framing();
-        # the length test passes few other names.
-        if n == 14 or n == 17:
+        # Collect Transfer-Encoding and Content-Length values, in order, for framing(),
+        # and Connection values for response_plan(); the length test passes few other
+        # names.
+        if n == 14 or n == 17 or n == 10:
             lname = name.lower()
             if lname == b"content-length":
                 self._cl += (value,)
             elif lname == b"transfer-encoding":
                 self._te += (value,)
+            elif lname == b"connection":
+                self._conn += (value,)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
@@ -565,6 +586,7 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
                 parser.should_keep_alive(),
                 body,
                 length,
+                self._conn,
             )
         )
         if self._head_only:
@@ -643,10 +665,27 @@ def response_plan(
     req: Request, resp: Response, decision: Decision
 ) -> tuple[list[bytes], bool, bool, bool]:
     """How a response goes to the client: (head parts, body chunked?, keep the client
-    connection?, keep the upstream connection?)."""
+    connection?, keep the upstream connection?).
+
+    The upstream's connection fields stop here, as linkerd2-proxy's HTTP/1 client strips
+    them before the route's filters see the response (``_RESPONSE_DROPPED``), and with
+    them the upstream's wish to close: the client's connection is the proxy's own, which
+    hyper's server keeps open unless the client asked to close it (or a header the
+    route's ResponseHeaderModifier writes says close)."""
+    dropped = _RESPONSE_DROPPED
+    if resp.connection:
+        named = {t.strip().lower() for value in resp.connection for t in value.split(b",")}
+        if not named <= dropped:
+            dropped = dropped | named
     edit = decision.response_header_edit
-    headers = resp.headers if edit is None else edit_headers(resp.headers, edit)
-    keep = req.keep_alive and resp.keep_alive
+    headers = resp.headers
+    keep = req.keep_alive
+    if edit is not None:
+        # Stripped first, then edited: the filter's own fields all go on.
+        headers = [(k, v) for k, v in headers if k.lower() not in dropped]
+        headers = edit_headers(headers, edit)
+        dropped = _FRAMING_FIELDS
+        keep = keep and not has_close(headers)
     framing = resp.body
     if req.method == b"HEAD":
         framing = "none"  # the parser ended the message with its head
@@ -672,21 +711,29 @@ def response_plan(
         out = "none"  # RFC 9112 6.1: no Transfer-Encoding to an HTTP/1.0 client
     keep_up = framing != "eof" and resp.keep_alive and req.keep_alive
     parts = [response_line(resp.status, resp.reason)]
-    _fields(parts, headers, out, resp.length)
-    if not keep and not has_close(headers):
+    _fields(parts, headers, out, resp.length, dropped)
+    # The upstream's own Connection field was dropped; a filter's went out.
+    if not keep and (edit is None or not has_close(headers)):
         parts.append(b"connection: close\r\n")
     parts.append(b"\r\n")
     return parts, chunked, keep, keep_up
 
 
-def _fields(parts: list[bytes], headers: Headers, body: Framing, length: int) -> None:
+def _fields(
+    parts: list[bytes],
+    headers: Headers,
+    body: Framing,
+    length: int,
+    dropped: frozenset[bytes] | set[bytes] = _FRAMING_FIELDS,
+) -> None:
     """Append the header lines of a head that goes on, in one pass: names in lower case
-    (hyper writes them so), no framing field of the sender's own, then the one framing
-    field the body goes on with (:func:`~egresskit.mesh.http1_framing.reframe`'s rule:
-    the framing used is the framing forwarded, RFC 9112 6)."""
+    (hyper writes them so), no framing field of the sender's own (nor any other field
+    named in ``dropped``), then the one framing field the body goes on with
+    (:func:`~egresskit.mesh.http1_framing.reframe`'s rule: the framing used is the
+    framing forwarded, RFC 9112 6)."""
     for name, value in headers:
         name = name.lower()
-        if name not in _FRAMING_FIELDS:
+        if name not in dropped:
             parts += (name, b": ", value, b"\r\n")
     if body == "chunked":
         parts.append(b"transfer-encoding: chunked\r\n")
