@@ -169,16 +169,23 @@ class Tutorial:
 
     def start_traffic(self, urls: str | Sequence[str], *, rate: float | None = None) -> Traffic:
         """The guide's ``while sleep 1; do curl -s URL; done``, in the background, with a
-        scraper taking the proxy's metrics alongside."""
-        self.stop_traffic()
-        if self.scraper is None:
-            # The baseline scrape comes first, so every request falls inside the scraped span.
-            self.scraper = Scraper(
-                self.cluster, [(POD, NS)], self.scrape_interval, timeline=self.timeline
-            ).start()
-        self.traffic = start_traffic(
-            self.cluster, urls, pod=POD, namespace=NS, rate=rate or self.rate
-        )
+        scraper taking the proxy's metrics alongside. Ctrl-C while it starts (stopping
+        the last traffic lets its counters settle first) stops what it began and re-raises
+        in one line, as :meth:`run_for` does."""
+        try:
+            self.stop_traffic()
+            if self.scraper is None:
+                # The baseline scrape comes first, so every request falls inside the
+                # scraped span.
+                self.scraper = Scraper(
+                    self.cluster, [(POD, NS)], self.scrape_interval, timeline=self.timeline
+                ).start()
+            self.traffic = start_traffic(
+                self.cluster, urls, pod=POD, namespace=NS, rate=rate or self.rate
+            )
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise TrafficInterrupted(INTERRUPTED) from None
         from egresskit.analysis.live import in_jupyter
 
         if self._renderer is None and in_jupyter():

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from egresskit.errors import ClusterClosed, NotRunning, VerificationFailed
-from egresskit.tutorial import Tutorial
+from egresskit.errors import ClusterClosed, NotRunning, TrafficInterrupted, VerificationFailed
+from egresskit.tutorial import INTERRUPTED, Tutorial
 from tests.resources import listening_sockets, threads_left
 
 
@@ -80,6 +80,44 @@ def test_interrupting_a_traffic_cell_stops_it_and_re_raises(
         with pytest.raises(NotRunning, match=r"it was interrupted \(KeyboardInterrupt\)"):
             t.run_for(1)  # the next cell of a Run All that went on anyway
         t.verify_reconciled()  # what was recorded before the interrupt still adds up
+
+
+@pytest.mark.parametrize("where", ["stopping the last traffic", "starting the scraper"])
+def test_interrupting_start_traffic_stops_what_it_began_and_says_so_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # A second Run All reaches start_traffic while the first run's traffic still runs:
+    # stopping it lets the counters settle (up to 2 s), and the interrupt lands there or
+    # in the new scraper's first scrape. Either way: one line, nothing left running.
+    with walkthrough(tmp_path) as t:
+        first = t.start_traffic("http://httpbin.org/get")
+        t.run_for(0.2)
+        if where == "stopping the last traffic":
+            real = t._settle
+            calls = {"n": 0}
+
+            def settle(within: float = 2.0) -> None:
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise KeyboardInterrupt  # what the kernel does on "Interrupt"
+                real(within)
+
+            monkeypatch.setattr(t, "_settle", settle)
+        else:
+            from egresskit import tutorial
+
+            def scraper(*args: Any, **kwargs: Any) -> Any:
+                raise KeyboardInterrupt
+
+            monkeypatch.setattr(tutorial, "Scraper", scraper)
+        with pytest.raises(TrafficInterrupted) as interrupted:
+            t.start_traffic("http://httpbin.org/ip")
+        assert interrupted.value._render_traceback_() == [f"KeyboardInterrupt: {INTERRUPTED}"]
+        assert not first.running and t.scraper is None
+        assert t.traffic is None or not t.traffic.running
+        monkeypatch.undo()
+        with pytest.raises(NotRunning):
+            t.run_for(1)  # the next cell of a Run All that went on anyway
 
 
 def test_a_failed_check_is_one_fail_line_with_a_hint(tmp_path: Path) -> None:
