@@ -358,6 +358,26 @@ def test_a_response_header_filter_sees_the_response_after_the_connection_fields_
     assert kinds(acts)[-1] == "close"
 
 
+@pytest.mark.parametrize(
+    ("value", "closes"), [("x-closer", False), ("Keep-Alive, CLOSE", True), ("close ", True)]
+)
+def test_a_filters_connection_field_closes_only_with_the_close_option(
+    value: str, closes: bool
+) -> None:
+    edit = HeaderEdit(set=(("connection", value),))
+    decision = dataclasses.replace(DECISION, response_header_edit=edit)
+    m = Http1Machine(
+        CONFIG,
+        lambda req, host: Judgement("forward", decision=decision, target=TARGET, hostname="h"),
+        now=0.0,
+    )
+    m.client_data(GET, 0.0)
+    m.upstream_opened(0.0, reused=False)
+    acts = m.upstream_data(OK, 0.0)
+    assert ("close" in kinds(acts)) is closes
+    assert written(acts).count(b"connection:") == 1
+
+
 def test_an_http10_client_gets_an_answer_that_ends_at_eof_with_a_close() -> None:
     m, _ = machine()
     m.client_data(b"GET /get HTTP/1.0\r\nHost: httpbin.org\r\n\r\n", 0.0)

@@ -887,7 +887,12 @@ def origin_form(target: bytes, host: bytes | None) -> bytes | None:
 
 
 def has_close(headers: Headers) -> bool:
-    return any(k.lower() == b"connection" and b"close" in v.lower() for k, v in headers)
+    """Whether a Connection field lists the ``close`` option (RFC 9112 9.6: a token of
+    its comma-separated list, any case; ``x-closer`` is another option)."""
+    return any(
+        k.lower() == b"connection" and any(t.strip().lower() == b"close" for t in v.split(b","))
+        for k, v in headers
+    )
 
 
 def expects_continue(req: Request) -> bool:
