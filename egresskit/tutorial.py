@@ -172,25 +172,29 @@ class Tutorial:
         scraper taking the proxy's metrics alongside. Ctrl-C while it starts (stopping
         the last traffic lets its counters settle first) stops what it began and re-raises
         in one line, as :meth:`run_for` does."""
+        from egresskit.analysis.live import in_jupyter
+
+        scraper: Scraper | None = None
         try:
             self.stop_traffic()
             if self.scraper is None:
                 # The baseline scrape comes first, so every request falls inside the
                 # scraped span.
-                self.scraper = Scraper(
+                scraper = Scraper(
                     self.cluster, [(POD, NS)], self.scrape_interval, timeline=self.timeline
-                ).start()
+                )
+                self.scraper = scraper.start()
             self.traffic = start_traffic(
                 self.cluster, urls, pod=POD, namespace=NS, rate=rate or self.rate
             )
+            if self._renderer is None and in_jupyter():
+                # Started now, so it has warmed up by the time a live cell draws.
+                self._renderer = Renderer()
         except KeyboardInterrupt:
+            if scraper is not None and scraper is not self.scraper:
+                scraper.close()  # interrupted between its thread's start and our hold on it
             self._interrupted()
             raise TrafficInterrupted(INTERRUPTED) from None
-        from egresskit.analysis.live import in_jupyter
-
-        if self._renderer is None and in_jupyter():
-            # Started now, so it has warmed up by the time a live cell draws.
-            self._renderer = Renderer()
         return self.traffic
 
     def run_for(self, seconds: float) -> None:
@@ -226,9 +230,15 @@ class Tutorial:
 
     def _interrupted(self) -> None:
         """After Ctrl-C in a traffic cell: the traffic is stopped (Traffic.wait did it);
-        stop the scraper too, keeping what it scraped for the charts."""
-        with contextlib.suppress(EgressKitError):
-            self.stop_traffic()
+        stop the scraper too, keeping what it scraped for the charts. A second Ctrl-C
+        while the counters settle (up to 2 s, a likely moment to press it again) skips
+        the settling: the final scrape is taken at once."""
+        try:
+            with contextlib.suppress(EgressKitError):
+                self._stop_traffic(settle=True)
+        except KeyboardInterrupt:
+            with contextlib.suppress(EgressKitError):
+                self._stop_traffic(settle=False)
 
     def _running_traffic(self, call: str) -> Traffic:
         """The running traffic, or :class:`NotRunning` saying why there is none."""
@@ -244,6 +254,9 @@ class Tutorial:
         return traffic
 
     def stop_traffic(self) -> None:
+        self._stop_traffic(settle=True)
+
+    def _stop_traffic(self, *, settle: bool) -> None:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
@@ -252,7 +265,8 @@ class Tutorial:
         if self.scraper is not None:
             # The proxy counts a connection's close a moment after curl returns: let the
             # counters settle before the final scrape (bounded).
-            self._settle()
+            if settle:
+                self._settle()
             self.scraper.stop()
             self._series_frame = self.scraper.frame()
             self.scraper = None

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from egresskit import tutorial
 from egresskit.errors import ClusterClosed, NotRunning, TrafficInterrupted, VerificationFailed
 from egresskit.tutorial import INTERRUPTED, Tutorial
 from tests.resources import listening_sockets, threads_left
@@ -82,7 +83,15 @@ def test_interrupting_a_traffic_cell_stops_it_and_re_raises(
         t.verify_reconciled()  # what was recorded before the interrupt still adds up
 
 
-@pytest.mark.parametrize("where", ["stopping the last traffic", "starting the scraper"])
+@pytest.mark.parametrize(
+    "where",
+    [
+        "stopping the last traffic",
+        "stopping the last traffic, twice",
+        "making the scraper",
+        "the scraper's thread started",
+    ],
+)
 def test_interrupting_start_traffic_stops_what_it_began_and_says_so_in_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
@@ -92,29 +101,40 @@ def test_interrupting_start_traffic_stops_what_it_began_and_says_so_in_one_line(
     with walkthrough(tmp_path) as t:
         first = t.start_traffic("http://httpbin.org/get")
         t.run_for(0.2)
-        if where == "stopping the last traffic":
+        before = set(threading.enumerate())
+        if where.startswith("stopping the last traffic"):
             real = t._settle
             calls = {"n": 0}
+            interrupts = 2 if where.endswith("twice") else 1
 
             def settle(within: float = 2.0) -> None:
                 calls["n"] += 1
-                if calls["n"] == 1:
+                if calls["n"] <= interrupts:
                     raise KeyboardInterrupt  # what the kernel does on "Interrupt"
                 real(within)
 
             monkeypatch.setattr(t, "_settle", settle)
-        else:
-            from egresskit import tutorial
+        elif where == "making the scraper":
 
             def scraper(*args: Any, **kwargs: Any) -> Any:
                 raise KeyboardInterrupt
 
             monkeypatch.setattr(tutorial, "Scraper", scraper)
+        else:
+            real_start = tutorial.Scraper.start
+
+            def start(self: Any) -> Any:
+                real_start(self)
+                raise KeyboardInterrupt  # after its thread started, before it returned
+
+            monkeypatch.setattr(tutorial.Scraper, "start", start)
         with pytest.raises(TrafficInterrupted) as interrupted:
             t.start_traffic("http://httpbin.org/ip")
         assert interrupted.value._render_traceback_() == [f"KeyboardInterrupt: {INTERRUPTED}"]
         assert not first.running and t.scraper is None
         assert t.traffic is None or not t.traffic.running
+        started = {th.name for th in set(threading.enumerate()) - before}
+        assert not started, f"left running after the interrupt: {started}"
         monkeypatch.undo()
         with pytest.raises(NotRunning):
             t.run_for(1)  # the next cell of a Run All that went on anyway
