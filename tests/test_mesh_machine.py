@@ -333,11 +333,9 @@ def test_an_upstream_closing_its_connection_leaves_the_clients_open() -> None:
     assert "close" not in kinds(acts) and m.phase == "idle"
 
 
-def test_a_response_header_filter_sees_the_response_after_the_connection_fields_go() -> None:
-    # Stripped first (linkerd2-proxy's client), then the route's ResponseHeaderModifier:
-    # what the filter writes goes on, even a name the upstream's Connection listed, and
-    # a Connection: close it writes closes the client's connection.
-    edit = HeaderEdit(add=(("x-hop", "from-the-route"),), set=(("connection", "close"),))
+def answered_through(edit: HeaderEdit, response: bytes) -> list[Act]:
+    """The actions of ``response`` to a GET whose route has the ResponseHeaderModifier
+    ``edit``."""
     decision = dataclasses.replace(DECISION, response_header_edit=edit)
     m = Http1Machine(
         CONFIG,
@@ -346,10 +344,18 @@ def test_a_response_header_filter_sees_the_response_after_the_connection_fields_
     )
     m.client_data(GET, 0.0)
     m.upstream_opened(0.0, reused=False)
-    acts = m.upstream_data(
+    return m.upstream_data(response, 0.0)
+
+
+def test_a_response_header_filter_sees_the_response_after_the_connection_fields_go() -> None:
+    # Stripped first (linkerd2-proxy's client), then the route's ResponseHeaderModifier:
+    # what the filter writes goes on, even a name the upstream's Connection listed, and
+    # a Connection: close it writes closes the client's connection.
+    edit = HeaderEdit(add=(("x-hop", "from-the-route"),), set=(("connection", "close"),))
+    acts = answered_through(
+        edit,
         b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: upstream\r\n"
         b"content-length: 2\r\n\r\nok",
-        0.0,
     )
     assert written(acts) == (
         b"HTTP/1.1 200 OK\r\nx-hop: from-the-route\r\nconnection: close\r\n"
@@ -364,16 +370,7 @@ def test_a_response_header_filter_sees_the_response_after_the_connection_fields_
 def test_a_filters_connection_field_closes_only_with_the_close_option(
     value: str, closes: bool
 ) -> None:
-    edit = HeaderEdit(set=(("connection", value),))
-    decision = dataclasses.replace(DECISION, response_header_edit=edit)
-    m = Http1Machine(
-        CONFIG,
-        lambda req, host: Judgement("forward", decision=decision, target=TARGET, hostname="h"),
-        now=0.0,
-    )
-    m.client_data(GET, 0.0)
-    m.upstream_opened(0.0, reused=False)
-    acts = m.upstream_data(OK, 0.0)
+    acts = answered_through(HeaderEdit(set=(("connection", value),)), OK)
     assert ("close" in kinds(acts)) is closes
     assert written(acts).count(b"connection:") == 1
 
