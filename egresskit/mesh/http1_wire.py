@@ -39,6 +39,10 @@ MAX_TRAILER_FIELDS = 100
 #: The fields that frame a body (lower case): never forwarded as the sender wrote them.
 _FRAMING_FIELDS = frozenset((b"transfer-encoding", b"content-length"))
 
+#: The lengths of the names :meth:`_Messages._collect` keeps: host, connection,
+#: content-length, transfer-encoding.
+_COLLECTED_LENGTHS = frozenset((4, 10, 14, 17))
+
 #: What never goes on from a response but an upgrade's: the framing fields, and the
 #: connection fields linkerd2-proxy's HTTP/1 client strips from every other response
 #: (``linkerd_http_upgrade::strip_connection_headers``): Connection (the fields it names
@@ -203,10 +207,25 @@ class _Messages(Generic[_P]):
         #: The trailers: the empty list of ``_NO_TRAILERS`` until the first one.
         self._trailers: Headers = _NO_TRAILERS.trailers
         self._in_body = False
-        #: The values of the head's Transfer-Encoding and Content-Length fields, in order,
-        #: for framing() (tuples: most heads have none, and an empty one costs nothing).
+        #: The values of the head's fields its checks read, in order (tuples: most heads
+        #: have few, and an empty one costs nothing): Transfer-Encoding and Content-Length
+        #: for framing(), Host for check_host(), Connection for response_plan().
         self._te: tuple[bytes, ...] = ()
         self._cl: tuple[bytes, ...] = ()
+        self._hosts: tuple[bytes, ...] = ()
+        self._conn: tuple[bytes, ...] = ()
+
+    def _collect(self, lname: bytes, value: bytes) -> None:
+        """Keep ``value`` if its field is one the head's checks read (see ``_te``). The
+        callbacks call it only for names of those lengths (``_COLLECTED_LENGTHS``)."""
+        if lname == b"host":
+            self._hosts += (value,)
+        elif lname == b"content-length":
+            self._cl += (value,)
+        elif lname == b"transfer-encoding":
+            self._te += (value,)
+        elif lname == b"connection":
+            self._conn += (value,)
 
     def _parse(self, data: bytes) -> bool:
         """Feed llhttp: bytes after an upgrade or CONNECT head are kept for the tunnel;
@@ -267,7 +286,6 @@ class RequestParser(_Messages[httptools.HttpRequestParser]):
         #: went past it (a body byte, the message's end, the end of the chunk).
         self.held: Request | None = None
         self._url = b""
-        self._hosts: tuple[bytes, ...] = ()
         #: The open head is counted in raw bytes (see the class docstring).
         self._raw = False
         #: The next head to begin starts at the current chunk's first byte.
@@ -301,7 +319,7 @@ class RequestParser(_Messages[httptools.HttpRequestParser]):
         self._url = b""
         self._headers = []
         self._trailers = _NO_TRAILERS.trailers
-        self._te = self._cl = self._hosts = ()
+        self._te = self._cl = self._hosts = self._conn = ()
         self.head_size = self._gap = 0
         self._raw = self._at_start
         self._at_start = False  # another head in this chunk starts mid-chunk
@@ -319,17 +337,9 @@ class RequestParser(_Messages[httptools.HttpRequestParser]):
             self._trailer(name, value)
             return
         self._headers.append((name, value))
-        # Collect Transfer-Encoding and Content-Length values, in order, for framing(),
-        # and Host values for check_host(); the length test passes few other names.
         n = len(name)
-        if n == 4 or n == 14 or n == 17:
-            lname = name.lower()
-            if lname == b"host":
-                self._hosts += (value,)
-            elif lname == b"content-length":
-                self._cl += (value,)
-            elif lname == b"transfer-encoding":
-                self._te += (value,)
+        if n in _COLLECTED_LENGTHS:  # few other names pass
+            self._collect(name.lower(), value)
         if not self._raw:
             self.head_size += n + len(value) + 4
             if self.head_size > self.limit:
@@ -501,8 +511,6 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         self._chunked = False
         self._gap = 0
         self._body_seen = 0
-        #: The head's Connection values, for the response.
-        self._conn: tuple[bytes, ...] = ()
 
     def idle(self) -> bool:
         """No response expected, none begun, nothing queued: safe to pool the connection."""
@@ -521,7 +529,7 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
         self._reason = b""
         self._headers = []
         self._trailers = _NO_TRAILERS.trailers
-        self._te = self._cl = self._conn = ()
+        self._te = self._cl = self._hosts = self._conn = ()
         self._informational = False
         self._size = 0
 
@@ -546,17 +554,8 @@ class ResponseParser(_Messages[httptools.HttpResponseParser]):
             self._trailers.append((name, value))
             return
         self._headers.append((name, value))
-        # Collect Transfer-Encoding and Content-Length values, in order, for framing(),
-        # and Connection values for response_plan(); the length test passes few other
-        # names.
-        if n == 14 or n == 17 or n == 10:
-            lname = name.lower()
-            if lname == b"content-length":
-                self._cl += (value,)
-            elif lname == b"transfer-encoding":
-                self._te += (value,)
-            elif lname == b"connection":
-                self._conn += (value,)
+        if n in _COLLECTED_LENGTHS:  # few other names pass
+            self._collect(name.lower(), value)
 
     def on_headers_complete(self) -> None:
         parser = self.parser
