@@ -21,6 +21,7 @@ it with a bounded grace and waits, bounded, for it to be gone.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +30,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from egresskit.errors import BackendError
+from egresskit.errors import BackendError, WaitTimeout
 from egresskit.grpcproto import (
     BB_THE_FUNCTION,
     ECHO_BIDI,
@@ -65,9 +66,20 @@ class GrpcServer:
         return self
 
     def close(self, grace: float = 1.0) -> None:
-        """Stop (open calls get ``grace`` seconds), then wait at most 5 s for the end."""
-        self._server.stop(grace).wait(grace + 5.0)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Stop (open calls get ``grace`` seconds, then are cancelled) and join every worker:
+        at most ``grace + 5`` seconds in all, or WaitTimeout says what was still running."""
+        deadline = time.monotonic() + grace + 5.0
+        try:
+            if not self._server.stop(grace).wait(grace + 5.0):
+                raise WaitTimeout(f"{self.name} gRPC server to stop", grace + 5.0, "serving")
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        # shutdown(wait=True) has no bound; join the workers ourselves, as
+        # LoopbackHTTPServer.close does (a handler may still be returning a cancelled call).
+        for worker in list(self._pool._threads):
+            worker.join(max(0.0, deadline - time.monotonic()))
+            if worker.is_alive():
+                raise WaitTimeout(f"{self.name} gRPC workers to finish", grace + 5.0, "busy")
 
 
 def _handler(method: Method, fn: Callable[..., Any]) -> grpc.RpcMethodHandler:
@@ -104,7 +116,11 @@ def _unary(request: Any, context: grpc.ServicerContext) -> Any:
     if text.startswith("sleep:") and text[len("sleep:") :].isdigit():
         # Answer late (at most 10 s; headers too): to see timeouts and cancellations
         # through the proxy.
-        time.sleep(min(int(text[len("sleep:") :]), 10_000) / 1000)
+        # The wait ends early when the call does (the client cancels, or close() cancels
+        # it): a worker is not held for a call nobody waits for.
+        ended = threading.Event()
+        if context.add_callback(ended.set):  # False: the call has already ended
+            ended.wait(min(int(text[len("sleep:") :]), 10_000) / 1000)
     # Metadata the call arrived with, sent back as ``x-echo-<name>`` (to see a route's
     # RequestHeaderModifier at work).
     seen = [
