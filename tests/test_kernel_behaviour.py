@@ -26,7 +26,17 @@ t = Tutorial("local", output_dir={out!r}, rate=5.0)
 t.create_egress_network()
 t.deploy_client()
 """
-TRAFFIC = 't.start_traffic(["http://httpbin.org/get", "https://httpbin.org/get"])\nt.run_for(0.5)'
+# Until both URLs have been asked (at most 30 s): the first HTTPS request is what opens
+# the simulated internet's port 443, so a slow first curl must not change the counts.
+TRAFFIC = """\
+urls = ["http://httpbin.org/get", "https://httpbin.org/get"]
+t.start_traffic(urls)
+t.run_for(0.5)
+for _ in range(300):
+    if {r.url for r in t.traffic.records} >= set(urls):
+        break
+    t.run_for(0.1)
+"""
 COUNT = """\
 import json, re, threading
 from tests.resources import listening_sockets

@@ -383,13 +383,19 @@ def test_slowloris_head_is_closed_after_request_head_timeout(mesh: LocalCluster)
 # ------------------------------------------------------------------ 4. upstream faults
 
 
-def closed_port() -> int:
-    with socket.create_server(("127.0.0.1", 0)) as s:
-        return int(s.getsockname()[1])
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections for the whole test: bound, never listening, so the
+    mesh's own listeners (port 0) cannot be handed it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        yield int(s.getsockname()[1])
 
 
-def test_refusing_upstream_is_502_refused(make_mesh: Callable[..., LocalCluster]) -> None:
-    mesh = make_mesh(upstreams={"refuse.example": f"127.0.0.1:{closed_port()}"})
+def test_refusing_upstream_is_502_refused(
+    make_mesh: Callable[..., LocalCluster], closed_port: int
+) -> None:
+    mesh = make_mesh(upstreams={"refuse.example": f"127.0.0.1:{closed_port}"})
     r = mesh.curl("-si", "http://refuse.example/x", pod="client", namespace=NS)
     assert r.http_status == 502
     head = r.stdout.lower()

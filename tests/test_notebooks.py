@@ -14,7 +14,9 @@ import pytest
 
 from egresskit.runner import notebooks, run_all
 
-pytestmark = pytest.mark.slow
+# The module's fixture runs all seven notebooks (about 50 s here, CPU-bound) inside the
+# first test's time, which the suite's 120 s per test would make a race on a loaded machine.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
