@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from egresskit import versions
+
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 #: The kernel name the notebooks declare and ``make lab`` registers.
 KERNEL_NAME = "egresskit"
@@ -111,8 +113,16 @@ def run_all(
     return 1 if failed else 0
 
 
-def run_one(path: Path, *, backend: str, context: str | None, out: Path) -> NotebookResult:
+def run_one(
+    path: Path,
+    *,
+    backend: str,
+    context: str | None,
+    out: Path,
+    cell_timeout: float = versions.CELL_TIMEOUT,
+) -> NotebookResult:
     import papermill
+    from nbclient.exceptions import CellTimeoutError
     from papermill.exceptions import PapermillExecutionError
 
     target = out / path.name
@@ -129,10 +139,16 @@ def run_one(path: Path, *, backend: str, context: str | None, out: Path) -> Note
             kernel_manager_class=kernel_manager(),
             progress_bar=False,
             cwd=str(path.parent),
+            execution_timeout=int(cell_timeout),
         )
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
         failed_cell = int(exc.exec_count) if exc.exec_count is not None else None
+    except CellTimeoutError:
+        # nbclient interrupted the kernel; papermill saved the notebook with that cell's
+        # KeyboardInterrupt, which says which cell it was.
+        error = f"CellTimeoutError: the cell ran over {cell_timeout:g}s and was interrupted"
+        failed_cell = interrupted_cell(target)
     seconds = time.monotonic() - started
     steps = verify_steps(target) if target.exists() else []
     return NotebookResult(
@@ -143,6 +159,18 @@ def run_one(path: Path, *, backend: str, context: str | None, out: Path) -> Note
         failed_cell=failed_cell,
         steps=steps,
     )
+
+
+def interrupted_cell(executed: Path) -> int | None:
+    """The execution count of the cell an executed notebook shows as interrupted."""
+    if not executed.exists():
+        return None
+    for cell in json.loads(executed.read_text())["cells"]:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error" and output.get("ename") == "KeyboardInterrupt":
+                count = cell.get("execution_count")
+                return int(count) if count is not None else None
+    return None
 
 
 def verify_steps(executed: Path) -> list[StepResult]:

@@ -68,6 +68,10 @@ LINKERD_CHECK_WAIT = "5m"
 KUBE_TEST_TIMEOUT = 5 * APPLY_WAIT_TIMEOUT + 2 * EFFECT_WAIT_TIMEOUT + 120.0
 #: Bound on any one lifecycle step (a CLI invocation).
 STEP_TIMEOUT = 600.0
+#: Bound on one notebook cell under ``egresskit run`` (papermill's ``execution_timeout``):
+#: a cell's own waits are bounded and run out first (at most what one guide test waits,
+#: above); this catches a cell that would otherwise hang ``make run`` and CI for good.
+CELL_TIMEOUT = KUBE_TEST_TIMEOUT
 
 
 def as_env() -> dict[str, str]:

@@ -150,3 +150,28 @@ def test_report_renders_charts_in_headless_chromium(
     assert len(colours) > 50, f"screenshot looks blank: {len(colours)} colours"
     greens = sum(n for n, (r, g, b) in colours if g > 100 and r < 80 and b < 100)
     assert greens > 100, "no allowed (green) bars visible in the rendered report"
+
+
+def test_a_cell_that_hangs_is_interrupted_at_its_bound_and_named(tmp_path: Path) -> None:
+    import nbformat
+
+    from egresskit.runner import KERNELSPEC, run_one
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = KERNELSPEC
+    nb.cells = [
+        nbformat.v4.new_code_cell("backend = 'local'"),
+        nbformat.v4.new_code_cell("import threading\nthreading.Event().wait()  # never set"),
+        nbformat.v4.new_code_cell("print('not reached')"),
+    ]
+    path = tmp_path / "01-hangs.ipynb"
+    nbformat.write(nb, path)
+    result = run_one(path, backend="local", context=None, out=tmp_path, cell_timeout=2)
+    assert not result.ok
+    assert result.error == "CellTimeoutError: the cell ran over 2s and was interrupted"
+    executed = json.loads((tmp_path / "01-hangs.ipynb").read_text())["cells"]
+    (hung,) = [c for c in executed if "never set" in "".join(c["source"])]
+    # Named as a failing check's cell is: by its execution count (papermill's injected
+    # parameters cell counts too).
+    assert result.failed_cell == hung["execution_count"] is not None
+    assert executed[-1]["outputs"] == []  # Run All stopped there
