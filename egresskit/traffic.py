@@ -141,7 +141,14 @@ class Traffic:
             target=self._run, name=f"egresskit-traffic-{next(_names)}-{pod}", daemon=True
         )
         adopt(cluster, self)  # raises ClusterClosed before any thread starts
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:
+            # Ctrl-C inside start() (it waits for the thread to begin): nobody will hold
+            # this Traffic to stop it, so its loop ends at its next step.
+            self._end("it was interrupted while starting")
+            self._stop.set()
+            raise
 
     # -- the loop ------------------------------------------------------------------------
 

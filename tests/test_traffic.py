@@ -35,6 +35,7 @@ from egresskit.manifests.model import K8sObject
 from egresskit.mesh.metrics import ProxyMetrics
 from egresskit.policy.snapshot import Snapshot
 from egresskit.traffic import Traffic, due_count, start_traffic
+from tests.resources import threads_left
 
 BOUND = 10.0  # every wait in these tests is bounded by this
 
@@ -312,6 +313,36 @@ def test_keyboard_interrupt_during_wait_stops_the_traffic(
     assert capsys.readouterr().out.startswith("interrupted, traffic stopped: traffic: ")
     assert traffic.ended_because == "it was interrupted (KeyboardInterrupt)"
     assert "stopped after" in traffic.progress() and "interrupted" in traffic.progress()
+
+
+def test_keyboard_interrupt_while_its_thread_starts_ends_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Thread.start() waits for the new thread to begin; Ctrl-C there leaves a loop that no
+    # caller holds (start_traffic never returned it), so it must end by itself.
+    before = set(threading.enumerate())
+    real_start = threading.Thread.start
+
+    begun: list[Traffic] = []
+
+    def start(self: threading.Thread) -> None:
+        ours = self.name.startswith("egresskit-traffic-")
+        if ours:
+            begun.append(self._target.__self__)  # type: ignore[attr-defined]
+        real_start(self)
+        if ours:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    cluster = ScriptedCluster(ok)
+    with pytest.raises(KeyboardInterrupt):
+        start_traffic(cluster, "http://httpbin.org/get", rate=50.0)
+    monkeypatch.undo()
+    assert threads_left(before) == []
+    (traffic,) = begun
+    assert not traffic.running
+    assert traffic.ended_because == "it was interrupted while starting"
+    assert cluster.calls <= 1  # at most the step it was taking when told
 
 
 def test_records_keep_status_exit_code_timing_and_200_body_chars() -> None:
