@@ -12,6 +12,9 @@ Rules:
   (counted in :attr:`Traffic.missed`), never fired in a burst; so ``requests + missed`` is
   exactly the number of deadlines that fell due.
 * Waiting is ``Event.wait(timeout)``: no busy loop, and :meth:`Traffic.stop` wakes it.
+* :meth:`Traffic.paused` holds the loop between two curls (the one in flight finishes
+  first, bounded), so a notebook's own request is the only one the proxy counts meanwhile;
+  the grid moves by the time paused, so a pause is neither missed requests nor a burst.
 * A curl that the backend cannot run (:class:`~egresskit.errors.EgressKitError`) is
   recorded as exit code ``-1`` with the error text; anything else is a bug: the loop stops
   and :meth:`Traffic.wait` / :meth:`Traffic.stop` re-raise it as :class:`BackendError`.
@@ -33,7 +36,8 @@ import math
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -131,6 +135,9 @@ class Traffic:
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        # Held by the loop for each curl and by paused() for its block.
+        self._turn = threading.Lock()
+        self._paused_for = 0.0  # seconds paused so far: the grid starts that much later
         self._crash: BaseException | None = None
         self._started = time.monotonic()
         self._ended: float | None = None
@@ -157,19 +164,23 @@ class Traffic:
         j = 0
         try:
             while True:
-                deadline = self._started + j * period
                 if self.duration is not None and j * period >= self.duration - 1e-9:
                     self._end(f"it ran its {self.duration:g}s")
                     return
-                wait = deadline - time.monotonic()
+                wait = self._grid_start() + j * period - time.monotonic()
                 if (wait > 0 and self._stop.wait(wait)) or self._stop.is_set():
                     return
-                if not self._one(self.urls[j % len(self.urls)]):
-                    self._end("its cluster was closed")
-                    return
+                if not self._take_turn():
+                    return  # stopped while paused
+                try:
+                    if not self._one(self.urls[j % len(self.urls)]):
+                        self._end("its cluster was closed")
+                        return
+                finally:
+                    self._turn.release()
                 # Next deadline on the grid that is still ahead; the ones passed are missed.
                 due = due_count(
-                    time.monotonic() - self._started, rate=self.rate, n_urls=len(self.urls)
+                    time.monotonic() - self._grid_start(), rate=self.rate, n_urls=len(self.urls)
                 )
                 if self.duration is not None:
                     due = min(due, due_count(self.duration, rate=self.rate, n_urls=len(self.urls)))
@@ -183,6 +194,17 @@ class Traffic:
         finally:
             self._ended = time.monotonic()
             release(self.cluster, self)
+
+    def _grid_start(self) -> float:
+        with self._lock:
+            return self._started + self._paused_for
+
+    def _take_turn(self) -> bool:
+        """The loop's turn for one curl, after any pause; False if stopped meanwhile."""
+        while not self._turn.acquire(timeout=0.05):
+            if self._stop.is_set():
+                return False
+        return True
 
     def _end(self, why: str) -> None:
         with self._lock:
@@ -244,6 +266,22 @@ class Traffic:
         """Stop (bounded) without raising the loop's own crash, which ``wait``/``stop``
         still raise later: what the cluster calls on its jobs when it closes."""
         self._halt("its cluster was closed")
+
+    @contextmanager
+    def paused(self) -> Iterator[Traffic]:
+        """No curl from the loop inside the block: the one in flight finishes first (at
+        most ``curl_timeout + 5`` s, else :class:`WaitTimeout`). The deadlines that fall
+        inside move with the pause: none is missed, none fires in a burst after it."""
+        bound = self.curl_timeout + _STOP_GRACE
+        if not self._turn.acquire(timeout=bound):
+            raise WaitTimeout(f"the curl in flight of {self._thread.name}", bound, self.progress())
+        began = time.monotonic()
+        try:
+            yield self
+        finally:
+            with self._lock:
+                self._paused_for += time.monotonic() - began
+            self._turn.release()
 
     def _halt(self, why: str) -> None:
         self._end(why)

@@ -151,8 +151,16 @@ class Tutorial:
         return self.lesson.explain(url, **kw)
 
     def observe(self, *curl_args: str, backends: bool = False) -> Observation:
-        """One curl from the client and the proxy series it moved (observe)."""
-        result = self.lesson.observe(*curl_args, backends=backends)
+        """One curl from the client and the proxy series it moved (observe). Traffic
+        running in the background is paused meanwhile (its curl in flight finishes and is
+        counted first): the series shown moved for this request alone."""
+        traffic = self.traffic
+        if traffic is not None and traffic.running:
+            with traffic.paused():
+                self._settle()
+                result = self.lesson.observe(*curl_args, backends=backends)
+        else:
+            result = self.lesson.observe(*curl_args, backends=backends)
         if self.traffic is not None and self.scraper is not None:
             self.traffic.record(result.result)
         return result

@@ -345,6 +345,61 @@ def test_keyboard_interrupt_while_its_thread_starts_ends_the_loop(
     assert cluster.calls <= 1  # at most the step it was taking when told
 
 
+def test_paused_makes_no_curl_inside_the_block_and_moves_the_grid() -> None:
+    cluster = ScriptedCluster(ok)
+    traffic = start_traffic(cluster, "http://httpbin.org/get", rate=50.0)
+    cluster.wait_calls(2)
+    with traffic.paused():
+        calls, missed = cluster.calls, traffic.missed
+        threading.Event().wait(0.6)  # 30 deadlines at 50 a second
+        assert cluster.calls == calls, "the loop curled while paused"
+    cluster.wait_calls(calls + 3)  # it goes on after the block
+    traffic.stop()
+    # The 30 deadlines inside the pause moved with it (a grid that stayed would count
+    # about 29 missed); not fired in a burst either: a burst is not how the loop catches up.
+    assert traffic.missed - missed < 15
+    assert traffic.ended_because == "it was stopped"
+
+
+def test_paused_waits_for_the_curl_in_flight() -> None:
+    release, in_flight = threading.Event(), threading.Event()
+
+    def slow(url: str) -> CurlResult:
+        in_flight.set()
+        release.wait(BOUND)
+        return ok(url)
+
+    cluster = ScriptedCluster(slow)
+    traffic = start_traffic(cluster, "http://httpbin.org/get", rate=50.0)
+    assert in_flight.wait(BOUND)
+    entered = threading.Event()
+    calls_inside: list[int] = []
+
+    def pause() -> None:
+        with traffic.paused():
+            calls_inside.append(cluster.calls)
+            entered.set()
+
+    pauser = threading.Thread(target=pause)
+    pauser.start()
+    assert not entered.wait(0.2), "paused() entered while a curl was in flight"
+    release.set()
+    assert entered.wait(BOUND)
+    pauser.join(BOUND)
+    assert calls_inside == [1]  # the curl in flight was finished, and counted, first
+    traffic.stop()
+
+
+def test_stop_inside_paused_ends_the_loop() -> None:
+    cluster = ScriptedCluster(ok)
+    traffic = start_traffic(cluster, "http://httpbin.org/get", rate=50.0)
+    cluster.wait_calls(1)
+    with traffic.paused():
+        traffic.stop()  # the loop waits for its turn; stop() must not wait for the block
+        assert not traffic.running
+    assert traffic.ended_because == "it was stopped"
+
+
 def test_records_keep_status_exit_code_timing_and_200_body_chars() -> None:
     answers = iter([ok("u", 200, "xyz"), ok("u", 403, "")])
 

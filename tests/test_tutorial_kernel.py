@@ -170,3 +170,22 @@ def test_metrics_show_one_label_per_line_as_the_guide(tmp_path: Path) -> None:
         assert max(len(line) for line in text.splitlines()) < 100
         raw = t.metrics("outbound_http_route_request_statuses_total", one_label_per_line=False)
         assert any(len(line) > 300 for line in raw.splitlines())  # the proxy's own layout
+
+
+def test_observe_shows_the_series_of_its_own_request_while_traffic_runs(
+    tmp_path: Path,
+) -> None:
+    # The background loop asks the same host and port many times a second: without a pause
+    # its requests land between observe's two scrapes and read as this request's.
+    with walkthrough(tmp_path) as t:
+        t.start_traffic("http://httpbin.org/ip", rate=50.0)
+        t.run_for(0.3)
+        for _ in range(3):
+            seen = t.observe("-sS", "http://httpbin.org/get")
+            assert seen.result.http_status == 200
+            statuses = [c for c in seen.counted if c.family.endswith("_statuses_total")]
+            assert [c.increase for c in statuses] == [1.0], str(seen)
+        assert t.traffic is not None and t.traffic.running  # resumed after each
+        t.run_for(0.3)
+        t.stop_traffic()
+        t.verify_reconciled()  # the observed requests count on both sides
