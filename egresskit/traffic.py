@@ -346,10 +346,12 @@ class Traffic:
         end = self._ended if self._ended is not None else time.monotonic()
         return end - self._started
 
-    def progress(self) -> str:
+    def progress(self, upto: int | None = None) -> str:
         """One line: ``traffic: 42 requests (30 HTTP 200, 12 HTTP 403), 1 missed, running
-        for 41s`` (``missed``: see :data:`MISSED_MEANS`)."""
-        records = self.records
+        for 41s`` (``missed``: see :data:`MISSED_MEANS`). ``upto``: count only the first
+        that many requests (records only grow at the end), to agree with a table made of
+        them a moment ago."""
+        records = self.records[:upto]
         counts = Counter(r.key for r in records)
         parts = ", ".join(f"{n} {_key_text(key)}" for key, n in sorted(counts.items()))
         state = (

@@ -332,6 +332,28 @@ def test_live_view_outside_jupyter_prints_progress_lines() -> None:
     assert set(classified["outcome"]) == {"allowed"}
 
 
+def test_progress_caption_counts_the_requests_it_classified_on_both_lines() -> None:
+    from egresskit import guide
+    from egresskit.analysis import live
+    from egresskit.analysis.outcomes import classify_requests
+    from egresskit.analysis.timeline import PolicyTimeline
+    from egresskit.traffic import start_traffic
+    from tests.test_traffic import FakeMesh
+
+    mesh = FakeMesh(guide.NAMESPACE, guide.EGRESS_NETWORK, guide.CLIENT_POD)
+    traffic = start_traffic(mesh, "http://httpbin.org/get", rate=50.0, duration=0.1)
+    traffic.wait(10)
+    timeline = PolicyTimeline.of(mesh)
+    classified = classify_requests(traffic.frame(), timeline)
+    # A request recorded after the table was made (the loop, or a notebook's own curl).
+    traffic.record(mesh.curl("-s", "http://httpbin.org/get", pod="client", namespace="egress-test"))
+    first, second = str(live._caption(traffic, None, classified)).splitlines()[:2]
+    n = len(classified)
+    assert first.startswith(f"traffic: {n} requests ({n} HTTP 200)")
+    assert second.startswith(f"client view by outcome: {n} allowed, ")
+    assert len(traffic.records) == n + 1
+
+
 class _Handle:
     def __init__(self) -> None:
         self.updates: list[Any] = []

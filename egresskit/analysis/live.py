@@ -91,7 +91,8 @@ class _Png:
 def _caption(traffic: Traffic, scraper: Scraper | None, classified: pd.DataFrame) -> Caption:
     counts = classified["outcome"].value_counts() if len(classified) else pd.Series(dtype=int)
     outcomes = ", ".join(f"{int(counts.get(o, 0))} {o}" for o in OUTCOMES)
-    lines = [traffic.progress(), f"client view by outcome: {outcomes}"]
+    # Both lines count the same requests: the ones classified (more may have come since).
+    lines = [traffic.progress(upto=len(classified)), f"client view by outcome: {outcomes}"]
     if scraper is not None:
         lines.append(scraper.progress())
     if traffic.missed:
