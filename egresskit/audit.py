@@ -18,7 +18,9 @@ from typing import Any
 
 import pandas as pd
 
+from egresskit.errors import ManifestError, Problem
 from egresskit.explaining import explain, snapshot_of
+from egresskit.manifests import load_manifests
 from egresskit.manifests.model import (
     EgressNetwork,
     GRPCRoute,
@@ -310,13 +312,27 @@ spec:
 
 
 def bypass_demo(
-    cluster: Any, urls: Sequence[str], *, namespace: str = "egress-test"
+    cluster: Any,
+    urls: Sequence[str],
+    *,
+    namespace: str = "egress-test",
+    manifest: str = BYPASS_POD,
+    source: str = "bypass pod",
 ) -> pd.DataFrame:
-    """The same requests from the meshed client and from a pod without the proxy."""
-    cluster.apply(BYPASS_POD)
+    """The same requests from the meshed client and from the Pod ``manifest`` describes
+    (without ``linkerd.io/inject``, so no proxy is injected: nothing judges its traffic)."""
+    objects = load_manifests(manifest, default_namespace=namespace, source_name=source)
+    if len(objects) != 1 or objects[0].kind != "Pod":
+        found = ", ".join(o.display for o in objects) or "no document"
+        problem = Problem(
+            source=source, document=None, obj=None, path="", expected="one Pod", found=found
+        )
+        raise ManifestError([problem])
+    bypass = objects[0].name
+    cluster.apply(manifest)
     rows = []
     for url in urls:
-        for pod in ("client", "bypass"):
+        for pod in ("client", bypass):
             r = cluster.curl("-s", "-o", "/dev/null", url, pod=pod, namespace=namespace)
             rows.append(
                 {

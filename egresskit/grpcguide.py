@@ -24,7 +24,9 @@ port 6379 (:mod:`egresskit.mesh.extrasites`); the story uses ``grpc.example.com:
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -77,6 +79,7 @@ __all__ = [
     "expect_count",
     "expect_grpc",
     "grpc_call",
+    "http_body_text",
     "outcome_chart",
     "outcome_rows",
     "predict",
@@ -112,6 +115,18 @@ def grpc_call(
         target, method, pod=pod, namespace=namespace, data=data, headers=headers
     )
     return result
+
+
+def http_body_text(answer: bytes, *, field: str = "payload") -> str:
+    """The body of an HTTP/1 answer read off a raw socket, for a PASS/FAIL line: its JSON
+    ``field`` when it has one (bb's body also carries a request UID that differs every
+    run), else the body's first 80 characters."""
+    body = answer.partition(b"\r\n\r\n")[2].decode(errors="replace")
+    try:
+        value = json.loads(body).get(field)
+    except (ValueError, AttributeError):
+        value = None
+    return value if isinstance(value, str) else body[:80]
 
 
 def tcp_call(
@@ -233,11 +248,17 @@ def expect_count(
     expected: float,
     *,
     out: Callable[[str], Any] = print,
+    within: float = 2.0,
     **labels: str,
 ) -> None:
     """``PASS`` when the pod's proxy has counted exactly ``expected`` in ``metric``'s
-    samples with ``labels`` (shown in the line), else raise the FAIL line."""
+    samples with ``labels`` (shown in the line), else raise the FAIL line. A close is
+    counted a moment after the client saw it, so wait up to ``within`` seconds for it."""
+    deadline = time.monotonic() + within
     seen = proxy_count(cluster, metric, **labels)
+    while seen != expected and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = proxy_count(cluster, metric, **labels)
     shown = ", ".join(f'{k}="{v}"' for k, v in labels.items())
     said = int(seen) if seen.is_integer() else seen  # counters are integers: print them so
     check(f"{metric}{{{shown}}}", seen == expected, expected=expected, seen=said, out=out)

@@ -22,9 +22,13 @@ from pathlib import Path
 
 import nbformat
 
-from egresskit import exercises, guide
+from egresskit import audit, exercises, guide
 from egresskit.lesson import default_routes_markdown
 from egresskit.runner import KERNELSPEC
+
+#: The kit's Linkerd facts (each with its upstream source), linked from a notebook in
+#: notebooks/ or out/.
+FACTS = "../docs/facts/linkerd-egress.md"
 
 HERE = Path(__file__).resolve().parent
 GUIDE = "https://linkerd.io/2-edge/tasks/managing-egress-traffic/"
@@ -103,7 +107,7 @@ Its name says the traffic kind and the `trafficPolicy`:
 
 `tls-egress-*` only exists on a port that has a TLSRoute, and `grpc-egress-*` on a port with
 a GRPCRoute; without them, TLS bytes are simply "not HTTP" and fall to `tcp-egress-*`.
-(docs/facts/linkerd-egress.md sections 3 and 5.2)
+(Sources: sections 3 and 5.2 of [the kit's Linkerd facts](../docs/facts/linkerd-egress.md), each with its upstream source.)
 """
 
 
@@ -394,7 +398,7 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         ),
         code("t.watch(duration)"),
         code('t.observe("-sS", "http://google.com/", backends=True)'),
-        md("The guide's three checks (with `http://` where the guide means plaintext):"),
+        md("The guide's three checks, exactly as it runs them:"),
         verify(
             't.verify_curl("http://httpbin.org/get", status=200, json_field=("url", "http://httpbin.org/get"))'
         ),
@@ -419,9 +423,11 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
             "and `http-egress-deny` is never reached any more, although the policy is `Deny`.\n"
             "- **All HTTPS.** `tls-egress` without `hostnames` matches every SNI and comes "
             "before `tls-egress-deny`, so the TLS default route is shadowed completely.\n"
-            "- The guide's own checks use `https://` for all three; with `https://` every "
-            "request would go through `tls-egress` to the real destination "
-            "(docs/facts/linkerd-egress.md 7.4), so the checks above use `http://`."
+            "- **Mind the scheme.** `https://httpbin.org/ip` is TLS, so `tls-egress` (any SNI) "
+            "forwards it to the real httpbin; `http://google.com` is plaintext, so "
+            "`unencrypted-http` sends it to `internal-egress`. (One published version of the "
+            "guide writes `https://` for all three checks: then every request goes through "
+            f"`tls-egress` to the real destination; [facts 7.4]({FACTS}).)"
         ),
         code(
             't.stop_traffic()\nt.chart("03-redirecting", title="200 vs 403 vs redirected, the whole story")'
@@ -450,22 +456,60 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
         verify(
             't.verify_explained(table, "http://google.com/get", outcome="allowed", route="httpbin-get")'
         ),
+        md(
+            "**Why.** The engine reads the same manifests the proxy enforces and decides as "
+            "Linkerd does, without sending anything. `http://google.com/get` is *allowed* "
+            "although only httpbin was meant: `httpbin-get` lists no `hostnames`, so its `/get` "
+            "prefix matches on every host, and an explicit route beats the default "
+            "`http-egress-deny`. Every other plaintext request goes to `unencrypted-http`, and "
+            "every HTTPS one to `tls-egress`. That is the final state of the guide, under `Deny`."
+        ),
         md("One request in full:"),
         code('audit.explain(final_state, "http://google.com/get", namespace="egress-test")'),
         md("### Findings a reviewer would flag, each proven by a request"),
         code('found = audit.findings(final_state, namespace="egress-test")\nfound'),
         verify('t.verify_finding(found, "HTTPRoute egress-test/httpbin-get", "no hostnames")'),
+        md(
+            "**Why these three.** A route without `hostnames` is a wildcard on its port: under "
+            "`Deny` it re-opens that port for every external host, which is rarely what its "
+            "author meant. Each finding's *proof* is a request to a host nobody listed, decided "
+            "by the engine: run it with `t.explain(...)` or `curl` to see it for yourself. The "
+            "fix is one field, as in Exercise 1 of notebook 5."
+        ),
         md("### How long a policy change takes to be enforced"),
         code("t.create_egress_network()\nt.deploy_client()"),
         verify('t.verify_curl("http://httpbin.org/get", status=200)'),
         code('delay = t.enforcement_delay()\nprint(f"Deny enforced {delay:.3f}s after the patch")'),
         verify('t.verify_curl("http://httpbin.org/get", status=403)'),
         md(
-            "### A mesh alone cannot stop a workload that bypasses its proxy\n\n"
-            "The same request from the meshed client and from a pod without the proxy, under `Deny`:"
+            "**Why so fast here, and what to expect on a cluster.** The delay is measured the "
+            "way a user feels it: patch, then curl until the first 403. On the `local` backend "
+            "the change is in force almost at once. On a real cluster expect seconds: Linkerd's "
+            "status controller must accept the change (it writes route status on change and "
+            "on a 10 s tick), then the policy controller pushes it to every proxy. Until then, "
+            "requests still get the old answer: an audit that checks right after a change can "
+            "see the past."
         ),
-        code('bypass = t.bypass("http://httpbin.org/get")\nbypass'),
+        md(
+            "### A mesh alone cannot stop a workload that bypasses its proxy\n\n"
+            "The same request from the meshed client and from a pod without the proxy, under "
+            "`Deny`. The pod is the client without `linkerd.io/inject: enabled`, so no proxy is "
+            "injected into it:"
+        ),
+        code(
+            "# kubectl apply -f - <<EOF ... EOF   (the YAML below; edit it and re-run the cell)\n"
+            + yaml_block("bypass_pod", audit.BYPASS_POD.lstrip("\n"))
+            + '\n\nbypass = t.bypass("http://httpbin.org/get", pod=bypass_pod)\nbypass'
+        ),
         verify("t.verify_bypass(bypass)"),
+        md(
+            "**Why.** The EgressNetwork is enforced by each pod's own proxy; a pod without one "
+            "sends its packets straight out, and no Linkerd metric counts them. The guide warns of "
+            'exactly this: *"No service mesh can provide a strong security guarantee about '
+            "egress traffic by itself; for example, a malicious actor could bypass the Linkerd "
+            'sidecar"*; fully restricting egress *"typically requires a more comprehensive '
+            'approach"*, for example a NetworkPolicy or firewall that sees every pod.'
+        ),
         *cleanup(),
     ],
 }
@@ -512,7 +556,24 @@ NOTEBOOKS["05-exercises"] = [
         "engine's reasoning. The answers as given are deliberately incomplete: every check "
         "fails until you fix them.\n\n"
         "Stuck? Under each answer, *Solution* opens with one click; or set "
-        "`solutions = True` in the parameters cell and run all to see every check pass."
+        "`solutions = True` in the parameters cell and run all to see every check pass.\n\n"
+        "**Fields you will need** (notebooks 1-3 used only some of them; the "
+        "[Gateway API reference](https://gateway-api.sigs.k8s.io/reference/spec/) has all):\n\n"
+        "- `parentRefs[].port`: the port a route governs. A TCPRoute has no `matches`: its "
+        "port alone picks the traffic.\n"
+        "- `hostnames`: for an HTTPRoute or a GRPCRoute, the request's host; for a TLSRoute, "
+        "the server name (SNI) the client sends in its ClientHello.\n"
+        "- HTTPRoute `rules[].matches[]`: `path: {value: /post}` (a prefix unless `type: "
+        "Exact`), `method: POST`, `headers: [{name: x-egress-ticket, value: ABC-123}]` (an "
+        "exact value unless `type: RegularExpression`). The conditions of one match must all "
+        "hold; the matches of a rule are alternatives.\n"
+        "- GRPCRoute `rules[].matches[].method: {service: helloworld.Greeter, method: "
+        "SayHello}`.\n"
+        "- `backendRefs`: none on an HTTPRoute, or the EgressNetwork itself, sends the "
+        "request on to where it was going; a `Service` (with its `port`) sends it into the "
+        f"cluster instead ([facts 4.4]({FACTS})).\n\n"
+        "Exercises 6 and 7 use a TCPRoute and a GRPCRoute: notebook 7 shows both at work, so "
+        "take it first if those kinds are new to you."
     ),
     code(
         PARAMETERS + "\nsolutions = False  # True: the checks use the solutions",

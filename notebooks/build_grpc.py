@@ -120,9 +120,9 @@ print(hello.summary())"""
     md(
         """
 **What happened, and why.** Without a GRPCRoute the port is an HTTP port like any other
-(docs/facts 5.2); the deny is the HTTP default route's 403, counted in the **HTTP** family with
+([facts 5.2](../docs/facts/linkerd-egress.md)); the deny is the HTTP default route's 403, counted in the **HTTP** family with
 `http_status="403"`, and the client reads it as `FAILED_PRECONDITION` (9). (That code is
-derived from Linkerd's source, not observed: docs/facts 3.)
+derived from Linkerd's source, not observed: [facts 3](../docs/facts/linkerd-egress.md).)
 
 ## Allow one method with a GRPCRoute
 
@@ -155,8 +155,8 @@ print(echo.summary())"""
 **What happened, and why.** `SayHello` matched the GRPCRoute's method match and went to the
 original destination; `Echo/Unary` matched no route and fell through to `grpc-egress-deny`,
 which Linkerd answers itself: HTTP 200 with `grpc-status: 7` and `grpc-message: traffic not
-allowed` (docs/facts 3). Both are counted in `outbound_grpc_route_request_statuses_total`, with
-`grpc_status` instead of `http_status` (6.2).
+allowed` ([facts 3](../docs/facts/linkerd-egress.md)). Both are counted in `outbound_grpc_route_request_statuses_total`, with
+`grpc_status` instead of `http_status` ([facts 6.2](../docs/facts/linkerd-egress.md)).
 
 ## Allow by metadata: a header match
 
@@ -226,6 +226,11 @@ print(before)"""
         "from egresskit.verify import equal\n"
         'equal("bytes back from tcp.example.com:6379 under Deny", b"", before)'
     ),
+    md('The proxy counts the connection it closed, and why (`error="forbidden"`):'),
+    verify(
+        'g.expect_count(cluster, "outbound_tcp_route_close_total", 1, route_name="tcp-egress-deny", '
+        'error="forbidden")'
+    ),
     md(
         "A TCPRoute has no matches: it takes the whole port. Allow 6379 to its original "
         "destination (a TCPRoute needs a backend, so it names the EgressNetwork itself):"
@@ -237,15 +242,13 @@ after = g.tcp_call(cluster, b"PING\\r\\nECHO egress\\r\\nQUIT\\r\\n")
 print(after)"""
     ),
     verify('equal("bytes back through tcp-6379", b"+PONG\\r\\n+egress\\r\\n+BYE\\r\\n", after)'),
-    verify(
-        'g.expect_count(cluster, "outbound_tcp_route_close_total", 1, route_name="tcp-egress-deny", '
-        'error="forbidden")'
-    ),
+    md("Counted on your route now, not on the default one:"),
+    verify('g.expect_count(cluster, "outbound_tcp_route_open_total", 1, route_name="tcp-6379")'),
     md(
         """
-Only the first TCPRoute of a port is used (docs/facts 4.5), so to send 6379 into the cluster,
-replace the route. The guide's `internal-egress` (bb, HTTP/1) answers whatever arrives, so speak
-HTTP/1.0 to it over the opaque port:
+Only the first TCPRoute of a port is used ([facts 4.5](../docs/facts/linkerd-egress.md)), so
+to send 6379 into the cluster, replace the route. The guide's `internal-egress` (bb, HTTP/1)
+answers whatever arrives, so speak HTTP/1.0 to it over the opaque port:
 """
     ),
     code(
@@ -263,7 +266,8 @@ print(redirected.decode())"""
     verify(
         'g.check("tcp.example.com:6379 answered inside the cluster", '
         'b"You cannot go there right now" in redirected, '
-        'expected="bb\'s terminus text", seen=redirected.split(b"\\r\\n")[0].decode())'
+        'expected="bb\'s payload \\"You cannot go there right now\\"", '
+        "seen=repr(g.http_body_text(redirected)))"
     ),
     md(
         """

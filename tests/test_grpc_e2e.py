@@ -202,6 +202,36 @@ def test_expect_grpc_prints_pass_or_raises_fail(cluster: LocalCluster) -> None:
         g.expect_grpc("Echo is allowed", result, "OK", out=lines.append)
 
 
+def test_expect_count_passes_on_the_exact_count_and_fails_naming_what_it_saw(
+    cluster: LocalCluster,
+) -> None:
+    assert g.tcp_call(cluster, b"PING\r\n") == b""  # denied: closed by the proxy
+    lines: list[str] = []
+    labels = {"route_name": "tcp-egress-deny", "error": "forbidden"}
+    g.expect_count(cluster, TCP_CLOSE, 1, out=lines.append, **labels)
+    assert lines == [
+        f'PASS {TCP_CLOSE}{{route_name="tcp-egress-deny", error="forbidden"}}: expected 1, saw 1'
+    ]
+    with pytest.raises(VerificationFailed, match=r"expected 2, saw 1$"):
+        g.expect_count(cluster, TCP_CLOSE, 2, out=lines.append, within=0.2, **labels)
+
+
+@pytest.mark.parametrize(
+    ("answer", "text"),
+    [
+        (
+            b'HTTP/1.1 200 OK\r\n\r\n{"requestUID":"in:1","payload":"You cannot go there"}',
+            "You cannot go there",
+        ),
+        (b"HTTP/1.1 200 OK\r\n\r\nnot json", "not json"),
+        (b'HTTP/1.1 200 OK\r\n\r\n["a list"]', '["a list"]'),
+        (b"", ""),
+    ],
+)
+def test_http_body_text_shows_the_payload_not_the_uid(answer: bytes, text: str) -> None:
+    assert g.http_body_text(answer) == text
+
+
 def test_predictions_match_what_the_wire_shows(cluster: LocalCluster) -> None:
     # The engine's prediction (grpcguide.predict) and the real call agree, route for route.
     cluster.apply([g.GREETER_ROUTE, g.TEAM_HEADER_ROUTE])

@@ -20,9 +20,9 @@ from collections.abc import Iterator
 import pytest
 
 import egresskit
-from egresskit import guide
+from egresskit import audit, guide
 from egresskit.cluster.local import LocalCluster
-from egresskit.errors import BackendError, UnsupportedWorkload
+from egresskit.errors import BackendError, ManifestError, UnsupportedWorkload
 from tests.contract import eventually, value
 from tests.test_mesh_faults import WAIT, LocalServer, h11_app, pinned_port
 
@@ -133,6 +133,34 @@ def test_unmeshed_pod_bypasses_the_proxy(mesh: LocalCluster) -> None:
     assert value(mesh, HTTP_STATUSES) == 1, "only the meshed pod's request is counted"
     with pytest.raises(BackendError, match="not meshed"):
         mesh.outbound_ports("plain", namespace=NS)
+
+
+def test_the_bypass_demo_takes_the_learners_pod_yaml(mesh: LocalCluster) -> None:
+    mesh.patch("egressnetwork", guide.EGRESS_NETWORK_NAME, guide.DENY_PATCH, namespace=NS)
+    renamed = audit.BYPASS_POD.replace("name: bypass", "name: no-sidecar")
+    frame = audit.bypass_demo(mesh, ["http://httpbin.org/get"], manifest=renamed)
+    seen = {row.pod: (row.meshed, row.http_status) for row in frame.itertuples()}
+    assert seen == {"client": (True, 403), "no-sidecar": (False, 200)}
+
+
+@pytest.mark.parametrize(
+    ("yaml", "found"),
+    [
+        (
+            guide.CLIENT_POD + "---\n" + audit.BYPASS_POD,
+            "Pod egress-test/client, Pod egress-test/bypass",
+        ),
+        (guide.INTERNAL_EGRESS.split("---")[0], "Service egress-test/internal-egress"),
+    ],
+)
+def test_a_bypass_yaml_that_is_not_one_pod_is_refused_whole(
+    mesh: LocalCluster, yaml: str, found: str
+) -> None:
+    before = {o.key for o in mesh.objects()}
+    with pytest.raises(ManifestError) as refused:
+        audit.bypass_demo(mesh, ["http://httpbin.org/get"], manifest=yaml)
+    assert str(refused.value) == f"bypass pod: expected one Pod, found {found}"
+    assert {o.key for o in mesh.objects()} == before  # nothing applied
 
 
 def test_outbound_ports_serve_any_client(mesh: LocalCluster) -> None:
