@@ -348,6 +348,14 @@ NOTEBOOKS: dict[str, list[nbformat.NotebookNode]] = {
             "- Plaintext on port 80 is untouched: each port of the EgressNetwork has its own "
             "routes and default route."
         ),
+        md(
+            "The guide's `linkerd dg proxy-metrics -n egress-test po/client | grep "
+            "outbound_tls_route_close_total`. The proxy counts every TLS connection when it "
+            'closes, with why: `error="forbidden"` is the policy closing it, `error=""` a '
+            "normal close of an allowed one. Linkerd creates a route's series for all five "
+            "`error` values at 0 as soon as the route is used, so the real output has zeros "
+            f"the guide's printout leaves out ([facts 6.2]({FACTS}))."
+        ),
         code('print(t.metrics("outbound_tls_route_close_total"))'),
         code(
             't.stop_traffic()\nt.chart("02-restricting", title="Allow, then Deny, then httpbin-get")'
