@@ -195,11 +195,13 @@ CELLS: list[tuple[str, str, tuple[str, ...]]] = [
      "destination the proxies counted, what the proposed policy would do, *before* "
      "applying it. The CLI asks the same: `egresskit diff --context CTX -n egress-test "
      "-p proposed.yaml --from-traffic`.", ()),
-    ("code", "import egresskit\nfrom egresskit import guide, whatbreaks\n\n"
+    ("code", "import egresskit\nfrom egresskit import guide, whatbreaks\n"
+     "from egresskit.lesson import Lesson\n\n"
      'cluster = egresskit.connect(backend, **({"context": kube_context} if backend == "kube" '
      "else {}))\n"
+     "lesson = Lesson(cluster)  # applies as kubectl does, then shows Linkerd's verdict\n"
      f'ALLOW = """\\\n{ALLOW}\n"""\n'
-     "cluster.apply([guide.NAMESPACE, ALLOW, guide.CLIENT_POD])", ()),
+     "lesson.apply([guide.NAMESPACE, ALLOW, guide.CLIENT_POD])", ()),
     ("markdown", "The client's traffic under `Allow`: everything leaves the cluster.", ()),
     ("code", f"URLS = {URLS}\nwhatbreaks.send(cluster, URLS)", ()),
     ("markdown", "What the proxy counted, per destination and route. The route metrics carry "
@@ -222,7 +224,7 @@ CELLS: list[tuple[str, str, tuple[str, ...]]] = [
     ("markdown", "`http://google.com/get` does *not* break: `httpbin-get` has no hostnames, "
      "so it allows `/get` on every host (the reviewer's finding in the audit above). Now "
      "apply the change and send the same requests: each gets the predicted outcome.", ()),
-    ("code", "cluster.apply(PROPOSED)", ()),
+    ("code", "lesson.apply(PROPOSED)", ()),
     ("code", "agreed = whatbreaks.verify_traffic_agrees(cluster, exact)", ("verify",)),
     ("code", "agreed", ()),
     ("markdown", "### What happened, and why\n\n"

@@ -36,7 +36,7 @@ def verify(text: str) -> nbformat.NotebookNode:
 
 
 def yaml_cell(var: str, yaml: str, kubectl: str) -> nbformat.NotebookNode:
-    return code(f'# {kubectl}\n{var} = """\\\n{yaml}"""\ncluster.apply({var})')
+    return code(f'# {kubectl}\n{var} = """\\\n{yaml}"""\nlesson.apply({var})')
 
 
 # The manifests the notebook shows are the ones the tests apply: one source, embedded verbatim.
@@ -77,9 +77,13 @@ import egresskit
 from egresskit import guide
 from egresskit import grpcguide as g
 
+from egresskit.lesson import Lesson
+
 cluster = egresskit.connect(backend, **({"context": kube_context} if kube_context else {}))
+# Applies as kubectl does, then says what changed and Linkerd's verdict on each route.
+lesson = Lesson(cluster)
 # kubectl create ns egress-test; the curl client pod of the guide (it also runs our gRPC client)
-cluster.apply([guide.NAMESPACE, guide.CLIENT_POD])"""
+lesson.apply([guide.NAMESPACE, guide.CLIENT_POD])"""
     ),
     md("Deny everything by default: the guide's `EgressNetwork` after its `trafficPolicy` patch."),
     code(
@@ -94,7 +98,7 @@ metadata:
 spec:
   trafficPolicy: Deny
 """
-cluster.apply(EGRESS_NETWORK)'''
+lesson.apply(EGRESS_NETWORK)'''
     ),
     md(
         """
@@ -186,11 +190,10 @@ in-cluster Service. Here `bb` runs with a gRPC port, and calls to its `TheServic
 instead of out:
 """
     ),
-    code(
-        """
-# kubectl apply -f - <<EOF ... EOF  (a Service and a Deployment: bb terminus with a gRPC port)
-print(g.INTERNAL_GRPC)
-cluster.apply(g.INTERNAL_GRPC)"""
+    yaml_cell(
+        "INTERNAL_GRPC",
+        gm.INTERNAL_GRPC,
+        "kubectl apply -f - <<EOF ... EOF  (a Service and a Deployment: bb terminus with a gRPC port)",
     ),
     yaml_cell("BB_ROUTE", BB_ROUTE, "kubectl apply -f - <<EOF ... EOF"),
     code(
@@ -255,7 +258,7 @@ answers whatever arrives, so speak HTTP/1.0 to it over the opaque port:
         """
 # kubectl delete tcproute -n egress-test tcp-6379; kubectl apply -f internal-egress.yaml
 cluster.delete("tcproute", "tcp-6379", namespace="egress-test")
-cluster.apply(guide.INTERNAL_EGRESS)"""
+lesson.apply(guide.INTERNAL_EGRESS)"""
     ),
     yaml_cell("TCP_REDIRECT", TCP_REDIRECT, "kubectl apply -f - <<EOF ... EOF"),
     code(

@@ -34,5 +34,6 @@ def test_every_route_the_notebook_applies_is_the_kits_own_text() -> None:
         gm.BB_REDIRECT_ROUTE,
         gm.TCP_ALLOW_ROUTE,
         gm.TCP_REDIRECT_ROUTE,
+        gm.INTERNAL_GRPC,
     ):
         assert yaml in sources
