@@ -157,7 +157,9 @@ class Tutorial:
         traffic = self.traffic
         if traffic is not None and traffic.running:
             with traffic.paused():
-                self._settle()
+                self._settle(
+                    said_by="observe", risk="the series shown may include the loop's last request"
+                )
                 result = self.lesson.observe(*curl_args, backends=backends)
         else:
             result = self.lesson.observe(*curl_args, backends=backends)
@@ -279,7 +281,13 @@ class Tutorial:
             self._series_frame = self.scraper.frame()
             self.scraper = None
 
-    def _settle(self, within: float = 2.0) -> None:
+    def _settle(
+        self,
+        within: float = 2.0,
+        *,
+        said_by: str = "stop_traffic",
+        risk: str = "the final scrape may miss the last requests",
+    ) -> None:
         """Wait (bounded) until the proxy's counters stop moving. When the bound runs out
         the notebook goes on (the final scrape is still taken) and one line says so."""
         deadline = time.monotonic() + within
@@ -293,7 +301,7 @@ class Tutorial:
         expired = WaitTimeout(
             f"the proxy counters of {NS}/{POD} to stop moving", within, "still moving"
         )
-        print(f"stop_traffic: {expired}; the final scrape may miss the last requests")
+        print(f"{said_by}: {expired}; {risk}")
 
     def metrics(self, grep: str | None = None, *, one_label_per_line: bool = True) -> str:
         """``linkerd dg proxy-metrics -n egress-test po/client | grep <grep>``, with each

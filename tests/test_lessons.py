@@ -234,3 +234,5 @@ def test_settle_says_when_the_counters_did_not_settle(
         )
         t._settle(within=30)  # no traffic: the counters are steady, nothing printed
         assert capsys.readouterr().out == ""
+        t._settle(within=0, said_by="observe", risk="the series shown may include more")
+        assert capsys.readouterr().out.startswith("observe: timed out after 0s waiting for ")
