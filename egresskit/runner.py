@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -139,16 +140,17 @@ def run_one(
             kernel_manager_class=kernel_manager(),
             progress_bar=False,
             cwd=str(path.parent),
-            execution_timeout=int(cell_timeout),
+            # Whole seconds, at least 1: papermill reads 0 as "no bound".
+            execution_timeout=max(1, math.ceil(cell_timeout)),
         )
     except PapermillExecutionError as exc:
         error = f"{exc.ename}: {exc.evalue}"
         failed_cell = int(exc.exec_count) if exc.exec_count is not None else None
     except CellTimeoutError:
-        # nbclient interrupted the kernel; papermill saved the notebook with that cell's
-        # KeyboardInterrupt, which says which cell it was.
-        error = f"CellTimeoutError: the cell ran over {cell_timeout:g}s and was interrupted"
-        failed_cell = interrupted_cell(target)
+        # nbclient gave up on the cell and papermill saved the notebook as far as it ran; the
+        # kernel is shut down (what the cell prints then varies: it may catch the interrupt).
+        error = f"CellTimeoutError: the cell ran over {cell_timeout:g}s and was stopped"
+        failed_cell = last_started_cell(target)
     seconds = time.monotonic() - started
     steps = verify_steps(target) if target.exists() else []
     return NotebookResult(
@@ -161,16 +163,18 @@ def run_one(
     )
 
 
-def interrupted_cell(executed: Path) -> int | None:
-    """The execution count of the cell an executed notebook shows as interrupted."""
+def last_started_cell(executed: Path) -> int | None:
+    """The execution count of the last cell papermill started (its ``start_time``), in a
+    notebook it saved when a run stopped: the cell that was running."""
     if not executed.exists():
         return None
-    for cell in json.loads(executed.read_text())["cells"]:
-        for output in cell.get("outputs", []):
-            if output.get("output_type") == "error" and output.get("ename") == "KeyboardInterrupt":
-                count = cell.get("execution_count")
-                return int(count) if count is not None else None
-    return None
+    started = [
+        cell
+        for cell in json.loads(executed.read_text())["cells"]
+        if cell.get("metadata", {}).get("papermill", {}).get("start_time")
+    ]
+    count = started[-1].get("execution_count") if started else None
+    return int(count) if count is not None else None
 
 
 def verify_steps(executed: Path) -> list[StepResult]:
@@ -185,7 +189,11 @@ def verify_steps(executed: Path) -> list[StepResult]:
         )
         failed = any(o.get("output_type") == "error" for o in cell.get("outputs", []))
         pm = cell.get("metadata", {}).get("papermill", {})
+        # A check that never ran (an earlier cell failed) passed nothing.
+        ran = bool(cell.get("outputs")) or cell.get("execution_count") is not None
         first = text.strip().splitlines()[0] if text.strip() else "(no output)"
+        if not ran:
+            first, failed = "(not run: an earlier cell failed)", True
         steps.append(
             StepResult(
                 notebook=executed.stem,

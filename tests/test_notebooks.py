@@ -152,26 +152,40 @@ def test_report_renders_charts_in_headless_chromium(
     assert greens > 100, "no allowed (green) bars visible in the rendered report"
 
 
-def test_a_cell_that_hangs_is_interrupted_at_its_bound_and_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "hang",
+    [
+        "import threading\nthreading.Event().wait()  # never set",
+        # What a traffic cell does with Ctrl-C: it answers with its own one-line error.
+        "import threading\ntry:\n    threading.Event().wait()  # never set\n"
+        "except KeyboardInterrupt:\n    raise RuntimeError('stopped') from None",
+    ],
+    ids=["plain", "turns-the-interrupt-into-its-own-error"],
+)
+def test_a_cell_that_hangs_is_stopped_at_its_bound_and_named(tmp_path: Path, hang: str) -> None:
     import nbformat
 
     from egresskit.runner import KERNELSPEC, run_one
 
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = KERNELSPEC
+    check = nbformat.v4.new_code_cell("print('PASS never reached')")
+    check.metadata["tags"] = ["verify"]
     nb.cells = [
         nbformat.v4.new_code_cell("backend = 'local'"),
-        nbformat.v4.new_code_cell("import threading\nthreading.Event().wait()  # never set"),
-        nbformat.v4.new_code_cell("print('not reached')"),
+        nbformat.v4.new_code_cell(hang),
+        check,
     ]
     path = tmp_path / "01-hangs.ipynb"
     nbformat.write(nb, path)
     result = run_one(path, backend="local", context=None, out=tmp_path, cell_timeout=2)
     assert not result.ok
-    assert result.error == "CellTimeoutError: the cell ran over 2s and was interrupted"
+    assert result.error == "CellTimeoutError: the cell ran over 2s and was stopped"
     executed = json.loads((tmp_path / "01-hangs.ipynb").read_text())["cells"]
     (hung,) = [c for c in executed if "never set" in "".join(c["source"])]
     # Named as a failing check's cell is: by its execution count (papermill's injected
     # parameters cell counts too).
     assert result.failed_cell == hung["execution_count"] is not None
     assert executed[-1]["outputs"] == []  # Run All stopped there
+    (step,) = result.steps
+    assert not step.ok and step.name == "(not run: an earlier cell failed)"
