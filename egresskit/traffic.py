@@ -135,8 +135,10 @@ class Traffic:
         self._records: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        # Held by the loop for each curl and by paused() for its block.
-        self._turn = threading.Lock()
+        # Held by the loop for each curl and by paused() for its block; re-entrant, so a
+        # pause inside a pause (t.observe in a learner's own `with paused()`) just nests.
+        self._turn = threading.RLock()
+        self._pause_depth = 0  # paused() blocks open, on the thread holding _turn
         self._paused_for = 0.0  # seconds paused so far: the grid starts that much later
         self._crash: BaseException | None = None
         self._started = time.monotonic()
@@ -150,11 +152,16 @@ class Traffic:
         adopt(cluster, self)  # raises ClusterClosed before any thread starts
         try:
             self._thread.start()
-        except BaseException:
-            # Ctrl-C inside start() (it waits for the thread to begin): nobody will hold
-            # this Traffic to stop it, so its loop ends at its next step.
-            self._end("it was interrupted while starting")
+        except BaseException as exc:
+            # Nobody will hold this Traffic to stop it (the constructor did not return).
+            # Ctrl-C inside start(), which waits for the thread to begin: its loop ends at
+            # its next step. A thread that never started (Ctrl-C before it, or no thread
+            # to be had): nothing runs, so the cluster lets go of it now.
+            why = "was interrupted" if isinstance(exc, KeyboardInterrupt) else f"failed ({exc})"
+            self._end(f"it {why} while starting")
             self._stop.set()
+            if self._thread.ident is None:
+                release(cluster, self)
             raise
 
     # -- the loop ------------------------------------------------------------------------
@@ -172,6 +179,9 @@ class Traffic:
                     return
                 if not self._take_turn():
                     return  # stopped while paused
+                if self._grid_start() + j * period > time.monotonic():
+                    self._turn.release()  # a pause moved this deadline: wait for it again
+                    continue
                 try:
                     if not self._one(self.urls[j % len(self.urls)]):
                         self._end("its cluster was closed")
@@ -273,21 +283,30 @@ class Traffic:
         most ``curl_timeout + 5`` s, else :class:`WaitTimeout`). The deadlines that fall
         inside move with the pause: none is missed, none fires in a burst after it."""
         bound = self.curl_timeout + _STOP_GRACE
-        if not self._turn.acquire(timeout=bound):
-            raise WaitTimeout(f"the curl in flight of {self._thread.name}", bound, self.progress())
+        acquired = False
         began = time.monotonic()
-        try:
+        try:  # acquired inside: a Ctrl-C right after acquire() cannot leave the loop held
+            acquired = self._turn.acquire(timeout=bound)
+            if not acquired:
+                raise WaitTimeout(
+                    f"the curl in flight of {self._thread.name}", bound, self.progress()
+                )
+            self._pause_depth += 1
+            began = time.monotonic()
             yield self
         finally:
-            with self._lock:
-                self._paused_for += time.monotonic() - began
-            self._turn.release()
+            if acquired:
+                self._pause_depth -= 1
+                if self._pause_depth == 0:  # only the outermost pause moves the grid
+                    with self._lock:
+                        self._paused_for += time.monotonic() - began
+                self._turn.release()
 
     def _halt(self, why: str) -> None:
         self._end(why)
         self._stop.set()
-        if threading.current_thread() is self._thread:
-            return  # a job stopping itself from inside the loop: it ends on return
+        if threading.current_thread() is self._thread or self._thread.ident is None:
+            return  # stopping itself from inside the loop, or its thread never started
         bound = self.curl_timeout + _STOP_GRACE
         self._thread.join(bound)
         if self._thread.is_alive():

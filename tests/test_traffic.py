@@ -28,7 +28,8 @@ from egresskit.analysis.outcomes import (
 )
 from egresskit.analysis.scrape import Scraper
 from egresskit.cluster.base import ChangeRecord, Cluster, CurlResult
-from egresskit.errors import BackendError, WaitTimeout
+from egresskit.cluster.owned import Jobs
+from egresskit.errors import BackendError, ClusterClosed, WaitTimeout
 from egresskit.explaining import explain, with_cluster_ips
 from egresskit.manifests import load_manifests
 from egresskit.manifests.model import K8sObject
@@ -398,6 +399,37 @@ def test_stop_inside_paused_ends_the_loop() -> None:
         traffic.stop()  # the loop waits for its turn; stop() must not wait for the block
         assert not traffic.running
     assert traffic.ended_because == "it was stopped"
+
+
+def test_a_traffic_whose_thread_never_started_is_let_go_by_its_cluster(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        if self.name.startswith("egresskit-traffic-"):
+            raise RuntimeError("can't start new thread")  # before the thread exists
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    cluster = ScriptedCluster(ok)
+    cluster.jobs = Jobs(lambda: ClusterClosed("closed"))  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        start_traffic(cluster, "http://httpbin.org/get", rate=50.0)
+    assert cluster.jobs.close() == []  # type: ignore[attr-defined]  # nothing left to stop
+    assert cluster.calls == 0
+
+
+def test_a_pause_inside_a_pause_on_one_thread_nests() -> None:
+    cluster = ScriptedCluster(ok)
+    traffic = start_traffic(cluster, "http://httpbin.org/get", rate=50.0, curl_timeout=30.0)
+    cluster.wait_calls(1)
+    # A learner's own `with t.traffic.paused():` around t.observe, which pauses too: the
+    # inner pause must not wait (up to 35 s) for a curl in flight that is its own pause.
+    with traffic.paused(), traffic.paused():
+        calls = cluster.calls
+    cluster.wait_calls(calls + 2)  # and the loop goes on after both
+    traffic.stop()
 
 
 def test_records_keep_status_exit_code_timing_and_200_body_chars() -> None:
