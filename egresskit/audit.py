@@ -297,6 +297,10 @@ def enforcement_delay(
     raise WaitTimeout(f"{url} to answer {expect_status}", timeout, f"HTTP {last}")
 
 
+#: The guide's meshed client, and the annotation that meshes a pod.
+MESHED_POD = "client"
+INJECT = "linkerd.io/inject"
+
 BYPASS_POD = """
 apiVersion: v1
 kind: Pod
@@ -324,21 +328,42 @@ def bypass_demo(
     objects = load_manifests(manifest, default_namespace=namespace, source_name=source)
     if len(objects) != 1 or objects[0].kind != "Pod":
         found = ", ".join(o.display for o in objects) or "no document"
-        problem = Problem(
+        not_one_pod = Problem(
             source=source, document=None, obj=None, path="", expected="one Pod", found=found
         )
-        raise ManifestError([problem])
-    bypass = objects[0].name
+        raise ManifestError([not_one_pod])
+    pod = objects[0]
+    inject = pod.metadata.annotation(INJECT) or ""
+
+    def problem(path: str, expected: str, found: str) -> Problem:
+        return Problem(
+            source=source, document=1, obj=pod.display, path=path, expected=expected, found=found
+        )
+
+    # What would make the demo show something else than a pod without a proxy beside the
+    # meshed client: another namespace (curl asks this one), the client itself, a proxy.
+    problems = []
+    if (pod.namespace or namespace) != namespace:
+        problems.append(problem("metadata.namespace", namespace, pod.namespace or ""))
+    if pod.name == MESHED_POD:
+        problems.append(problem("metadata.name", f"a name other than {MESHED_POD}", pod.name))
+    if inject == "enabled":
+        problems.append(
+            problem(f"metadata.annotations.{INJECT}", "absent or disabled (no proxy)", inject)
+        )
+    if problems:
+        raise ManifestError(problems)
+    bypass = pod.name
     cluster.apply(manifest)
     rows = []
     for url in urls:
-        for pod in ("client", bypass):
-            r = cluster.curl("-s", "-o", "/dev/null", url, pod=pod, namespace=namespace)
+        for pod_name in (MESHED_POD, bypass):
+            r = cluster.curl("-s", "-o", "/dev/null", url, pod=pod_name, namespace=namespace)
             rows.append(
                 {
                     "url": url,
-                    "pod": pod,
-                    "meshed": pod == "client",
+                    "pod": pod_name,
+                    "meshed": pod_name == MESHED_POD,
                     "exit_code": r.exit_code,
                     "http_status": r.http_status,
                 }

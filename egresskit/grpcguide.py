@@ -260,7 +260,9 @@ def expect_count(
         time.sleep(0.05)
         seen = proxy_count(cluster, metric, **labels)
     shown = ", ".join(f'{k}="{v}"' for k, v in labels.items())
-    said = int(seen) if seen.is_integer() else seen  # counters are integers: print them so
+    said = str(int(seen) if seen.is_integer() else seen)  # counters are integers: print so
+    if seen != expected:
+        said += f" after waiting {within:g}s"
     check(f"{metric}{{{shown}}}", seen == expected, expected=expected, seen=said, out=out)
 
 

@@ -156,11 +156,16 @@ class Tutorial:
         counted first): the series shown moved for this request alone."""
         traffic = self.traffic
         if traffic is not None and traffic.running:
-            with traffic.paused():
-                self._settle(
-                    said_by="observe", risk="the series shown may include the loop's last request"
-                )
-                result = self.lesson.observe(*curl_args, backends=backends)
+            try:
+                with traffic.paused():
+                    self._settle(
+                        said_by="observe",
+                        risk="the series shown may include the loop's last request",
+                    )
+                    result = self.lesson.observe(*curl_args, backends=backends)
+            except KeyboardInterrupt:  # as in every traffic cell: stop it, say so in one line
+                self._interrupted()
+                raise TrafficInterrupted(INTERRUPTED) from None
         else:
             result = self.lesson.observe(*curl_args, backends=backends)
         if self.traffic is not None and self.scraper is not None:
@@ -291,10 +296,12 @@ class Tutorial:
         """Wait (bounded) until the proxy's counters stop moving. When the bound runs out
         the notebook goes on (the final scrape is still taken) and one line says so."""
         deadline = time.monotonic() + within
-        last = self.cluster.proxy_metrics(POD, namespace=NS)
+        # The route families only: a real proxy's process metrics (CPU seconds, memory)
+        # move on every scrape and would never settle.
+        last = self.lesson.samples()
         while time.monotonic() < deadline:
             time.sleep(0.1)
-            now = self.cluster.proxy_metrics(POD, namespace=NS)
+            now = self.lesson.samples()
             if now == last:
                 return
             last = now

@@ -212,7 +212,7 @@ def test_expect_count_passes_on_the_exact_count_and_fails_naming_what_it_saw(
     assert lines == [
         f'PASS {TCP_CLOSE}{{route_name="tcp-egress-deny", error="forbidden"}}: expected 1, saw 1'
     ]
-    with pytest.raises(VerificationFailed, match=r"expected 2, saw 1$"):
+    with pytest.raises(VerificationFailed, match=r"expected 2, saw 1 after waiting 0.2s$"):
         g.expect_count(cluster, TCP_CLOSE, 2, out=lines.append, within=0.2, **labels)
 
 

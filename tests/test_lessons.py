@@ -236,3 +236,26 @@ def test_settle_says_when_the_counters_did_not_settle(
         assert capsys.readouterr().out == ""
         t._settle(within=0, said_by="observe", risk="the series shown may include more")
         assert capsys.readouterr().out.startswith("observe: timed out after 0s waiting for ")
+
+
+def test_settle_ignores_the_process_metrics_a_real_proxy_moves_on_every_scrape(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with Tutorial("local", output_dir=tmp_path) as t:
+        t.create_egress_network()
+        t.deploy_client()
+        real = t.cluster.proxy_metrics
+        scrapes = {"n": 0}
+
+        def with_process_metrics(pod: str, *, namespace: str) -> str:
+            scrapes["n"] += 1
+            return real(pod, namespace=namespace) + (
+                f"# TYPE process_cpu_seconds_total counter\n"
+                f"process_cpu_seconds_total {scrapes['n'] / 100}\n"
+            )
+
+        monkeypatch.setattr(t.cluster, "proxy_metrics", with_process_metrics)
+        capsys.readouterr()
+        t._settle(within=30)
+        assert capsys.readouterr().out == ""  # settled, without waiting out its bound
+        assert scrapes["n"] == 2

@@ -163,6 +163,40 @@ def test_a_bypass_yaml_that_is_not_one_pod_is_refused_whole(
     assert {o.key for o in mesh.objects()} == before  # nothing applied
 
 
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (
+            ("name: bypass", "name: client"),
+            "metadata.name: expected a name other than client, found client",
+        ),
+        (
+            ("namespace: egress-test", "namespace: default"),
+            "metadata.namespace: expected egress-test, found default",
+        ),
+        (
+            (
+                "  namespace: egress-test\n",
+                "  namespace: egress-test\n  annotations:\n    linkerd.io/inject: enabled\n",
+            ),
+            "metadata.annotations.linkerd.io/inject: expected absent or disabled (no proxy), "
+            "found enabled",
+        ),
+    ],
+    ids=["the-meshed-clients-name", "another-namespace", "meshed"],
+)
+def test_a_bypass_pod_that_would_not_show_a_pod_without_proxy_is_refused(
+    mesh: LocalCluster, edit: tuple[str, str], said: str
+) -> None:
+    before = {o.key for o in mesh.objects()}
+    yaml = audit.BYPASS_POD.replace(*edit)
+    with pytest.raises(ManifestError) as refused:
+        audit.bypass_demo(mesh, ["http://httpbin.org/get"], manifest=yaml)
+    assert str(refused.value).startswith("bypass pod: document 1 (Pod ")
+    assert str(refused.value).endswith(said)
+    assert {o.key for o in mesh.objects()} == before  # nothing applied
+
+
 def test_outbound_ports_serve_any_client(mesh: LocalCluster) -> None:
     ports = mesh.outbound_ports("client", namespace=NS)
     assert {80, 443} <= set(ports)

@@ -189,3 +189,22 @@ def test_observe_shows_the_series_of_its_own_request_while_traffic_runs(
         t.run_for(0.3)
         t.stop_traffic()
         t.verify_reconciled()  # the observed requests count on both sides
+
+
+def test_interrupting_observe_while_traffic_runs_stops_it_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with walkthrough(tmp_path) as t:
+        traffic = t.start_traffic("http://httpbin.org/ip")
+        t.run_for(0.2)
+
+        def observe(*args: Any, **kwargs: Any) -> Any:
+            raise KeyboardInterrupt  # what the kernel does on "Interrupt"
+
+        monkeypatch.setattr(t.lesson, "observe", observe)
+        with pytest.raises(TrafficInterrupted) as interrupted:
+            t.observe("-sS", "http://httpbin.org/get")
+        assert interrupted.value._render_traceback_() == [f"KeyboardInterrupt: {INTERRUPTED}"]
+        assert not traffic.running and t.scraper is None
+        with traffic.paused():  # and the pause was let go
+            pass
